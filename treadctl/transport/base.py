@@ -9,6 +9,7 @@ is called, so the only queue of commands is the FTMS client's, where stop pre-em
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable
 
 NotifyHandler = Callable[[int, bytes], None]
@@ -82,6 +83,12 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def read(self, uuid: int, *, timeout_s: float = 1.0) -> bytes:
         """Read a characteristic value."""
+
+    def write_nowait(self, uuid: int, value: bytes) -> asyncio.Future[None]:
+        """Write with response, the bytes leaving for the wire *in this call* where the
+        link allows it (framed links override this). The returned future resolves with
+        the write-response. The stop path uses it so nothing can be sent ahead of a stop."""
+        return asyncio.ensure_future(self.write(uuid, value))
 
     async def keepalive(self) -> None:  # noqa: B027 - optional for transports without one
         """Tell the firmware the host is alive (serial/TCP/sim). BLE: nothing to do."""

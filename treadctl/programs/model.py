@@ -88,11 +88,13 @@ class Program:
 
     @property
     def total_duration_s(self) -> float:
-        return sum(s.duration_s for s in self.segments)
+        return sum((s.duration_s for s in self.segments), 0.0)
 
     @property
     def reverse_duration_s(self) -> float:
-        return sum(s.duration_s for s in self.segments if s.direction is Direction.REVERSE)
+        return sum(
+            (s.duration_s for s in self.segments if s.direction is Direction.REVERSE), 0.0
+        )
 
     @property
     def reverse_share(self) -> float:

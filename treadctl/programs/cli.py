@@ -1,0 +1,165 @@
+"""``treadctl programs list|show NAME|validate FILE`` (CONTRACT §2, §3).
+
+``validate`` prints one line per violation, ``FILE: segment N: field: message``, and exits 2
+when there is any (nothing would move); otherwise one ``FILE: OK ...`` line and exit 0.
+Site or program limits that try to loosen the layers under them are printed as warnings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from typing import Any
+
+from treadctl.cli import EXIT_OK, EXIT_USAGE, UsageError
+from treadctl.limits import Limits, LimitsError, limits_from_dict, unit_of
+from treadctl.profiles import DEFAULT_PROFILE, ProfileError, load_profile
+from treadctl.programs.model import Program, ProgramError, list_builtin, load_program
+from treadctl.programs.validate import check_program
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("programs", help="training programs: list, show NAME, validate FILE")
+    psub = p.add_subparsers(dest="programs_cmd", metavar="ACTION", required=True)
+
+    lst = psub.add_parser("list", help="list the built-in programs")
+    lst.add_argument("--json", action="store_true", help="one JSON object per line")
+    lst.set_defaults(func=_list)
+
+    show = psub.add_parser("show", help="show a program's segments and why")
+    show.add_argument("name", metavar="NAME", help="built-in name or path to a program file")
+    show.add_argument("--json", action="store_true", help="the program as one JSON object")
+    show.set_defaults(func=_show)
+
+    val = psub.add_parser(
+        "validate", help="check a program against a firmware profile before running it"
+    )
+    val.add_argument("file", metavar="FILE", help="program file (.toml/.json) or built-in name")
+    val.add_argument(
+        "--profile", default=DEFAULT_PROFILE,
+        help=f"firmware profile name or path (default: {DEFAULT_PROFILE})",
+    )
+    val.add_argument(
+        "--site-limits", metavar="TOML", default=None,
+        help="TOML file with a [limits] table (the site layer), as in the daemon config",
+    )
+    val.set_defaults(func=_validate)
+
+
+def _fmt_duration(seconds: float) -> str:
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _summary(program: Program) -> dict[str, Any]:
+    return {
+        "name": program.name,
+        "duration_s": program.total_duration_s,
+        "reverse_s": program.reverse_duration_s,
+        "reverse_share": round(program.reverse_share, 3),
+        "segments": len(program.segments),
+        "description": program.description,
+    }
+
+
+def _list(args: argparse.Namespace) -> int:
+    try:
+        programs = list_builtin()
+    except ProgramError as exc:  # a broken built-in is a packaging bug; say which
+        raise UsageError(str(exc).replace("\n", "; ")) from None
+    if args.json:
+        for program in programs:
+            print(json.dumps(_summary(program)))
+        return EXIT_OK
+    width = max((len(p.name) for p in programs), default=4)
+    print(f"{'NAME':<{width}}  {'TIME':>5}  {'REV':>4}  DESCRIPTION")
+    for p in programs:
+        share = f"{p.reverse_share * 100:.0f}%"
+        print(f"{p.name:<{width}}  {_fmt_duration(p.total_duration_s):>5}  {share:>4}  "
+              f"{p.description}")
+    return EXIT_OK
+
+
+def _load(name: str) -> Program:
+    try:
+        return load_program(name)
+    except ProgramError as exc:
+        raise UsageError(str(exc).replace("\n", "; ")) from None
+
+
+def _show(args: argparse.Namespace) -> int:
+    program = _load(args.name)
+    if args.json:
+        out = program.to_dict()
+        out.update({k: v for k, v in _summary(program).items() if k not in out})
+        print(json.dumps(out, indent=2))
+        return EXIT_OK
+    print(f"{program.name}: {program.description}")
+    if program.why:
+        print(f"why: {program.why}")
+    print(f"total {_fmt_duration(program.total_duration_s)}, "
+          f"reverse {_fmt_duration(program.reverse_duration_s)} "
+          f"({program.reverse_share * 100:.0f}%), {len(program.segments)} segments")
+    if program.limits is not None and program.limits.items():
+        limits = ", ".join(f"{k} = {v:g} {unit_of(k)}" for k, v in program.limits.items())
+        print(f"limits: {limits}")
+    if program.heartbeat_s is not None:
+        print(f"dead-man heartbeat required every {program.heartbeat_s:g} s")
+    print()
+    print(f"{'#':>3}  {'DIRECTION':<9}  {'KM/H':>5}  {'INCL %':>6}  {'TIME':>5}  LABEL")
+    for n, seg in enumerate(program.segments, start=1):
+        print(f"{n:>3}  {seg.direction.value:<9}  {seg.speed_kmh:>5.1f}  "
+              f"{seg.incline_pct:>6.1f}  {_fmt_duration(seg.duration_s):>5}  {seg.label or ''}")
+    return EXIT_OK
+
+
+def _site_limits(path: str | None) -> Limits | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: invalid TOML: {exc}") from None
+    table = data.get("limits", {})
+    try:
+        return limits_from_dict(table, f"{path} [limits]")
+    except LimitsError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _validate(args: argparse.Namespace) -> int:
+    try:
+        profile = load_profile(args.profile)
+    except ProfileError as exc:
+        raise UsageError(str(exc)) from None
+    site = _site_limits(args.site_limits)
+    label = args.file
+    try:
+        program = load_program(args.file)
+    except ProgramError as exc:
+        for violation in exc.violations:
+            print(f"{label}: {violation}")
+        return EXIT_USAGE
+    result = check_program(program, profile, site)
+    for loose in result.loosened:
+        print(f"{label}: warning: {loose}")
+    for warning in result.warnings:
+        print(f"{label}: warning: {warning}")
+    for violation in result.violations:
+        print(f"{label}: {violation}")
+    if not result.ok:
+        noun = "violation" if len(result.violations) == 1 else "violations"
+        print(f"{label}: {len(result.violations)} {noun} against profile {profile.name}; "
+              "nothing would move", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{label}: OK: {program.name}, {len(program.segments)} segments, "
+          f"{_fmt_duration(program.total_duration_s)}, "
+          f"{program.reverse_share * 100:.0f}% reverse, valid on profile {profile.name}")
+    return EXIT_OK

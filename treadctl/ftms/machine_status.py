@@ -1,0 +1,170 @@
+"""Fitness Machine Status (0x2ADA): events the machine notifies (stopped by user or safety key,
+target changed, control permission lost, ...).
+
+Wire format: uint8 opcode + parameters. Opcodes a treadmill controller acts on get their own
+class; the other opcodes FTMS 1.0 defines (bike, rower, targets we do not set) decode to
+:class:`OtherStatus` with their raw parameters. Reserved opcodes (0x00, 0x16-0xFE) are errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Final
+
+from treadctl.ftms._wire import s16, to_int, u8, u16
+from treadctl.ftms.errors import FTMSDecodeError, FTMSEncodeError, check_size
+
+_NAME: Final = "machine-status"
+
+RESET: Final = 0x01
+STOPPED_OR_PAUSED_BY_USER: Final = 0x02
+STOPPED_BY_SAFETY_KEY: Final = 0x03
+STARTED_OR_RESUMED_BY_USER: Final = 0x04
+TARGET_SPEED_CHANGED: Final = 0x05
+TARGET_INCLINE_CHANGED: Final = 0x06
+TARGET_HEART_RATE_CHANGED: Final = 0x09
+CONTROL_PERMISSION_LOST: Final = 0xFF
+#: Spec opcodes without a class of their own (resistance, power, energy, steps, strides,
+#: distance, training time, HR zones, bike simulation, wheel, spin down, cadence).
+OTHER_OPCODES: Final = frozenset({0x07, 0x08, *range(0x0A, 0x16)})
+
+
+@dataclass(frozen=True)
+class StatusReset:
+    opcode: ClassVar[int] = RESET
+
+
+@dataclass(frozen=True)
+class StoppedOrPausedByUser:
+    paused: bool
+    opcode: ClassVar[int] = STOPPED_OR_PAUSED_BY_USER
+
+
+@dataclass(frozen=True)
+class StoppedBySafetyKey:
+    opcode: ClassVar[int] = STOPPED_BY_SAFETY_KEY
+
+
+@dataclass(frozen=True)
+class StartedOrResumedByUser:
+    opcode: ClassVar[int] = STARTED_OR_RESUMED_BY_USER
+
+
+@dataclass(frozen=True)
+class TargetSpeedChanged:
+    speed_kmh: float
+    opcode: ClassVar[int] = TARGET_SPEED_CHANGED
+
+
+@dataclass(frozen=True)
+class TargetInclineChanged:
+    incline_pct: float
+    opcode: ClassVar[int] = TARGET_INCLINE_CHANGED
+
+
+@dataclass(frozen=True)
+class TargetHeartRateChanged:
+    bpm: int
+    opcode: ClassVar[int] = TARGET_HEART_RATE_CHANGED
+
+
+@dataclass(frozen=True)
+class ControlPermissionLost:
+    opcode: ClassVar[int] = CONTROL_PERMISSION_LOST
+
+
+@dataclass(frozen=True)
+class OtherStatus:
+    """A spec-defined status without its own class; ``params`` are the raw bytes after it."""
+
+    opcode: int
+    params: bytes = b""
+
+
+MachineStatus = (
+    StatusReset
+    | StoppedOrPausedByUser
+    | StoppedBySafetyKey
+    | StartedOrResumedByUser
+    | TargetSpeedChanged
+    | TargetInclineChanged
+    | TargetHeartRateChanged
+    | ControlPermissionLost
+    | OtherStatus
+)
+
+_SIZES: Final = {
+    RESET: 0,
+    STOPPED_OR_PAUSED_BY_USER: 1,
+    STOPPED_BY_SAFETY_KEY: 0,
+    STARTED_OR_RESUMED_BY_USER: 0,
+    TARGET_SPEED_CHANGED: 2,
+    TARGET_INCLINE_CHANGED: 2,
+    TARGET_HEART_RATE_CHANGED: 1,
+    CONTROL_PERMISSION_LOST: 0,
+}
+
+
+def decode_machine_status(data: bytes, *, signed_speed: bool = False) -> MachineStatus:
+    """Decode one Machine Status notification; raises only :class:`FTMSDecodeError`."""
+    if not data:
+        raise FTMSDecodeError(_NAME, "empty notification: no opcode", reason="empty")
+    op = data[0]
+    if op in OTHER_OPCODES:
+        return OtherStatus(op, bytes(data[1:]))
+    size = _SIZES.get(op)
+    if size is None:
+        raise FTMSDecodeError(
+            _NAME, f"reserved opcode 0x{op:02x} at offset 0", reason="unsupported"
+        )
+    check_size(_NAME, data, 1 + size, f"opcode 0x{op:02x} parameters")
+    if op == RESET:
+        return StatusReset()
+    if op == STOPPED_OR_PAUSED_BY_USER:
+        if data[1] not in (1, 2):
+            raise FTMSDecodeError(
+                _NAME,
+                f"stopped-or-paused parameter 0x{data[1]:02x} at offset 1 out of range"
+                " (0x01 stop, 0x02 pause)",
+                reason="range",
+            )
+        return StoppedOrPausedByUser(paused=data[1] == 2)
+    if op == STOPPED_BY_SAFETY_KEY:
+        return StoppedBySafetyKey()
+    if op == STARTED_OR_RESUMED_BY_USER:
+        return StartedOrResumedByUser()
+    if op == TARGET_SPEED_CHANGED:
+        return TargetSpeedChanged(int.from_bytes(data[1:3], "little", signed=signed_speed) / 100)
+    if op == TARGET_INCLINE_CHANGED:
+        return TargetInclineChanged(int.from_bytes(data[1:3], "little", signed=True) / 10)
+    if op == TARGET_HEART_RATE_CHANGED:
+        return TargetHeartRateChanged(data[1])
+    return ControlPermissionLost()
+
+
+def encode_machine_status(status: MachineStatus, *, signed_speed: bool = False) -> bytes:
+    """The notification for ``status``; bad values raise :class:`FTMSEncodeError`."""
+    where = f"{_NAME}: {type(status).__name__}"
+    if isinstance(status, OtherStatus):
+        if status.opcode not in OTHER_OPCODES:
+            raise FTMSEncodeError(
+                f"{where}.opcode 0x{status.opcode:02x} is not one of the other spec opcodes"
+                " (use its own class, or it is reserved)"
+            )
+        return u8(status.opcode) + bytes(status.params)
+    op = u8(status.opcode)
+    if isinstance(status, StoppedOrPausedByUser):
+        return op + u8(2 if status.paused else 1)
+    if isinstance(status, TargetSpeedChanged):
+        if signed_speed:
+            return op + s16(to_int(f"{where}.speed_kmh", status.speed_kmh, 100, -0x8000, 0x7FFF))
+        return op + u16(to_int(f"{where}.speed_kmh", status.speed_kmh, 100, 0, 0xFFFF))
+    if isinstance(status, TargetInclineChanged):
+        return op + s16(to_int(f"{where}.incline_pct", status.incline_pct, 10, -0x8000, 0x7FFF))
+    if isinstance(status, TargetHeartRateChanged):
+        return op + u8(to_int(f"{where}.bpm", status.bpm, 1, 0, 0xFF))
+    if isinstance(
+        status, StatusReset | StoppedBySafetyKey | StartedOrResumedByUser | ControlPermissionLost
+    ):
+        return op
+    raise FTMSEncodeError(f"{_NAME}: not a machine status: {status!r}")

@@ -121,3 +121,12 @@ def test_errors_are_one_line_naming_the_url(url: str, reason: str) -> None:
     assert reason in msg
     assert "\n" not in msg
     assert isinstance(info.value, ValueError)
+
+
+def test_plus_in_fault_spec_is_literal() -> None:
+    assert parse_device_url("sim://?faults=link-drop@60+5").faults == "link-drop@60+5"
+
+
+def test_bad_fault_spec_is_rejected_by_the_simulator_parser() -> None:
+    with pytest.raises(DeviceURLError, match=r"^bad device URL .*: faults: unknown fault 'melt'"):
+        parse_device_url("sim://?faults=melt@3")

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 Scheme = Literal["sim", "ble", "serial", "tcp"]
 SCHEMES: tuple[Scheme, ...] = ("sim", "ble", "serial", "tcp")
@@ -109,10 +109,7 @@ def parse_device_url(url: str) -> DeviceURL:
     if "#" in rest:
         raise bad("fragments ('#') are not allowed")
     location, _, query = rest.partition("?")
-    try:
-        params = tuple(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
-    except ValueError:
-        raise bad(f"malformed query {query!r}") from None
+    params = _split_query(query, bad)
     allowed = _ALLOWED[scheme]
     seen: set[str] = set()
     for key, _value in params:
@@ -203,6 +200,19 @@ def parse_device_url(url: str) -> DeviceURL:
     return DeviceURL("tcp", text, host=host, port=port, timeout_s=timeout_s, params=params)
 
 
+def _split_query(query: str, bad: _Bad) -> tuple[tuple[str, str], ...]:
+    """``a=1&b=2`` -> pairs, %-decoded. Unlike HTML forms, '+' stays '+' (fault specs use it)."""
+    if not query:
+        return ()
+    pairs = []
+    for part in query.split("&"):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise bad(f"malformed query {query!r} (expected NAME=VALUE&...)")
+        pairs.append((unquote(key), unquote(value)))
+    return tuple(pairs)
+
+
 def _positive_float(raw: str, name: str, bad: _Bad) -> float:
     try:
         value = float(raw)
@@ -216,7 +226,7 @@ def _positive_float(raw: str, name: str, bad: _Bad) -> float:
 def _check_faults(spec: str, bad: _Bad) -> None:
     """Validate a fault spec with the simulator's own parser when it is installed."""
     try:
-        from simulator import parse_faults  # type: ignore[attr-defined]
+        from simulator.faults import parse_faults
     except ImportError:
         return
     try:

@@ -199,7 +199,9 @@ def _compile(key: int) -> _Decoder:
         "_SIZE": size,
         "_LAYOUT": ", ".join(layout) or "no fields",
     }
-    exec("\n".join(lines), namespace)
+    # A named pseudo-file so tracebacks say which generated decoder ran.
+    code = compile("\n".join(lines), f"<treadmill-data decoder 0x{key:05x}>", "exec")
+    exec(code, namespace)
     decoder: _Decoder = namespace["decode"]  # type: ignore[assignment]
     _DECODERS[key] = decoder
     return decoder

@@ -89,7 +89,7 @@ class WarpEventLoop(asyncio.SelectorEventLoop):
         self.speedup = speedup
         self._virtual = 0.0
         self._real0 = time.monotonic()
-        self._selector = _WarpSelector(self._selector, self)  # type: ignore[has-type]
+        self._selector = _WarpSelector(self._selector, self)  # type: ignore[has-type,arg-type]
 
     def time(self) -> float:
         if self.speedup is None:

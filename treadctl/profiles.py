@@ -155,9 +155,15 @@ def _check(src: str, p: FirmwareProfile) -> None:
     need(p.control.link_timeout_ms > 0, "control.link_timeout_ms must be > 0")
     if p.supports_reverse:
         r = p.reverse
-        need(0 < r.max_speed_kmh <= p.speed.max_kmh, "reverse.max_speed_kmh must be in (0, speed.max_kmh]")
+        need(
+            0 < r.max_speed_kmh <= p.speed.max_kmh,
+            "reverse.max_speed_kmh must be in (0, speed.max_kmh]",
+        )
         need(r.accel_mps2 > 0 and r.decel_mps2 > 0, "reverse.accel_mps2 and decel_mps2 must be > 0")
-        need(r.min_incline_pct <= r.max_incline_pct, "reverse.min_incline_pct must be <= max_incline_pct")
+        need(
+            r.min_incline_pct <= r.max_incline_pct,
+            "reverse.min_incline_pct must be <= max_incline_pct",
+        )
         need(0 <= r.characteristic <= 0xFFFF, "reverse.characteristic must be a 16-bit UUID")
 
 
@@ -191,7 +197,7 @@ def load_profile_file(path: str | os.PathLike[str]) -> FirmwareProfile:
 
 
 def profile_dirs() -> list[Path]:
-    dirs = []
+    dirs: list[Path] = []
     env = os.environ.get("TREADCTL_PROFILES_DIR")
     if env:
         dirs.extend(Path(p) for p in env.split(os.pathsep) if p)

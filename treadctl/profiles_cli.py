@@ -29,7 +29,11 @@ def _list(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if args.json:
         for p in profiles:
-            print(json.dumps({"name": p.name, "reverse": p.reverse.method, "description": p.description}))
+            print(
+                json.dumps(
+                    {"name": p.name, "reverse": p.reverse.method, "description": p.description}
+                )
+            )
         return 0
     width = max((len(p.name) for p in profiles), default=4)
     for p in profiles:

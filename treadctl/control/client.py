@@ -1,0 +1,216 @@
+"""FTMS client: control permission, one procedure at a time, and a stop that always leaves first.
+
+Owns the conversation with the Fitness Machine Control Point over a ``Transport``:
+
+* ``command()`` runs one procedure at a time (the FTMS rule), honours the profile's
+  minimum command interval and ack timeout, and turns every result code into either
+  success or a ``CommandError`` that says which.
+* ``stop_now()`` is synchronous: the Stop bytes are handed to the link inside the call,
+  ahead of anything queued, even while another procedure waits for its response; the
+  waiting procedure is pre-empted.
+* ``motion_blocked`` is the latch's last line of defence: while it is set, no opcode or
+  write that can move the belt is put on the wire, whoever asks.
+
+Notifications are decoded here and handed up through plain callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable
+
+from treadctl import ftms
+from treadctl.clock import Clock
+from treadctl.profiles import FirmwareProfile
+from treadctl.transport.base import Transport, TransportError, WriteRejected
+from treadctl.types import Direction
+
+log = logging.getLogger(__name__)
+
+_MOTION_OPCODES = frozenset(
+    {
+        ftms.OpCode.SET_TARGET_SPEED,
+        ftms.OpCode.SET_TARGET_INCLINATION,
+        ftms.OpCode.START_OR_RESUME,
+    }
+)
+
+
+class CommandError(Exception):
+    """A control-point procedure did not succeed."""
+
+    def __init__(self, message: str, result: ftms.ResultCode | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class CommandTimeout(CommandError):
+    """No response within the profile's ack timeout."""
+
+
+class MotionBlocked(CommandError):
+    """Refused locally: the controller is latched."""
+
+
+class Preempted(CommandError):
+    """A stop went out while this procedure waited for its response."""
+
+
+class FTMSClient:
+    def __init__(self, transport: Transport, profile: FirmwareProfile, clock: Clock) -> None:
+        self.transport = transport
+        self.profile = profile
+        self.clock = clock
+        self.signed_speed = profile.reverse.method == "signed-speed"
+        self.pace_format: ftms.PaceFormat = profile.quirks.pace_format
+        self.motion_blocked = False
+        self.in_control = False
+        self.on_telemetry: Callable[[ftms.TreadmillData], None] = lambda td: None
+        self.on_status: Callable[[ftms.MachineStatus], None] = lambda s: None
+        self.on_direction: Callable[[Direction], None] = lambda d: None
+        self.on_stop_result: Callable[[ftms.ResultCode], None] = lambda r: None
+        self.decode_errors = 0
+        self.stops_sent = 0
+        self._lock = asyncio.Lock()
+        self._inflight: tuple[int, asyncio.Future[ftms.ResultCode]] | None = None
+        self._stop_pending = 0
+        self._last_write = -math.inf
+        self._ack_timeout_s = profile.control.ack_timeout_ms / 1000
+        self._min_interval_s = profile.control.min_command_interval_ms / 1000
+        self._stop_bytes = ftms.encode_control_point(ftms.StopOrPause(pause=False))
+
+    # -- link ----------------------------------------------------------------------------
+    async def connect(self) -> None:
+        self.transport.set_notify_handler(self._on_notify)
+        await self.transport.connect()
+        uuids = [ftms.TREADMILL_DATA, ftms.MACHINE_STATUS, ftms.CONTROL_POINT]
+        if self.profile.reverse.method == "vendor-characteristic":
+            uuids.append(self.profile.reverse.characteristic)
+        for uuid in uuids:
+            await self.transport.subscribe(uuid)
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    def _on_notify(self, uuid: int, value: bytes) -> None:
+        try:
+            if uuid == ftms.TREADMILL_DATA:
+                td = ftms.decode_treadmill_data(
+                    value, pace_format=self.pace_format, signed_speed=self.signed_speed
+                )
+                self.on_telemetry(td)
+            elif uuid == ftms.CONTROL_POINT:
+                self._on_response(ftms.decode_control_point_response(value))
+            elif uuid == ftms.MACHINE_STATUS:
+                status = ftms.decode_machine_status(value, signed_speed=self.signed_speed)
+                if isinstance(status, ftms.ControlPermissionLost):
+                    self.in_control = False
+                self.on_status(status)
+            elif uuid == self.profile.reverse.characteristic and self.profile.supports_reverse:
+                reverse = ftms.decode_belt_direction(value).reverse
+                self.on_direction(Direction.REVERSE if reverse else Direction.FORWARD)
+        except ftms.FTMSDecodeError as exc:
+            # Never act on a value we could not decode; count it and carry on.
+            self.decode_errors += 1
+            log.warning("dropped undecodable notification on 0x%04X: %s", uuid, exc)
+
+    def _on_response(self, resp: ftms.ControlPointResponse) -> None:
+        if resp.request_opcode == ftms.OpCode.STOP_OR_PAUSE and self._stop_pending:
+            self._stop_pending -= 1
+            self.on_stop_result(resp.result)
+            if self._inflight is None or self._inflight[0] != ftms.OpCode.STOP_OR_PAUSE:
+                return
+        if self._inflight is not None and self._inflight[0] == resp.request_opcode:
+            fut = self._inflight[1]
+            if not fut.done():
+                fut.set_result(resp.result)
+
+    # -- commands ------------------------------------------------------------------------
+    def stop_now(self) -> None:
+        """Put a Stop on the wire now, pre-empting whatever waits. Never raises."""
+        self.stops_sent += 1
+        self._stop_pending += 1
+        try:
+            wfut = self.transport.write_nowait(ftms.CONTROL_POINT, self._stop_bytes)
+            wfut.add_done_callback(_consume)
+        except Exception as exc:  # the link may be gone; the watchdog is the backstop
+            log.warning("stop could not be written: %s", exc)
+        if self._inflight is not None and not self._inflight[1].done():
+            self._inflight[1].set_exception(Preempted("pre-empted by stop"))
+
+    async def command(self, request: ftms.ControlPointRequest) -> None:
+        """Run one control-point procedure to success or raise CommandError."""
+        opcode = request.opcode
+        motion = opcode in _MOTION_OPCODES
+        if motion and self.motion_blocked:
+            raise MotionBlocked(f"{type(request).__name__} refused: controller is latched")
+        async with self._lock:
+            wait = self._last_write + self._min_interval_s - self.clock.now()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            # Re-check: a latch may have tripped while we waited our turn.
+            if motion and self.motion_blocked:
+                raise MotionBlocked(f"{type(request).__name__} refused: controller is latched")
+            payload = ftms.encode_control_point(request, signed_speed=self.signed_speed)
+            fut: asyncio.Future[ftms.ResultCode] = asyncio.get_running_loop().create_future()
+            self._inflight = (opcode, fut)
+            self._last_write = self.clock.now()
+            try:
+                wfut = self.transport.write_nowait(ftms.CONTROL_POINT, payload)
+                wfut.add_done_callback(lambda w: _fail_on_write_error(w, fut))
+                result = await asyncio.wait_for(fut, self._ack_timeout_s)
+            except TimeoutError:
+                raise CommandTimeout(
+                    f"{type(request).__name__}: no response within {self._ack_timeout_s:.2f} s"
+                ) from None
+            except WriteRejected as exc:
+                raise CommandError(f"{type(request).__name__}: {exc}") from None
+            except TransportError as exc:
+                raise CommandError(f"{type(request).__name__}: link error: {exc}") from None
+            finally:
+                self._inflight = None
+        if result != ftms.ResultCode.SUCCESS:
+            raise CommandError(f"{type(request).__name__}: {result.name.lower()}", result)
+        if opcode == ftms.OpCode.REQUEST_CONTROL:
+            self.in_control = True
+
+    async def request_control(self) -> None:
+        await self.command(ftms.RequestControl())
+
+    async def write_direction(self, direction: Direction) -> None:
+        """Vendor Belt Direction write (only at standstill; the firmware enforces it too)."""
+        if self.motion_blocked:
+            raise MotionBlocked("direction change refused: controller is latched")
+        value = ftms.encode_belt_direction(ftms.BeltDirection(direction is Direction.REVERSE))
+        try:
+            await self.transport.write(
+                self.profile.reverse.characteristic, value, timeout_s=self._ack_timeout_s
+            )
+        except TransportError as exc:
+            raise CommandError(f"direction write: {exc}") from None
+
+    async def read_direction(self) -> Direction:
+        try:
+            value = await self.transport.read(
+                self.profile.reverse.characteristic, timeout_s=self._ack_timeout_s
+            )
+            reverse = ftms.decode_belt_direction(value).reverse
+        except (TransportError, ftms.FTMSDecodeError) as exc:
+            raise CommandError(f"direction read-back: {exc}") from None
+        return Direction.REVERSE if reverse else Direction.FORWARD
+
+
+def _consume(fut: asyncio.Future[None]) -> None:
+    with contextlib.suppress(BaseException):
+        fut.result()
+
+
+def _fail_on_write_error(wfut: asyncio.Future[None], fut: asyncio.Future[ftms.ResultCode]) -> None:
+    if wfut.cancelled():
+        return
+    exc = wfut.exception()
+    if exc is not None and not fut.done():
+        fut.set_exception(exc)

@@ -1,0 +1,999 @@
+"""The controller of one treadmill: sessions, the fixed-rate loop, interlocks and the latch.
+
+One ``Controller`` per treadmill, long-lived (the daemon keeps one per lane; ``treadctl
+run`` uses one for a single session). Three activities share it:
+
+* the **session task** walks the program: segment entry, direction changes through a
+  measured standstill plus dwell and a read-back, pause/resume, the final ramp down;
+* the **loop task** ticks at ``tick_hz``: keepalive to the firmware's watchdog, timer
+  interlocks (telemetry silence, dead-man heartbeat), and following the current ramps by
+  handing setpoints to the sender;
+* the **sender task** puts the latest wanted setpoints on the wire, one procedure at a
+  time, only when they moved by an increment.
+
+Telemetry checks (overspeed, direction, tracking, heart rate) run synchronously inside
+the notification handler, so a fault frame becomes a stop frame within the same call.
+Any trip goes through :meth:`_trip`: latch, Stop on the wire, motion blocked, escalation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from treadctl import ftms
+from treadctl.clock import Clock, LoopClock
+from treadctl.control.client import CommandError, CommandTimeout, FTMSClient, MotionBlocked
+from treadctl.control.planner import Ramp, incline_ramp, quantize_toward, speed_ramp
+from treadctl.control.safety import (
+    Interlock,
+    Latch,
+    SafetyConfig,
+    TrackingMonitor,
+    Trip,
+    check_direction,
+    check_heart_rate,
+    check_heartbeat,
+    check_overspeed,
+    check_silence,
+)
+from treadctl.limits import EffectiveLimits, Limits, effective_limits
+from treadctl.profiles import FirmwareProfile
+from treadctl.programs.model import Program, Segment
+from treadctl.programs.validate import validate_program
+from treadctl.transport.base import Transport
+from treadctl.types import Direction
+
+log = logging.getLogger(__name__)
+
+
+class State(enum.StrEnum):
+    IDLE = "idle"
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+    ESTOPPED = "estopped"
+    FAULT = "fault"
+    DISCONNECTED = "disconnected"
+
+
+class Outcome(enum.StrEnum):
+    FINISHED = "finished"
+    STOPPED = "stopped"
+    ESTOPPED = "estopped"
+    ERROR = "error"
+
+
+class ControlError(Exception):
+    """A command that cannot be carried out now (wrong state, invalid value, latched)."""
+
+
+@dataclass
+class Snapshot:
+    """What the outside world sees (MQTT state/telemetry, CLI progress, JSON lines)."""
+
+    state: State = State.IDLE
+    latched: bool = False
+    reason: str | None = None
+    program: str | None = None
+    segment: int | None = None  # 1-based
+    segment_count: int = 0
+    segment_label: str | None = None
+    direction: Direction = Direction.FORWARD
+    target_speed_kmh: float = 0.0
+    speed_kmh: float = 0.0
+    incline_pct: float = 0.0
+    target_incline_pct: float = 0.0
+    distance_m: float = 0.0
+    hr_bpm: int | None = None
+    elapsed_s: float = 0.0
+    remaining_s: float | None = None
+    session_id: str | None = None
+    phase: str | None = None  # e.g. "direction-change", "dwell"
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["state"] = self.state.value
+        d["direction"] = self.direction.value
+        return d
+
+
+@dataclass
+class SessionResult:
+    outcome: Outcome
+    reason: str | None
+    session_id: str
+    elapsed_s: float
+    distance_m: float
+    segments_completed: int
+    belt_stopped: bool  # measured standstill confirmed at the end
+
+
+class _StopRequested(Exception):
+    pass
+
+
+class Controller:
+    def __init__(
+        self,
+        transport: Transport,
+        profile: FirmwareProfile,
+        *,
+        clock: Clock | None = None,
+        site_limits: Limits | None = None,
+        safety: SafetyConfig | None = None,
+        tick_hz: float = 10.0,
+        treadmill_id: str = "local",
+        heartbeat_s: float | None = None,
+        recorder_factory: Callable[[Controller, Program, str], Any] | None = None,
+    ) -> None:
+        if not 1 <= tick_hz <= 50:
+            raise ValueError(f"tick_hz must be within 1..50, got {tick_hz}")
+        self.transport = transport
+        self.profile = profile
+        self.clock: Clock = clock or LoopClock()
+        self.site_limits = site_limits
+        self.cfg = safety or SafetyConfig()
+        self.tick_s = 1.0 / tick_hz
+        self.treadmill_id = treadmill_id
+        self.site_heartbeat_s = heartbeat_s
+        self.recorder_factory = recorder_factory
+        self.client = FTMSClient(transport, profile, self.clock)
+        self.client.on_telemetry = self._on_telemetry
+        self.client.on_status = self._on_status
+        self.client.on_direction = self._on_direction
+        self.client.on_stop_result = self._on_stop_result
+        transport.set_disconnect_handler(self._on_link_lost)
+
+        self.snapshot = Snapshot()
+        self.latch = Latch()
+        self.state_listeners: list[Callable[[Snapshot], None]] = []
+        self.telemetry_listeners: list[Callable[[Snapshot], None]] = []
+        self.event_listeners: list[Callable[[dict[str, Any]], None]] = []
+
+        # Measurements
+        self.last_rx = -math.inf
+        self.measured_kmh = 0.0
+        self.measured_dir: Direction | None = None
+        self._hr_above_since: float | None = None
+        self._tracking = TrackingMonitor(self.cfg)
+        self._distance_base_m: float | None = None
+        self._telemetry_seen = asyncio.Event()
+
+        # What we told the firmware
+        self.commanded_kmh = 0.0
+        self.commanded_incline = 0.0
+        self.commanded_dir = Direction.FORWARD
+        self.belt_running = False
+        self._expect_stop_until = -math.inf
+
+        # Plan being followed
+        self._speed_ramp: Ramp | None = None
+        self._incline_ramp: Ramp | None = None
+        self._want_speed: float | None = None
+        self._want_incline: float | None = None
+        self._want_changed = asyncio.Event()
+        self._monitoring = False  # telemetry interlocks armed (a session drives the belt)
+
+        self._program: Program | None = None
+        self._limits: EffectiveLimits | None = None
+        self._session_task: asyncio.Task[SessionResult] | None = None
+        self._escalation: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop_requested = False
+        self._pause_requested = False
+        self._resume = asyncio.Event()
+        self._last_heartbeat = -math.inf
+        self._session_started = 0.0
+        self._paused_total = 0.0
+        self._recorder: Any = None
+        self._opened = False
+
+    # ====================================================================== lifecycle
+    async def open(self) -> None:
+        """Connect, take control and command Stop before anything else (CONTRACT §6)."""
+        await self.client.connect()
+        self._opened = True
+        self._tasks.append(asyncio.create_task(self._loop(), name="treadctl-loop"))
+        self._tasks.append(asyncio.create_task(self._sender(), name="treadctl-sender"))
+        with contextlib.suppress(CommandError):
+            await self.client.request_control()
+        self.client.stop_now()
+        self._expect_stop_until = self.clock.now() + 2.0
+        self.last_rx = self.clock.now()
+        self._set_state(State.IDLE if not self.latch.latched else self.snapshot.state)
+
+    async def close(self) -> None:
+        """Stop the belt (always), end any session, close the link."""
+        if self._session_task is not None and not self._session_task.done():
+            self._session_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._session_task
+        if self._opened:
+            self.client.stop_now()
+            # Let the stop frame flush before the link goes away.
+            await asyncio.sleep(0)
+        for task in self._tasks:
+            task.cancel()
+        if self._escalation is not None:
+            self._escalation.cancel()
+        pending = [t for t in [*self._tasks, self._escalation] if t is not None]
+        for pending_task in pending:
+            with contextlib.suppress(BaseException):
+                await pending_task
+        self._tasks.clear()
+        await self.client.close()
+        self._opened = False
+
+    async def __aenter__(self) -> Controller:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ====================================================================== commands
+    def limits_for(self, program: Program | None) -> EffectiveLimits:
+        return effective_limits(self.profile, self.site_limits, program.limits if program else None)
+
+    def start(self, program: Program) -> asyncio.Task[SessionResult]:
+        """Validate and start a session; returns its task. Raises ControlError."""
+        if self.latch.latched:
+            raise ControlError(f"latched ({self.snapshot.reason}); send reset first")
+        if self.snapshot.state is State.DISCONNECTED:
+            raise ControlError("treadmill is disconnected")
+        if self._session_task is not None and not self._session_task.done():
+            raise ControlError(f"a session is already {self.snapshot.state.value}")
+        if self.measured_kmh > self.cfg.standstill_kmh:
+            raise ControlError(f"belt is still moving ({self.measured_kmh:.1f} km/h)")
+        limits = self.limits_for(program)
+        violations = validate_program(program, limits)
+        if violations:
+            raise ControlError("; ".join(str(v) for v in violations))
+        self._program = program
+        self._limits = limits
+        self._stop_requested = False
+        self._pause_requested = False
+        self._resume.set()
+        session_id = _new_session_id(self.treadmill_id, self.clock)
+        self.snapshot = replace(
+            self.snapshot,
+            program=program.name,
+            segment=None,
+            segment_count=len(program.segments),
+            session_id=session_id,
+            elapsed_s=0.0,
+            distance_m=0.0,
+            remaining_s=sum(s.duration_s for s in program.segments),
+            reason=None,
+            warnings=[],
+        )
+        self._distance_base_m = None
+        self._last_heartbeat = self.clock.now()
+        if self.recorder_factory is not None:
+            self._recorder = self.recorder_factory(self, program, session_id)
+        self._session_task = asyncio.create_task(self._session(program, limits, session_id))
+        return self._session_task
+
+    async def stop(self) -> None:
+        """Controlled stop: ramp down, Stop, session ends as 'stopped'. Safe in any state."""
+        if self._session_task is None or self._session_task.done():
+            self.client.stop_now()
+            self._expect_stop_until = self.clock.now() + 2.0
+            return
+        self._stop_requested = True
+        self._resume.set()
+        self._want_changed.set()
+
+    def pause(self) -> None:
+        if self.snapshot.state is not State.RUNNING:
+            raise ControlError(f"cannot pause while {self.snapshot.state.value}")
+        self._pause_requested = True
+        self._resume.clear()
+
+    def resume(self) -> None:
+        if self.latch.latched:
+            raise ControlError("latched; reset and start again")
+        if self.snapshot.state is not State.PAUSED and not self._pause_requested:
+            raise ControlError(f"cannot resume while {self.snapshot.state.value}")
+        self._pause_requested = False
+        self._resume.set()
+
+    def set_manual(self, speed_kmh: float | None = None, incline_pct: float | None = None) -> None:
+        """Change speed/incline of the running segment, inside the active limits."""
+        if self.snapshot.state is not State.RUNNING or self._limits is None:
+            raise ControlError(f"cannot set while {self.snapshot.state.value}")
+        lim = self._limits
+        d = self.commanded_dir
+        if speed_kmh is not None:
+            cap = lim.reverse_max_speed_kmh if d is Direction.REVERSE else lim.max_speed_kmh
+            if not lim.min_speed_kmh <= speed_kmh <= cap:
+                raise ControlError(
+                    f"speed_kmh {speed_kmh} outside {lim.min_speed_kmh}..{cap} km/h ({d.value})"
+                )
+            if not _on_grid(speed_kmh, lim.speed_increment_kmh):
+                raise ControlError(
+                    f"speed_kmh {speed_kmh} is not a multiple of {lim.speed_increment_kmh} km/h"
+                )
+        if incline_pct is not None:
+            lo, hi = (
+                (lim.reverse_min_incline_pct, lim.reverse_max_incline_pct)
+                if d is Direction.REVERSE
+                else (lim.min_incline_pct, lim.max_incline_pct)
+            )
+            if not lo <= incline_pct <= hi:
+                raise ControlError(f"incline_pct {incline_pct} outside {lo}..{hi} %")
+            if not _on_grid(incline_pct, lim.incline_increment_pct):
+                raise ControlError(
+                    f"incline_pct {incline_pct} is not a multiple of {lim.incline_increment_pct} %"
+                )
+        now = self.clock.now()
+        if speed_kmh is not None:
+            self._speed_ramp = speed_ramp(
+                now, self._ramp_value(self._speed_ramp, now), speed_kmh, lim, d
+            )
+            self._set_snapshot(target_speed_kmh=speed_kmh)
+        if incline_pct is not None:
+            self._incline_ramp = incline_ramp(
+                now, self._ramp_value(self._incline_ramp, now), incline_pct, lim
+            )
+            self._set_snapshot(target_incline_pct=incline_pct)
+        self._event("command", command="set", speed_kmh=speed_kmh, incline_pct=incline_pct)
+
+    def estop(
+        self, reason: str = "remote e-stop", interlock: Interlock = Interlock.REMOTE_ESTOP
+    ) -> None:
+        """Emergency stop: synchronous, from any state, any caller."""
+        self._trip(Trip(interlock, reason))
+
+    def reset(self, reason: str = "reset") -> None:
+        """Clear the latch. Never moves the belt; a new start is needed afterwards."""
+        if self._session_task is not None and not self._session_task.done():
+            raise ControlError("session still ending; try again in a moment")
+        if self.measured_kmh > self.cfg.standstill_kmh and self.clock.now() - self.last_rx < 1.0:
+            raise ControlError(f"belt still moving ({self.measured_kmh:.1f} km/h); not reset")
+        old = self.latch.reset()
+        self.client.motion_blocked = False
+        if old is not None:
+            self._event("reset", reason=reason, cleared=old.reason)
+        state = State.DISCONNECTED if self.snapshot.state is State.DISCONNECTED else State.IDLE
+        self._set_snapshot(state=state, latched=False, reason=None, phase=None)
+
+    def heartbeat(self) -> None:
+        self._last_heartbeat = self.clock.now()
+
+    async def wait_stopped(self, timeout_s: float) -> bool:
+        """Wait until the measured belt speed is at standstill (True) or timeout (False)."""
+        deadline = self.clock.now() + timeout_s
+        while self.clock.now() < deadline:
+            if (
+                self.measured_kmh <= self.cfg.standstill_kmh
+                and self.clock.now() - self.last_rx < 1.0
+            ):
+                return True
+            if self.snapshot.state is State.DISCONNECTED:
+                return False
+            await asyncio.sleep(self.tick_s)
+        return False
+
+    @property
+    def session_task(self) -> asyncio.Task[SessionResult] | None:
+        return self._session_task
+
+    @property
+    def escalation_task(self) -> asyncio.Task[None] | None:
+        return self._escalation
+
+    # ====================================================================== trips
+    def _trip(self, trip: Trip) -> None:
+        first = self.latch.set(trip)
+        # Stop goes out first, whatever else is happening - even when already latched.
+        self.client.motion_blocked = True
+        self.client.stop_now()
+        self._expect_stop_until = math.inf
+        if not first:
+            return
+        self._monitoring = False
+        self._speed_ramp = self._incline_ramp = None
+        self._want_speed = self._want_incline = None
+        self.commanded_kmh = 0.0
+        self.belt_running = False
+        state = {
+            Interlock.INTERNAL_ERROR: State.FAULT,
+            Interlock.LINK_LOST: State.DISCONNECTED,
+        }.get(trip.interlock, State.ESTOPPED)
+        log.warning("interlock %s: %s", trip.interlock.value, trip.detail)
+        self._set_snapshot(
+            state=state, latched=True, reason=trip.reason, target_speed_kmh=0.0, phase=None
+        )
+        self._event("estop", interlock=trip.interlock.value, reason=trip.reason)
+        if self._session_task is not None and not self._session_task.done():
+            self._session_task.cancel()
+        if self._escalation is None or self._escalation.done():
+            with contextlib.suppress(RuntimeError):
+                self._escalation = asyncio.get_running_loop().create_task(self._escalate())
+
+    async def _escalate(self) -> None:
+        """If the belt does not decelerate after a stop: resend, then drop the link."""
+        t0 = self.clock.now()
+        v0 = self.measured_kmh
+        resends = 0
+        while True:
+            await asyncio.sleep(self.tick_s)
+            now = self.clock.now()
+            fresh = now - self.last_rx <= self.cfg.telemetry_timeout_s
+            if fresh and self.measured_kmh <= self.cfg.standstill_kmh:
+                self._event("stopped", after_s=round(now - t0, 3))
+                return
+            if now - t0 < self.cfg.stop_confirm_s * (resends + 1):
+                continue
+            decelerating = fresh and self.measured_kmh < v0 - 0.2
+            if decelerating:
+                v0 = self.measured_kmh
+                t0 = now
+                resends = 0
+                continue
+            if resends < self.cfg.escalate_after_resends:
+                resends += 1
+                self._event("escalate", action="resend-stop", speed_kmh=self.measured_kmh)
+                if not self.client.in_control:
+                    self._send_request_control()
+                self.client.stop_now()
+                continue
+            self._event("escalate", action="drop-link", speed_kmh=self.measured_kmh)
+            log.error(
+                "belt not decelerating after stop: dropping the link for the firmware watchdog"
+            )
+            self.transport.drop()
+            return
+
+    def _send_request_control(self) -> None:
+        data = ftms.encode_control_point(ftms.RequestControl())
+        with contextlib.suppress(Exception):
+            self.transport.write_nowait(ftms.CONTROL_POINT, data).add_done_callback(_consume)
+
+    def _on_stop_result(self, result: ftms.ResultCode) -> None:
+        if result == ftms.ResultCode.CONTROL_NOT_PERMITTED:
+            # Control was taken from us: take it back only to stop, then stop again.
+            self._send_request_control()
+            self.client.stop_now()
+
+    def _on_link_lost(self, reason: str) -> None:
+        self._trip(Trip(Interlock.LINK_LOST, reason))
+        self._set_snapshot(state=State.DISCONNECTED)
+
+    # ====================================================================== telemetry
+    def _on_telemetry(self, td: ftms.TreadmillData) -> None:
+        now = self.clock.now()
+        self.last_rx = now
+        if td.speed_kmh is not None:
+            speed = td.speed_kmh
+            if self.client.signed_speed:
+                if abs(speed) >= self.cfg.direction_min_speed_kmh:
+                    self.measured_dir = Direction.REVERSE if speed < 0 else Direction.FORWARD
+                speed = abs(speed)
+            self.measured_kmh = speed
+        snap = self.snapshot
+        changes: dict[str, Any] = {"speed_kmh": round(self.measured_kmh, 2)}
+        if td.inclination_pct is not None:
+            changes["incline_pct"] = td.inclination_pct
+        if td.heart_rate_bpm is not None:
+            changes["hr_bpm"] = td.heart_rate_bpm
+        if td.total_distance_m is not None and snap.session_id is not None:
+            if self._distance_base_m is None:
+                self._distance_base_m = float(td.total_distance_m)
+            changes["distance_m"] = float(td.total_distance_m) - self._distance_base_m
+        if self.measured_dir is not None and self.measured_kmh >= self.cfg.direction_min_speed_kmh:
+            changes["direction"] = self.measured_dir
+        if self._session_task is not None and not self._session_task.done():
+            elapsed = now - self._session_started - self._paused_total
+            changes["elapsed_s"] = round(max(0.0, elapsed), 2)
+        self.snapshot = replace(snap, **changes)
+        if self._monitoring and not self.latch.latched:
+            trip = self._check_telemetry(now, td)
+            if trip is not None:
+                self._trip(trip)
+        self._telemetry_seen.set()
+        if self._recorder is not None:
+            with contextlib.suppress(Exception):
+                self._recorder.sample(self, now)
+        for listener in self.telemetry_listeners:
+            listener(self.snapshot)
+
+    def _check_telemetry(self, now: float, td: ftms.TreadmillData) -> Trip | None:
+        lim = self._limits
+        if lim is None:
+            return None
+        d = self.commanded_dir
+        cap = lim.reverse_max_speed_kmh if d is Direction.REVERSE else lim.max_speed_kmh
+        trip = check_overspeed(self.measured_kmh, self.commanded_kmh, cap, self.cfg)
+        if trip is None:
+            trip = check_direction(self.measured_dir, d, self.measured_kmh, self.cfg)
+        if trip is None:
+            trip = self._tracking.update(self.measured_kmh, self.commanded_kmh, now)
+        if trip is None:
+            trip, self._hr_above_since = check_heart_rate(
+                td.heart_rate_bpm, lim.max_hr_bpm, self._hr_above_since, now, self.cfg
+            )
+        return trip
+
+    def _on_direction(self, direction: Direction) -> None:
+        self.measured_dir = direction
+        if (
+            self._monitoring
+            and not self.latch.latched
+            and self.clock.now() - self.last_rx <= self.cfg.telemetry_timeout_s
+        ):
+            trip = check_direction(direction, self.commanded_dir, self.measured_kmh, self.cfg)
+            if trip is not None:
+                self._trip(trip)
+
+    def _on_status(self, status: ftms.MachineStatus) -> None:
+        now = self.clock.now()
+        if isinstance(status, ftms.StoppedBySafetyKey):
+            self._trip(Trip(Interlock.SAFETY_KEY, "safety key pulled (machine reported)"))
+        elif isinstance(status, ftms.ControlPermissionLost):
+            if self.belt_running or self._monitoring or self.measured_kmh > self.cfg.standstill_kmh:
+                self._trip(Trip(Interlock.CONTROL_LOST, "machine reported control permission lost"))
+        elif (
+            isinstance(status, ftms.StoppedOrPausedByUser)
+            and self._monitoring
+            and now > self._expect_stop_until
+            and not self.latch.latched
+        ):
+            what = "paused" if status.paused else "stopped"
+            self._trip(Trip(Interlock.MACHINE_STOP, f"belt {what} at the machine"))
+        self._event("machine-status", status=type(status).__name__)
+
+    # ====================================================================== loop + sender
+    async def _loop(self) -> None:
+        """Fixed-rate loop: keepalive, timer interlocks, ramp following."""
+        next_t = self.clock.now()
+        while True:
+            next_t += self.tick_s
+            delay = next_t - self.clock.now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                next_t = self.clock.now()  # overran: do not try to catch up in a burst
+            try:
+                self._tick(self.clock.now())
+            except Exception as exc:  # an error in the loop is itself an interlock
+                log.exception("control loop error")
+                self._trip(Trip(Interlock.INTERNAL_ERROR, f"control loop: {exc!r}"))
+            with contextlib.suppress(Exception):
+                await self.transport.keepalive()
+
+    def _tick(self, now: float) -> None:
+        if self._monitoring and not self.latch.latched:
+            heartbeat_s = self._heartbeat_period()
+            trip = check_silence(self.last_rx, now, self.cfg) or check_heartbeat(
+                self._last_heartbeat, now, heartbeat_s
+            )
+            if trip is not None:
+                self._trip(trip)
+                return
+        if self.latch.latched:
+            return
+        if self._speed_ramp is not None and self._limits is not None:
+            want = self._ramp_value(self._speed_ramp, now)
+            q = quantize_toward(
+                want, self._limits.speed_increment_kmh, self._speed_ramp.v0, self._speed_ramp.v1
+            )
+            q = max(q, self._limits.min_speed_kmh) if q > 0 else 0.0
+            if q != self._want_speed:
+                self._want_speed = q
+                self._want_changed.set()
+        if self._incline_ramp is not None and self._limits is not None:
+            want_i = self._ramp_value(self._incline_ramp, now)
+            qi = quantize_toward(
+                want_i,
+                self._limits.incline_increment_pct,
+                self._incline_ramp.v0,
+                self._incline_ramp.v1,
+            )
+            if qi != self._want_incline:
+                self._want_incline = qi
+                self._want_changed.set()
+
+    def _heartbeat_period(self) -> float | None:
+        prog = self._program.heartbeat_s if self._program is not None else None
+        periods = [p for p in (prog, self.site_heartbeat_s) if p is not None]
+        return min(periods) if periods else None
+
+    async def _sender(self) -> None:
+        while True:
+            await self._want_changed.wait()
+            self._want_changed.clear()
+            while not self.latch.latched:
+                speed, incline = self._want_speed, self._want_incline
+                if speed is not None and speed > 0 and speed != self.commanded_kmh:
+                    await self._send_speed(speed)
+                elif incline is not None and incline != self.commanded_incline:
+                    await self._send_incline(incline)
+                else:
+                    break
+
+    async def _send_speed(self, speed: float) -> None:
+        signed = (
+            -speed
+            if self.commanded_dir is Direction.REVERSE and self.client.signed_speed
+            else speed
+        )
+        prev = self.commanded_kmh
+        # Commanded is raised before the ack (overspeed margin must cover the new target),
+        # and lowered only after it, so the interlocks always judge the more lenient one.
+        self.commanded_kmh = max(prev, speed)
+        try:
+            await self.client.command(ftms.SetTargetSpeed(signed))
+            self.commanded_kmh = speed
+            self._tracking.reset() if abs(speed - prev) > 2 * self.cfg.tracking_band_kmh else None
+        except MotionBlocked:
+            return
+        except CommandTimeout as exc:
+            self._trip(Trip(Interlock.COMMAND_TIMEOUT, str(exc)))
+        except CommandError as exc:
+            if not self.latch.latched:
+                self._trip(Trip(Interlock.COMMAND_REJECTED, str(exc)))
+
+    async def _send_incline(self, incline: float) -> None:
+        try:
+            await self.client.command(ftms.SetTargetInclination(incline))
+            self.commanded_incline = incline
+        except MotionBlocked:
+            return
+        except CommandTimeout as exc:
+            self._trip(Trip(Interlock.COMMAND_TIMEOUT, str(exc)))
+        except CommandError as exc:
+            if not self.latch.latched:
+                self._trip(Trip(Interlock.COMMAND_REJECTED, str(exc)))
+
+    @staticmethod
+    def _ramp_value(ramp: Ramp | None, now: float) -> float:
+        return ramp.at(now) if ramp is not None else 0.0
+
+    # ====================================================================== session
+    async def _session(
+        self, program: Program, limits: EffectiveLimits, session_id: str
+    ) -> SessionResult:
+        self._session_started = self.clock.now()
+        self._paused_total = 0.0
+        completed = 0
+        outcome = Outcome.FINISHED
+        reason: str | None = None
+        self._set_snapshot(state=State.STARTING)
+        self._event("session-start", program=program.name, session_id=session_id)
+        try:
+            if not self.client.in_control:
+                await self.client.request_control()
+            for index, segment in enumerate(program.segments):
+                await self._run_segment(index, segment, limits)
+                completed = index + 1
+            await self._ramp_down_and_stop(limits)
+        except _StopRequested:
+            outcome = Outcome.STOPPED
+            reason = "stopped on request"
+            await self._ramp_down_and_stop(limits, quick=True)
+        except asyncio.CancelledError:
+            # Cancelled by a trip (latched) or by shutdown: the belt is commanded to stop.
+            self.client.stop_now()
+            if self.latch.latched:
+                outcome, reason = (
+                    Outcome.ESTOPPED,
+                    self.latch.trip.reason if self.latch.trip else None,
+                )
+            else:
+                outcome, reason = Outcome.STOPPED, "cancelled"
+                self._set_snapshot(state=State.IDLE)
+        except CommandError as exc:
+            if not self.latch.latched:
+                self._trip(Trip(Interlock.COMMAND_REJECTED, str(exc)))
+            outcome, reason = (
+                Outcome.ESTOPPED,
+                self.latch.trip.reason if self.latch.trip else str(exc),
+            )
+        except Exception as exc:
+            log.exception("session error")
+            self._trip(Trip(Interlock.INTERNAL_ERROR, f"session: {exc!r}"))
+            outcome, reason = (
+                Outcome.ERROR,
+                self.latch.trip.reason if self.latch.trip else repr(exc),
+            )
+        finally:
+            self._monitoring = False
+            self._speed_ramp = self._incline_ramp = None
+            self._want_speed = self._want_incline = None
+        if self.latch.latched and outcome is not Outcome.ERROR:
+            outcome = Outcome.ESTOPPED
+            reason = self.latch.trip.reason if self.latch.trip else reason
+        elapsed = self.clock.now() - self._session_started - self._paused_total
+        result = SessionResult(
+            outcome=outcome,
+            reason=reason,
+            session_id=session_id,
+            elapsed_s=round(elapsed, 2),
+            distance_m=round(self.snapshot.distance_m, 1),
+            segments_completed=completed,
+            belt_stopped=self.measured_kmh <= self.cfg.standstill_kmh,
+        )
+        if not self.latch.latched:
+            self._set_snapshot(state=State.IDLE, segment=None, phase=None, target_speed_kmh=0.0)
+        self._event(
+            "finished",
+            outcome=outcome.value,
+            reason=reason,
+            session_id=session_id,
+            elapsed_s=result.elapsed_s,
+            distance_m=result.distance_m,
+            segments_completed=completed,
+        )
+        if self._recorder is not None:
+            with contextlib.suppress(Exception):
+                self._recorder.finish(self, result)
+            self._recorder = None
+        return result
+
+    def _check_stop(self) -> None:
+        if self._stop_requested:
+            raise _StopRequested()
+
+    async def _sleep_until(self, deadline: float) -> None:
+        """Sleep in ticks so stop/pause requests are seen promptly."""
+        while True:
+            self._check_stop()
+            if self._pause_requested:
+                await self._pause_cycle()
+                deadline += self._last_pause_s
+                continue
+            now = self.clock.now()
+            if now >= deadline:
+                return
+            await asyncio.sleep(min(self.tick_s, deadline - now))
+
+    _last_pause_s = 0.0
+
+    async def _pause_cycle(self) -> None:
+        assert self._limits is not None
+        t0 = self.clock.now()
+        resume_speed = self._speed_ramp.v1 if self._speed_ramp else 0.0
+        resume_incline = self.commanded_incline
+        self._set_snapshot(state=State.STOPPING, phase="pausing")
+        await self._to_standstill(self._limits, pause=True)
+        self._set_snapshot(state=State.PAUSED, phase=None)
+        self._event("paused")
+        await self._resume.wait()
+        self._check_stop()
+        self._set_snapshot(state=State.STARTING, phase="resuming")
+        await self._start_belt(self.commanded_dir, self._limits)
+        now = self.clock.now()
+        self._speed_ramp = speed_ramp(
+            now, self._limits.min_speed_kmh, resume_speed, self._limits, self.commanded_dir
+        )
+        self._incline_ramp = incline_ramp(now, self.commanded_incline, resume_incline, self._limits)
+        self._set_snapshot(state=State.RUNNING, phase=None)
+        self._event("resumed")
+        self._last_pause_s = self.clock.now() - t0
+        self._paused_total += self._last_pause_s
+
+    async def _run_segment(self, index: int, seg: Segment, limits: EffectiveLimits) -> None:
+        self._check_stop()
+        label = seg.label or f"{seg.direction.value} {seg.speed_kmh:g} km/h"
+        self._set_snapshot(
+            segment=index + 1,
+            segment_label=label,
+            target_speed_kmh=seg.speed_kmh,
+            target_incline_pct=seg.incline_pct,
+        )
+        self._event(
+            "segment",
+            segment=index + 1,
+            direction=seg.direction.value,
+            speed_kmh=seg.speed_kmh,
+            incline_pct=seg.incline_pct,
+            duration_s=seg.duration_s,
+        )
+        needs_turn = seg.direction is not self.commanded_dir
+        if needs_turn or seg.speed_kmh == 0:
+            if self.belt_running or self.measured_kmh > self.cfg.standstill_kmh:
+                self._set_snapshot(state=State.STOPPING, phase="direction-change")
+                await self._to_standstill(limits)
+            if needs_turn:
+                await self._change_direction(seg.direction, limits)
+        t_seg = self.clock.now()
+        now = t_seg
+        if seg.speed_kmh > 0:
+            if not self.belt_running:
+                self._set_snapshot(state=State.STARTING, phase="starting")
+                await self._start_belt(seg.direction, limits)
+                now = self.clock.now()
+            v0 = max(self._ramp_value(self._speed_ramp, now), limits.min_speed_kmh)
+            self._speed_ramp = speed_ramp(now, v0, seg.speed_kmh, limits, seg.direction)
+        self._incline_ramp = incline_ramp(now, self.commanded_incline, seg.incline_pct, limits)
+        self._monitoring = True
+        self._set_snapshot(state=State.RUNNING, phase=None, direction=seg.direction)
+        remaining_after = (
+            sum(s.duration_s for s in self._program.segments[index + 1 :]) if self._program else 0.0
+        )
+        deadline = t_seg + seg.duration_s
+        while True:
+            await self._sleep_until(min(deadline, self.clock.now() + 1.0))
+            self._set_snapshot(
+                remaining_s=round(max(0.0, deadline - self.clock.now()) + remaining_after, 1)
+            )
+            if self.clock.now() >= deadline:
+                break
+
+    async def _start_belt(self, direction: Direction, limits: EffectiveLimits) -> None:
+        """From standstill: first setpoint at the minimum speed, Start, wait for motion."""
+        self.commanded_dir = direction
+        first = limits.min_speed_kmh
+        signed = -first if direction is Direction.REVERSE and self.client.signed_speed else first
+        self._tracking.reset()
+        if self.profile.control.requires_start_before_speed:
+            await self.client.command(ftms.StartOrResume())
+            self.belt_running = True
+            self.commanded_kmh = first
+            await self.client.command(ftms.SetTargetSpeed(signed))
+        else:
+            self.commanded_kmh = first
+            await self.client.command(ftms.SetTargetSpeed(signed))
+            await self.client.command(ftms.StartOrResume())
+            self.belt_running = True
+        self._want_speed = first
+        self._speed_ramp = Ramp(self.clock.now(), first, first, 1.0)
+        if self.client.signed_speed and direction is Direction.REVERSE:
+            # Read-back for signed-speed firmware is the sign of the belt it reports.
+            await self._await_direction(direction, limits)
+
+    async def _await_direction(self, direction: Direction, limits: EffectiveLimits) -> None:
+        deadline = self.clock.now() + self.cfg.direction_readback_timeout_s + 2.0
+        while self.clock.now() < deadline:
+            self._check_stop()
+            if (
+                self.measured_dir is direction
+                and self.measured_kmh >= self.cfg.direction_min_speed_kmh
+            ):
+                return
+            if (
+                self.measured_dir is not None
+                and self.measured_dir is not direction
+                and self.measured_kmh >= self.cfg.direction_min_speed_kmh
+            ):
+                raise CommandError(
+                    f"belt started {self.measured_dir.value}, expected {direction.value}"
+                )
+            await asyncio.sleep(self.tick_s)
+        raise CommandError(f"no read-back of direction {direction.value} after start")
+
+    async def _to_standstill(self, limits: EffectiveLimits, pause: bool = False) -> None:
+        """Ramp down at the planner's decel to the minimum speed, Stop/Pause, wait for 0."""
+        now = self.clock.now()
+        if self.belt_running and self.commanded_kmh > limits.min_speed_kmh:
+            self._speed_ramp = speed_ramp(
+                now, self.commanded_kmh, limits.min_speed_kmh, limits, self.commanded_dir
+            )
+            await self._sleep_ramp(self._speed_ramp)
+        self._speed_ramp = None
+        self._want_speed = None
+        self._expect_stop_until = self.clock.now() + 5.0
+        await self.client.command(ftms.StopOrPause(pause=pause))
+        self.belt_running = False
+        self.commanded_kmh = 0.0
+        if not await self.wait_stopped(timeout_s=10.0):
+            raise CommandError("belt did not reach standstill after stop")
+
+    async def _sleep_ramp(self, ramp: Ramp) -> None:
+        while not ramp.done(self.clock.now()) or self.commanded_kmh != ramp.v1:
+            self._check_stop()
+            if self.latch.latched:
+                return
+            await asyncio.sleep(self.tick_s)
+            if self.clock.now() > ramp.t_end + 5.0:
+                return
+
+    async def _change_direction(self, direction: Direction, limits: EffectiveLimits) -> None:
+        """Standstill + dwell, command the new direction, wait for the read-back."""
+        self._set_snapshot(state=State.STOPPING, phase="dwell")
+        dwell_until = self.clock.now() + limits.standstill_dwell_s
+        while self.clock.now() < dwell_until:
+            self._check_stop()
+            if self.measured_kmh > self.cfg.standstill_kmh:
+                dwell_until = self.clock.now() + limits.standstill_dwell_s
+            await asyncio.sleep(self.tick_s)
+        self._set_snapshot(phase="direction-change")
+        self._event("direction-change", to=direction.value)
+        if self.profile.reverse.method == "vendor-characteristic":
+            await self.client.write_direction(direction)
+            deadline = self.clock.now() + self.cfg.direction_readback_timeout_s
+            while True:
+                read = await self.client.read_direction()
+                if read is direction:
+                    break
+                if self.clock.now() > deadline:
+                    raise CommandError(
+                        f"direction read-back says {read.value}, expected {direction.value}"
+                    )
+                await asyncio.sleep(self.tick_s)
+        self.commanded_dir = direction
+
+    async def _ramp_down_and_stop(self, limits: EffectiveLimits, quick: bool = False) -> None:
+        self._set_snapshot(state=State.STOPPING, phase="stopping")
+        self._monitoring = not quick and self._monitoring
+        self._stop_requested = False
+        if quick:
+            self._expect_stop_until = self.clock.now() + 10.0
+            self._speed_ramp = None
+            self.client.stop_now()
+            self.belt_running = False
+            self.commanded_kmh = 0.0
+            await self.wait_stopped(timeout_s=15.0)
+            return
+        if self.belt_running:
+            await self._to_standstill(limits)
+        self._incline_ramp = None
+
+    # ====================================================================== state out
+    def _set_state(self, state: State) -> None:
+        self._set_snapshot(state=state)
+
+    def _set_snapshot(self, **changes: Any) -> None:
+        before = self.snapshot
+        after = replace(before, **changes)
+        self.snapshot = after
+        keys = (
+            "state",
+            "latched",
+            "reason",
+            "segment",
+            "direction",
+            "target_speed_kmh",
+            "target_incline_pct",
+            "phase",
+            "program",
+            "session_id",
+        )
+        if any(getattr(before, k) != getattr(after, k) for k in keys):
+            for listener in self.state_listeners:
+                listener(after)
+
+    def _event(self, type_: str, **data: Any) -> None:
+        event = {"type": type_, "t_s": round(self.clock.now(), 3), **data}
+        if self._recorder is not None:
+            with contextlib.suppress(Exception):
+                self._recorder.event(self, event)
+        for listener in self.event_listeners:
+            listener(event)
+
+
+def _on_grid(value: float, increment: float) -> bool:
+    steps = value / increment
+    return abs(steps - round(steps)) < 1e-6
+
+
+def _consume(fut: asyncio.Future[None]) -> None:
+    with contextlib.suppress(BaseException):
+        fut.result()
+
+
+def _new_session_id(treadmill_id: str, clock: Clock) -> str:
+    stamp = clock.wall().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{treadmill_id}-{uuid.uuid4().hex[:4]}"
+
+
+__all__ = [
+    "ControlError",
+    "Controller",
+    "Outcome",
+    "SessionResult",
+    "Snapshot",
+    "State",
+]

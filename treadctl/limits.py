@@ -158,11 +158,12 @@ class EffectiveLimits:
     reverse_allowed: bool
     standstill_dwell_s: float
 
-    def tightened(self, layer: Limits | None, where: str = "limits") -> EffectiveLimits:
+    def tightened(self, layer: Limits | None) -> EffectiveLimits:
         """These limits with ``layer`` applied on top: tightest wins, never looser.
 
-        Raises :class:`LimitsError` when the result is contradictory (a minimum above
-        its maximum), naming both fields.
+        Never raises: layers that contradict each other (a minimum above its maximum) give
+        limits no setpoint can meet, which :meth:`contradictions` lists and program
+        validation reports before anything moves.
         """
         if layer is None:
             return self
@@ -172,21 +173,22 @@ class EffectiveLimits:
             tighter = min(current, value) if FIELD_BOUNDS[name] == "max" else max(current, value)
             if tighter != current:
                 changes[name] = tighter
-        result = replace(self, **changes) if changes else self
-        result._check_consistent(where)
-        return result
+        return replace(self, **changes) if changes else self
 
-    def _check_consistent(self, where: str) -> None:
+    def contradictions(self) -> list[str]:
+        """Pairs of limits that exclude each other (empty when the limits are usable)."""
+        out: list[str] = []
         for low, high in _PAIRS:
             if high == "reverse_max_speed_kmh" and not self.reverse_allowed:
                 continue  # the reverse cap is irrelevant on forward-only firmware
             lo: float = getattr(self, low)
             hi: float = getattr(self, high)
             if lo > hi:
-                raise LimitsError(
-                    f"{where}: {low} = {lo:g} {unit_of(low)} is above "
-                    f"{high} = {hi:g} {unit_of(high)}: no setpoint can satisfy both"
+                out.append(
+                    f"{low} = {lo:g} {unit_of(low)} is above {high} = {hi:g} {unit_of(high)}: "
+                    "no setpoint can satisfy both (check the site and program limits)"
                 )
+        return out
 
     def max_speed_for(self, direction: Direction) -> float:
         """Highest belt speed magnitude allowed in ``direction`` (km/h)."""
@@ -236,10 +238,7 @@ def profile_limits(profile: FirmwareProfile) -> EffectiveLimits:
         reverse_allowed=reverse_allowed,
         standstill_dwell_s=rev.standstill_dwell_s,
     )
-    return base.tightened(
-        Limits(reverse_max_speed_kmh=DEFAULT_REVERSE_MAX_SPEED_KMH),
-        where=f"profile {profile.name}",
-    )
+    return base.tightened(Limits(reverse_max_speed_kmh=DEFAULT_REVERSE_MAX_SPEED_KMH))
 
 
 def effective_limits(
@@ -247,12 +246,11 @@ def effective_limits(
 ) -> EffectiveLimits:
     """The limits in force: profile ∩ treadctl defaults ∩ site ∩ program, tightest wins.
 
-    Raises :class:`LimitsError` when the layers together leave no valid setpoint (e.g. a
-    site minimum speed above a program's maximum).
+    Never raises. When the layers together leave no valid setpoint (e.g. a site minimum
+    speed above a program's maximum) the result's :meth:`EffectiveLimits.contradictions`
+    says so and :func:`treadctl.programs.validate.validate_program` reports it.
     """
-    limits = profile_limits(profile)
-    limits = limits.tightened(site, where="site limits")
-    return limits.tightened(program, where="program limits")
+    return profile_limits(profile).tightened(site).tightened(program)
 
 
 @dataclass(frozen=True)
@@ -296,11 +294,7 @@ def loosened_fields(
     """
     base = profile_limits(profile)
     out = _loosened(base, site, "site")
-    try:
-        with_site = base.tightened(site, where="site limits")
-    except LimitsError:
-        with_site = base  # contradictions are reported by effective_limits, not here
-    out.extend(_loosened(with_site, program, "program"))
+    out.extend(_loosened(base.tightened(site), program, "program"))
     return out
 
 

@@ -189,8 +189,14 @@ def test_contradictory_program_limits_are_a_violation() -> None:
     result = check_program(bad, REFERENCE, site)
     assert not result.ok and result.limits is None
     assert str(result.violations[0]).startswith(
-        "limits: program limits: min_speed_kmh = 5 km/h is above max_speed_kmh = 4.5 km/h"
+        "limits: min_speed_kmh = 5 km/h is above max_speed_kmh = 4.5 km/h"
     )
+    # The segment is still checked against the (contradictory) limits in force.
+    assert [str(v) for v in result.violations[1:]] == [
+        "segment 1: speed_kmh: 5 km/h is above the maximum speed of 4.5 km/h"
+    ]
+    with pytest.raises(ProgramError, match="limits: min_speed_kmh = 5 km/h is above"):
+        require_valid(bad, REFERENCE, site)
 
 
 def test_require_valid_returns_limits_or_raises_with_all_violations() -> None:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from treadctl.limits import (
     EffectiveLimits,
     Limits,
-    LimitsError,
     LoosenedField,
     effective_limits,
     loosened_fields,
@@ -118,13 +117,8 @@ def validate_program(program: Program, limits: EffectiveLimits) -> list[Violatio
     they take effect even when the caller passed profile ∩ site limits only; applying them
     twice changes nothing.
     """
-    out: list[Violation] = []
-    lim = limits
-    if program.limits is not None:
-        try:
-            lim = limits.tightened(program.limits, where="program limits")
-        except LimitsError as exc:
-            out.append(Violation(None, "limits", str(exc)))
+    lim = limits.tightened(program.limits)
+    out = [Violation(None, "limits", problem) for problem in lim.contradictions()]
     if not program.name.strip():
         out.append(Violation(None, "name", "must not be empty"))
     if program.heartbeat_s is not None and not (
@@ -201,21 +195,17 @@ def check_program(
     program: Program, profile: FirmwareProfile, site: Limits | None = None
 ) -> ProgramCheck:
     """Validate ``program`` against profile ∩ defaults ∩ site ∩ program limits."""
-    loosened = loosened_fields(profile, site, program.limits)
-    try:
-        limits = effective_limits(profile, site, program.limits)
-    except LimitsError as exc:
-        try:
-            base = effective_limits(profile, site)
-        except LimitsError:
-            return ProgramCheck(program, None, [Violation(None, "limits", str(exc))], loosened)
-        # Report the contradiction and still check the segments against what is known.
-        violations = [Violation(None, "limits", str(exc))]
-        violations += [v for v in validate_program(program, base) if v.field != "limits"]
-        return ProgramCheck(program, None, violations, loosened)
+    limits = effective_limits(profile, site, program.limits)
     violations = validate_program(program, limits)
+    usable = not limits.contradictions()
     warnings = ramp_warnings(program, limits) if not violations else []
-    return ProgramCheck(program, limits, violations, loosened, warnings)
+    return ProgramCheck(
+        program,
+        limits if usable else None,
+        violations,
+        loosened_fields(profile, site, program.limits),
+        warnings,
+    )
 
 
 def require_valid(

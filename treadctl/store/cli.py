@@ -1,0 +1,253 @@
+"""``treadctl sessions``: list, show, export and plot recorded sessions (CONTRACT §2).
+
+Also home of :func:`print_summary`, the closing line ``treadctl run`` prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from treadctl.cli import EXIT_OK, UsageError
+from treadctl.store.db import (
+    SessionNotFound,
+    SessionStore,
+    StoreError,
+    default_data_dir,
+    default_db_path,
+)
+from treadctl.store.model import SessionInfo
+from treadctl.store.summary import format_duration, print_summary
+
+__all__ = ["print_summary", "register"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help=f"where sessions.db lives (default: {default_data_dir()})",
+    )
+    p = subparsers.add_parser(
+        "sessions",
+        help="list, show, export and plot recorded sessions",
+        description="Recorded sessions (SQLite in the data directory).",
+    )
+    sub = p.add_subparsers(dest="sessions_command", metavar="ACTION", required=True)
+
+    ls = sub.add_parser("list", parents=[common], help="newest sessions first")
+    ls.add_argument("--json", action="store_true", help="JSON array instead of a table")
+    ls.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (default 20)")
+    ls.add_argument("--treadmill", metavar="ID", help="only this treadmill")
+    ls.set_defaults(func=_cmd_list)
+
+    show = sub.add_parser("show", parents=[common], help="details and summary of one session")
+    show.add_argument("id", metavar="ID", help="session id or a unique prefix of one")
+    show.add_argument("--json", action="store_true", help="JSON (with events)")
+    show.set_defaults(func=_cmd_show)
+
+    exp = sub.add_parser("export", parents=[common], help="CSV, TCX or FIT file of a session")
+    exp.add_argument("id", metavar="ID", help="session id or a unique prefix of one")
+    exp.add_argument("--format", "-f", required=True, metavar="csv|tcx|fit")
+    exp.add_argument(
+        "-o", "--output", metavar="FILE", help="output file (csv/tcx default: stdout; fit: ID.fit)"
+    )
+    exp.set_defaults(func=_cmd_export)
+
+    plot = sub.add_parser("plot", parents=[common], help="PNG of speed, incline and events")
+    plot.add_argument("id", metavar="ID", help="session id or a unique prefix of one")
+    plot.add_argument("-o", "--output", required=True, metavar="FILE.png")
+    plot.add_argument("--size", default="1600x900", metavar="WxH", help="pixels (default 1600x900)")
+    plot.set_defaults(func=_cmd_plot)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _open(args: argparse.Namespace, *, must_exist: bool = True) -> SessionStore:
+    db = default_db_path(args.data_dir)
+    if must_exist and not db.exists():
+        raise UsageError(f"no sessions recorded yet ({db} does not exist)")
+    try:
+        return SessionStore(db)
+    except StoreError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _resolve(store: SessionStore, prefix: str) -> str:
+    try:
+        return store.resolve_id(prefix)
+    except SessionNotFound as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _writable(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UsageError(f"cannot write {path}: is a directory")
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"cannot write {path}: permission denied")
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    _writable(path)
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _row(info: SessionInfo) -> list[str]:
+    summary = info.summary or {}
+    dist = summary.get("distance_m")
+    return [
+        info.id,
+        info.started_at.strftime("%Y-%m-%d %H:%M"),
+        info.treadmill_id,
+        info.program_name or "-",
+        format_duration(float(summary["duration_s"])) if summary else "-",
+        f"{float(dist) / 1000:.2f} km" if dist is not None else "-",
+        f"{float(summary.get('reverse_distance_m') or 0):.0f} m" if summary else "-",
+        str(info.outcome),
+    ]
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    if args.limit < 0:
+        raise UsageError("--limit must be >= 0")
+    db = default_db_path(args.data_dir)
+    if not db.exists():
+        print("[]" if args.json else f"no sessions recorded yet ({db})")
+        return EXIT_OK
+    with _open(args) as store:
+        sessions = store.list_sessions(args.limit, args.treadmill)
+    if args.json:
+        print(json.dumps([s.to_dict() for s in sessions], indent=1))
+        return EXIT_OK
+    if not sessions:
+        print("no sessions")
+        return EXIT_OK
+    header = [
+        "ID",
+        "STARTED (UTC)",
+        "TREADMILL",
+        "PROGRAM",
+        "TIME",
+        "DISTANCE",
+        "REVERSE",
+        "OUTCOME",
+    ]
+    print(_table([_row(s) for s in sessions], header))
+    return EXIT_OK
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        sid = _resolve(store, args.id)
+        info = store.get_session(sid)
+        events = store.events(sid)
+    if args.json:
+        out: dict[str, Any] = info.to_dict()
+        out["events"] = [
+            {
+                "t_s": e.t_s,
+                "ts": e.ts.isoformat() if e.ts else None,
+                "type": e.type,
+                "data": dict(e.data),
+            }
+            for e in events
+        ]
+        print(json.dumps(out, indent=1))
+        return EXIT_OK
+    lines = [
+        f"session    {info.id}",
+        f"treadmill  {info.treadmill_id}" + (f"  ({info.device})" if info.device else ""),
+        f"profile    {info.profile or '-'}",
+        f"program    {info.program_name or '-'}",
+        f"started    {info.started_at:%Y-%m-%d %H:%M:%S} UTC",
+        f"ended      {info.ended_at:%Y-%m-%d %H:%M:%S} UTC" if info.ended_at else "ended      -",
+        f"outcome    {info.outcome}" + (f" ({info.reason})" if info.reason else ""),
+        f"samples    {info.sample_count}",
+    ]
+    notable = [e for e in events if e.type not in ("segment", "state")]
+    if notable:
+        lines.append("events")
+        for e in notable[:20]:
+            data = ", ".join(f"{k}={v}" for k, v in e.data.items())
+            lines.append(f"  {format_duration(e.t_s):>8}  {e.type:<10} {data}")
+        if len(notable) > 20:
+            lines.append(f"  ... {len(notable) - 20} more (--json for all)")
+    if info.summary:
+        lines.append("summary    " + print_summary(info.summary))
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from treadctl.store.export import FORMATS, export_session
+
+    fmt = str(args.format).lower()
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format {args.format!r} (choose {', '.join(FORMATS)})")
+    out = Path(args.output) if args.output else None
+    if out is not None:
+        _writable(out)
+    with _open(args) as store:
+        sid = _resolve(store, args.id)
+        if out is None and fmt == "fit":
+            out = Path(f"{sid}.fit")
+            _writable(out)
+        data = export_session(store, sid, fmt)
+    if out is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return EXIT_OK
+    _write_file(out, data)
+    print(f"wrote {out} ({len(data)} bytes)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from treadctl.store.plot import plot_session
+
+    try:
+        w, h = (int(v) for v in str(args.size).lower().split("x"))
+        if not (200 <= w <= 10000 and 200 <= h <= 10000):
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"bad --size {args.size!r}: expected WxH, e.g. 1600x900") from None
+    out = Path(args.output)
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"plot output must be a .png file, got {out}")
+    _writable(out)
+    with _open(args) as store:
+        sid = _resolve(store, args.id)
+        info = store.get_session(sid)
+        samples = store.samples(sid)
+        events = store.events(sid)
+    try:
+        plot_session(info, samples, events, out, width_px=w, height_px=h)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    print(f"wrote {out}", file=sys.stderr)
+    return EXIT_OK

@@ -1,0 +1,208 @@
+"""A session as a picture: signed belt speed, incline, segments and safety events.
+
+Top panel: speed with reverse below zero (target dashed, measured solid), each program
+segment shaded (forward blue, reverse orange) and labelled; e-stops, interlocks and faults
+as red vertical lines with their reason. Bottom panel: incline (target dashed, measured
+solid). Rendered with matplotlib's Agg backend (no display needed), 1600x900 by default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from treadctl.store.model import ALARM_EVENT_TYPES, Event, Sample, SessionInfo
+from treadctl.store.segments import segment_spans
+from treadctl.types import Direction
+
+FORWARD_COLOR = "#2b6cb0"
+REVERSE_COLOR = "#dd6b20"
+FORWARD_SHADE = "#bee3f8"
+REVERSE_SHADE = "#feebc8"
+ALARM_COLOR = "#c53030"
+
+
+def _fmt_clock(seconds: float, _pos: Any = None) -> str:
+    s = round(seconds)
+    if s < 0:
+        return ""
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def _tick_step_s(t_end_s: float) -> float:
+    """Whole-minute-friendly tick spacing giving about 8-16 ticks."""
+    for step in (5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200):
+        if t_end_s / step <= 16:
+            return float(step)
+    return 14400.0
+
+
+def _alarm_text(e: Event) -> str:
+    data = e.data or {}
+    what = str(data.get("interlock") or data.get("fault") or e.type).replace("_", " ")
+    reason = str(data.get("reason") or "")
+    text = "E-STOP" if e.type == "estop" else what
+    if reason and reason != what:
+        text += f": {reason}"
+    return text if len(text) <= 48 else text[:47] + "…"
+
+
+def plot_session(
+    session: SessionInfo,
+    samples: Sequence[Sample],
+    events: Sequence[Event],
+    out: str | os.PathLike[str],
+    *,
+    width_px: int = 1600,
+    height_px: int = 900,
+) -> None:
+    """Write a PNG of the session to ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator
+
+    dpi = 100
+    fig, (ax, ax_inc) = plt.subplots(
+        2,
+        1,
+        figsize=(width_px / dpi, height_px / dpi),
+        dpi=dpi,
+        sharex=True,
+        gridspec_kw={"height_ratios": [3, 1], "hspace": 0.08},
+    )
+    try:
+        t = [s.t_s for s in samples]
+        t_end = max([*t, *(e.t_s for e in events), 1.0])
+        spans = segment_spans(samples, session.program)
+        speeds = [s.signed_speed_kmh for s in samples]
+        targets = [s.signed_target_speed_kmh for s in samples]
+        top = max([1.0, *speeds, *targets])
+        bottom = min([0.0, *speeds, *targets])
+        pad = 0.12 * (top - bottom)
+        y_max = top + pad * 2.2  # room for segment labels above the curves
+        y_min = bottom - pad if bottom < 0 else -pad * 0.5
+
+        for k, span in enumerate(spans):
+            rev = span.direction == Direction.REVERSE
+            for a in (ax, ax_inc):
+                a.axvspan(
+                    span.t_start_s,
+                    span.t_end_s,
+                    color=REVERSE_SHADE if rev else FORWARD_SHADE,
+                    alpha=0.55 if k % 2 == 0 else 0.8,
+                    lw=0,
+                    zorder=0,
+                )
+            mid = (span.t_start_s + span.t_end_s) / 2
+            head = f"{span.index + 1}" if span.index is not None else "manual"
+            arrow = "◀ reverse" if rev else "forward ▶"
+            label = f"{head}  {arrow}\n{span.target_speed_kmh:.1f} km/h"
+            if span.target_incline_pct:
+                label += f" · {span.target_incline_pct:+.0f} %"
+            frac = span.duration_s / t_end
+            ax.text(
+                mid,
+                y_max - pad * 0.25,
+                label if frac > 0.06 else head,
+                ha="center",
+                va="top",
+                fontsize=11 if frac > 0.1 else 9,
+                color=REVERSE_COLOR if rev else FORWARD_COLOR,
+                fontweight="bold",
+                clip_on=True,
+            )
+
+        ax.axhline(0, color="#4a5568", lw=1.0, zorder=1)
+        ax.plot(t, targets, color="#2d3748", lw=1.6, ls=(0, (5, 3)), zorder=3)
+        # Measured speed coloured by direction: forward above zero blue, reverse orange.
+        fwd = [v if v >= 0 else float("nan") for v in speeds]
+        rev_v = [v if v <= 0 else float("nan") for v in speeds]
+        ax.plot(t, fwd, color=FORWARD_COLOR, lw=2.4, zorder=4)
+        ax.plot(t, rev_v, color=REVERSE_COLOR, lw=2.4, zorder=4)
+        ax.set_ylim(y_min, y_max)
+        ax.set_ylabel("belt speed (km/h)\n← reverse  |  forward →", fontsize=12)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
+        ax.grid(True, axis="y", color="#cbd5e0", lw=0.6, zorder=0)
+        ax.tick_params(labelsize=11)
+
+        incl = [s.incline_pct for s in samples]
+        tincl = [s.target_incline_pct for s in samples]
+        ax_inc.plot(t, tincl, color="#2d3748", lw=1.4, ls=(0, (5, 3)), zorder=3)
+        ax_inc.plot(t, incl, color="#2f855a", lw=2.2, zorder=4)
+        lo = min([0.0, *incl, *tincl])
+        hi = max([1.0, *incl, *tincl])
+        ax_inc.set_ylim(lo - 0.15 * (hi - lo), hi + 0.25 * (hi - lo))
+        ax_inc.set_ylabel("incline (%)", fontsize=12)
+        ax_inc.yaxis.set_major_locator(MaxNLocator(4))
+        ax_inc.grid(True, axis="y", color="#cbd5e0", lw=0.6, zorder=0)
+        ax_inc.set_xlim(0, t_end)
+        ax_inc.xaxis.set_major_formatter(FuncFormatter(_fmt_clock))
+        ax_inc.xaxis.set_major_locator(MultipleLocator(_tick_step_s(t_end)))
+        ax_inc.set_xlabel("session time (min:s)", fontsize=12)
+        ax_inc.tick_params(labelsize=11)
+
+        alarms = [e for e in events if e.type in ALARM_EVENT_TYPES]
+        for n, e in enumerate(alarms):
+            for a in (ax, ax_inc):
+                a.axvline(e.t_s, color=ALARM_COLOR, lw=2.0, zorder=5)
+            # Label to the left when the line is near the right edge, stagger overlaps.
+            right = e.t_s > 0.8 * t_end
+            ax.annotate(
+                f"⚠ {_alarm_text(e)}" if not right else f"{_alarm_text(e)} ⚠",
+                # Between the zero line and the top speed: the empty area under the curve.
+                xy=(e.t_s, top * (0.5 - 0.12 * (n % 3)) if top > 0 else y_min * 0.5),
+                xytext=(-6 if right else 6, 0),
+                textcoords="offset points",
+                ha="right" if right else "left",
+                va="center",
+                fontsize=11,
+                color="white",
+                fontweight="bold",
+                bbox={"boxstyle": "round,pad=0.3", "fc": ALARM_COLOR, "ec": "none"},
+                zorder=6,
+            )
+
+        legend = [
+            Line2D([], [], color=FORWARD_COLOR, lw=2.4, label="measured, forward"),
+            Line2D([], [], color=REVERSE_COLOR, lw=2.4, label="measured, reverse"),
+            Line2D([], [], color="#2d3748", lw=1.6, ls=(0, (5, 3)), label="target"),
+            Patch(color=FORWARD_SHADE, label="forward segment"),
+            Patch(color=REVERSE_SHADE, label="reverse segment"),
+        ]
+        if alarms:
+            legend.append(Line2D([], [], color=ALARM_COLOR, lw=2, label="e-stop / interlock"))
+        fig.legend(
+            handles=legend,
+            loc="lower center",
+            ncol=len(legend),
+            fontsize=11,
+            frameon=False,
+            bbox_to_anchor=(0.5, 0.0),
+        )
+
+        summary = session.summary or {}
+        when = session.started_at.strftime("%a %d %b %Y, %H:%M UTC")
+        title = f"{session.program_name or 'manual session'} — {when} — {session.treadmill_id}"
+        sub = f"{_fmt_clock(float(summary.get('duration_s') or t_end))}"
+        if summary:
+            sub += f" · {float(summary.get('distance_m') or 0) / 1000:.2f} km"
+            if summary.get("reverse_distance_m"):
+                sub += f" (reverse {float(summary['reverse_distance_m']):.0f} m)"
+            if summary.get("avg_hr_bpm") is not None:
+                sub += f" · avg HR {float(summary['avg_hr_bpm']):.0f} bpm"
+        sub += f" · {session.outcome}"
+        if session.reason:
+            sub += f": {session.reason}"
+        fig.suptitle(title, fontsize=16, fontweight="bold", y=0.975)
+        fig.text(0.5, 0.925, sub, ha="center", fontsize=12, color="#4a5568")
+        fig.subplots_adjust(left=0.07, right=0.985, top=0.9, bottom=0.12)
+        fig.savefig(os.fspath(out), dpi=dpi, format="png")
+    finally:
+        plt.close(fig)

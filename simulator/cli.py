@@ -1,0 +1,110 @@
+"""``treadctl sim``: run the simulator as its own process behind TCP or a pty.
+
+The first line on stdout is where to connect (``tcp://HOST:PORT`` or the pty slave path,
+e.g. ``/dev/pts/7``), flushed at once; then it serves until SIGINT/SIGTERM (exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import signal
+import sys
+from urllib.parse import urlsplit
+
+from simulator.faults import FaultSpecError, parse_faults
+from simulator.firmware import SimTreadmill
+from simulator.link import serve_pty, serve_tcp
+from treadctl import clock
+from treadctl.cli import UsageError
+from treadctl.profiles import DEFAULT_PROFILE, ProfileError, load_profile
+
+DEFAULT_LISTEN = "tcp://127.0.0.1:0"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "sim",
+        help="run the treadmill simulator behind TCP or a pty",
+        description="Run the treadmill simulator as its own process. Prints the address "
+        "(tcp://HOST:PORT) or pty path as the first line, then serves until SIGINT/SIGTERM.",
+    )
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help="firmware profile name or file")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--listen", metavar="URL", default=None,
+        help=f"tcp://HOST:PORT to listen on (default {DEFAULT_LISTEN}; port 0 = any free port)",
+    )
+    where.add_argument("--pty", action="store_true", help="serve a pseudo-terminal instead")
+    p.add_argument("--faults", default="", metavar="SPEC",
+                   help="NAME@SECONDS[+DURATION][,...], seconds since the host's first contact")
+    p.add_argument("--speedup", type=float, default=1.0,
+                   help="virtual seconds per real second (both sides must agree; default 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (garbage fault)")
+    p.set_defaults(func=handle)
+
+
+def _parse_listen(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "tcp" or not parts.hostname or parts.path not in ("", "/"):
+        raise UsageError(f"--listen must look like tcp://HOST:PORT, got {url!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise UsageError(f"--listen: bad port in {url!r}") from None
+    if port is None:
+        raise UsageError(f"--listen: missing port in {url!r} (use :0 for any free port)")
+    return parts.hostname, port
+
+
+def handle(args: argparse.Namespace) -> int:
+    try:
+        profile = load_profile(args.profile)
+    except ProfileError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        plan = parse_faults(args.faults)
+    except FaultSpecError as exc:
+        raise UsageError(f"--faults: {exc}") from None
+    if not math.isfinite(args.speedup) or args.speedup <= 0:
+        raise UsageError(f"--speedup must be > 0, got {args.speedup}")
+    listen = None if args.pty else _parse_listen(args.listen or DEFAULT_LISTEN)
+
+    def make_sim() -> SimTreadmill:
+        return SimTreadmill(profile, faults=plan, seed=args.seed)
+
+    def announce(text: str) -> None:
+        print(text, flush=True)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        if listen is None:
+            await serve_pty(make_sim, on_path=announce)
+            return
+        ready: asyncio.Future[tuple[str, int]] = loop.create_future()
+        server = asyncio.ensure_future(serve_tcp(make_sim, *listen, ready=ready))
+        try:
+            done, _ = await asyncio.wait({server, ready}, return_when=asyncio.FIRST_COMPLETED)
+            if ready.done():
+                host, port = ready.result()
+                announce(f"tcp://{host}:{port}")
+            await server
+        finally:
+            server.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await server
+
+    try:
+        clock.run(main(), args.speedup)
+    except asyncio.CancelledError:
+        pass
+    except OSError as exc:
+        print(f"treadctl sim: {exc}", file=sys.stderr)
+        return 1
+    return 0

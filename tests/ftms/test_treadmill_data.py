@@ -122,7 +122,7 @@ def test_accepts_bytearray_and_memoryview() -> None:
     raw = bytes.fromhex("0c00e80310270032001400")
     expected = decode_treadmill_data(raw)
     assert decode_treadmill_data(bytearray(raw)) == expected
-    assert decode_treadmill_data(memoryview(raw)) == expected  # type: ignore[arg-type]
+    assert decode_treadmill_data(memoryview(raw)) == expected
 
 
 @pytest.mark.parametrize(

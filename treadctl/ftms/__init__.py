@@ -29,7 +29,7 @@ from treadctl.ftms.control_point import (
     encode_control_point_response,
     is_stop,
 )
-from treadctl.ftms.errors import FTMSDecodeError, FTMSEncodeError
+from treadctl.ftms.errors import ByteData, FTMSDecodeError, FTMSEncodeError
 from treadctl.ftms.feature import FitnessMachineFeature, decode_feature, encode_feature
 from treadctl.ftms.machine_status import (
     ControlPermissionLost,
@@ -96,6 +96,7 @@ __all__ = [
     "TRAINING_STATUS",
     "TREADMILL_DATA",
     "BeltDirection",
+    "ByteData",
     "ControlPermissionLost",
     "ControlPointRequest",
     "ControlPointResponse",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from treadctl.ftms.errors import FTMSDecodeError, check_size
+from treadctl.ftms.errors import ByteData, FTMSDecodeError, check_size
 
 _NAME: Final = "belt-direction"
 _FORWARD: Final = b"\x00"
@@ -21,7 +21,7 @@ class BeltDirection:
     reverse: bool
 
 
-def decode_belt_direction(data: bytes) -> BeltDirection:
+def decode_belt_direction(data: ByteData) -> BeltDirection:
     check_size(_NAME, data, 1, "the direction byte")
     if data[0] > 1:
         raise FTMSDecodeError(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Final
 
 from treadctl.ftms._wire import s16, to_int, u8, u16, u24
-from treadctl.ftms.errors import FTMSDecodeError, FTMSEncodeError, check_size
+from treadctl.ftms.errors import ByteData, FTMSDecodeError, FTMSEncodeError, check_size
 
 _NAME: Final = "control-point"
 _RESPONSE_NAME: Final = "control-point-response"
@@ -124,7 +124,7 @@ class ControlPointResponse:
 _STOP: Final = bytes((OpCode.STOP_OR_PAUSE, STOP_PARAM))
 
 
-def is_stop(data: bytes) -> bool:
+def is_stop(data: ByteData) -> bool:
     """True if this Control Point write is Stop (opcode 0x08, parameter 0x01)."""
     return data == _STOP
 
@@ -165,7 +165,7 @@ _PARAM_SIZES: Final = {
 }
 
 
-def decode_control_point(data: bytes, *, signed_speed: bool = False) -> ControlPointRequest:
+def decode_control_point(data: ByteData, *, signed_speed: bool = False) -> ControlPointRequest:
     """Decode a Control Point write (the machine's side). Opcodes outside the treadmill set
     above, and the response opcode 0x80, raise :class:`FTMSDecodeError` with
     ``reason="unsupported"`` (answer them with OP_CODE_NOT_SUPPORTED)."""
@@ -213,7 +213,7 @@ def encode_control_point_response(resp: ControlPointResponse) -> bytes:
     return bytes((OpCode.RESPONSE_CODE, opcode, result)) + bytes(resp.params)
 
 
-def decode_control_point_response(data: bytes) -> ControlPointResponse:
+def decode_control_point_response(data: ByteData) -> ControlPointResponse:
     """Decode the machine's indication ``0x80, request opcode, result[, params]``."""
     if len(data) < 3:
         raise FTMSDecodeError(

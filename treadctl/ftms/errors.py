@@ -9,7 +9,10 @@ and says what was wrong (truncated, trailing bytes, reserved bits, value out of 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeAlias
+
+#: What decoders accept: bleak hands notifications over as bytearray, framing as bytes.
+ByteData: TypeAlias = bytes | bytearray | memoryview
 
 DecodeReason = Literal[
     "truncated", "trailing", "reserved", "range", "unsupported", "encoding", "empty"
@@ -46,7 +49,7 @@ def trailing(characteristic: str, expected: int, got: int) -> FTMSDecodeError:
     )
 
 
-def check_size(characteristic: str, data: bytes, size: int, what: str) -> None:
+def check_size(characteristic: str, data: ByteData, size: int, what: str) -> None:
     """Exactly ``size`` bytes, or the matching error."""
     n = len(data)
     if n < size:

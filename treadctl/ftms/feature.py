@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from treadctl.ftms._wire import to_int, u32
-from treadctl.ftms.errors import check_size
+from treadctl.ftms.errors import ByteData, check_size
 
 _NAME: Final = "feature"
 
@@ -141,7 +141,7 @@ class FitnessMachineFeature:
         return self._t("training_time")
 
 
-def decode_feature(data: bytes) -> FitnessMachineFeature:
+def decode_feature(data: ByteData) -> FitnessMachineFeature:
     check_size(_NAME, data, 8, "machine and target feature fields")
     return FitnessMachineFeature(
         int.from_bytes(data[0:4], "little"), int.from_bytes(data[4:8], "little")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Final
 
 from treadctl.ftms._wire import s16, to_int, u8, u16
-from treadctl.ftms.errors import FTMSDecodeError, FTMSEncodeError, check_size
+from treadctl.ftms.errors import ByteData, FTMSDecodeError, FTMSEncodeError, check_size
 
 _NAME: Final = "machine-status"
 
@@ -105,7 +105,7 @@ _SIZES: Final = {
 }
 
 
-def decode_machine_status(data: bytes, *, signed_speed: bool = False) -> MachineStatus:
+def decode_machine_status(data: ByteData, *, signed_speed: bool = False) -> MachineStatus:
     """Decode one Machine Status notification; raises only :class:`FTMSDecodeError`."""
     if not data:
         raise FTMSDecodeError(_NAME, "empty notification: no opcode", reason="empty")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from treadctl.ftms._wire import to_int
-from treadctl.ftms.errors import FTMSDecodeError, FTMSEncodeError, check_size
+from treadctl.ftms.errors import ByteData, FTMSDecodeError, FTMSEncodeError, check_size
 
 _SPEED: Final = "speed-range"
 _INCLINE: Final = "inclination-range"
@@ -41,14 +41,14 @@ def _check(name: str, lo: int, hi: int, inc: int) -> None:
         raise FTMSDecodeError(name, "out of range: increment is 0 (offset 4)", reason="range")
 
 
-def decode_speed_range(data: bytes) -> SpeedRange:
+def decode_speed_range(data: ByteData) -> SpeedRange:
     check_size(_SPEED, data, 6, "min, max and increment")
     lo, hi, inc = _U3.unpack(data)
     _check(_SPEED, lo, hi, inc)
     return SpeedRange(lo / 100, hi / 100, inc / 100)
 
 
-def decode_inclination_range(data: bytes) -> InclinationRange:
+def decode_inclination_range(data: ByteData) -> InclinationRange:
     check_size(_INCLINE, data, 6, "min, max and increment")
     lo, hi, inc = _S2U.unpack(data)
     _check(_INCLINE, lo, hi, inc)

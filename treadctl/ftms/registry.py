@@ -15,6 +15,7 @@ from treadctl.ftms.control_point import (
     decode_control_point,
     decode_control_point_response,
 )
+from treadctl.ftms.errors import ByteData
 from treadctl.ftms.feature import FitnessMachineFeature, decode_feature
 from treadctl.ftms.machine_status import decode_machine_status
 from treadctl.ftms.ranges import decode_inclination_range, decode_speed_range
@@ -43,10 +44,10 @@ _QUIRKS: Final = frozenset({"pace_format", "signed_speed"})
 _OPCODES: Final = frozenset(int(op) for op in OpCode)
 
 
-def _decoder(name: str, quirks: dict[str, Any]) -> Callable[[bytes], object]:
+def _decoder(name: str, quirks: dict[str, Any]) -> Callable[[ByteData], object]:
     pace = quirks.get("pace_format", "uint8-0.1kmpmin")
     signed = bool(quirks.get("signed_speed", False))
-    table: dict[str, Callable[[bytes], object]] = {
+    table: dict[str, Callable[[ByteData], object]] = {
         "feature": decode_feature,
         "treadmill-data": lambda d: decode_treadmill_data(d, pace_format=pace, signed_speed=signed),
         "training-status": decode_training_status,
@@ -60,7 +61,7 @@ def _decoder(name: str, quirks: dict[str, Any]) -> Callable[[bytes], object]:
     return table[name]
 
 
-def characteristic_name(name_or_uuid: str, data: bytes = b"") -> str:
+def characteristic_name(name_or_uuid: str, data: ByteData = b"") -> str:
     """The registry name for a name or UUID ("treadmill-data", "0x2acd", "2ACD", full UUID).
 
     UUID 0x2AD9 names both directions of the Control Point; a value starting with 0x80 is a
@@ -79,7 +80,7 @@ def characteristic_name(name_or_uuid: str, data: bytes = b"") -> str:
     raise ValueError(f"unknown characteristic {name_or_uuid!r} (known: {known}, or a 16-bit UUID)")
 
 
-def decode_characteristic(name_or_uuid: str, data: bytes, **quirks: Any) -> object:
+def decode_characteristic(name_or_uuid: str, data: ByteData, **quirks: Any) -> object:
     """Decode ``data`` as the named characteristic. Quirks: ``pace_format``, ``signed_speed``.
 
     Raises ``ValueError`` for an unknown name or quirk, :class:`FTMSDecodeError` for bad bytes.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from treadctl.ftms._wire import to_int
-from treadctl.ftms.errors import FTMSDecodeError, FTMSEncodeError
+from treadctl.ftms.errors import ByteData, FTMSDecodeError, FTMSEncodeError
 
 _NAME: Final = "training-status"
 STRING_PRESENT: Final = 0x01
@@ -47,7 +47,7 @@ class TrainingStatus:
     string: str | None = None
 
 
-def decode_training_status(data: bytes) -> TrainingStatus:
+def decode_training_status(data: ByteData) -> TrainingStatus:
     """Decode one Training Status value; raises only :class:`FTMSDecodeError`."""
     if len(data) < 2:
         raise FTMSDecodeError(

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from treadctl.ftms._wire import to_int
-from treadctl.ftms.errors import FTMSDecodeError, FTMSEncodeError
+from treadctl.ftms.errors import ByteData, FTMSDecodeError, FTMSEncodeError
 
 _NAME: Final = "treadmill-data"
 
@@ -134,7 +134,7 @@ _GROUPS: Final = {
     (pace, signed): _groups(pace, signed) for pace in PACE_FORMATS for signed in (False, True)
 }
 
-_Decoder = Callable[[bytes], TreadmillData]
+_Decoder = Callable[[ByteData], TreadmillData]
 _DECODERS: dict[int, _Decoder] = {}
 _SIGNED_KEY: Final = 1 << 16
 _PACE16_KEY: Final = 1 << 17
@@ -207,7 +207,7 @@ def _compile(key: int) -> _Decoder:
     return decoder
 
 
-def _size_error(data: bytes, size: int, layout: str) -> FTMSDecodeError:
+def _size_error(data: ByteData, size: int, layout: str) -> FTMSDecodeError:
     flags = data[0] | data[1] << 8
     n = len(data)
     if n < size:
@@ -234,7 +234,7 @@ def _quirk_key(pace_format: str, signed_speed: bool) -> int:
 
 
 def decode_treadmill_data(
-    data: bytes,
+    data: ByteData,
     *,
     pace_format: PaceFormat = DEFAULT_PACE_FORMAT,
     signed_speed: bool = False,

@@ -77,6 +77,8 @@ class FTMSClient:
         self._lock = asyncio.Lock()
         self._inflight: tuple[int, asyncio.Future[ftms.ResultCode]] | None = None
         self._stop_pending = 0
+        self._stops_answered = asyncio.Event()
+        self._stops_answered.set()
         self._last_write = -math.inf
         self._ack_timeout_s = profile.control.ack_timeout_ms / 1000
         self._min_interval_s = profile.control.min_command_interval_ms / 1000
@@ -120,6 +122,8 @@ class FTMSClient:
     def _on_response(self, resp: ftms.ControlPointResponse) -> None:
         if resp.request_opcode == ftms.OpCode.STOP_OR_PAUSE and self._stop_pending:
             self._stop_pending -= 1
+            if self._stop_pending == 0:
+                self._stops_answered.set()
             self.on_stop_result(resp.result)
             if self._inflight is None or self._inflight[0] != ftms.OpCode.STOP_OR_PAUSE:
                 return
@@ -132,7 +136,9 @@ class FTMSClient:
     def stop_now(self) -> None:
         """Put a Stop on the wire now, pre-empting whatever waits. Never raises."""
         self.stops_sent += 1
+        self._last_write = self.clock.now()
         self._stop_pending += 1
+        self._stops_answered.clear()
         try:
             wfut = self.transport.write_nowait(ftms.CONTROL_POINT, self._stop_bytes)
             wfut.add_done_callback(_consume)
@@ -148,6 +154,13 @@ class FTMSClient:
         if motion and self.motion_blocked:
             raise MotionBlocked(f"{type(request).__name__} refused: controller is latched")
         async with self._lock:
+            if self._stop_pending:
+                # A stop we put on the wire is itself an outstanding procedure.
+                try:
+                    await asyncio.wait_for(self._stops_answered.wait(), self._ack_timeout_s)
+                except TimeoutError:
+                    self._stop_pending = 0  # unanswered: the firmware will say if it is busy
+                    self._stops_answered.set()
             wait = self._last_write + self._min_interval_s - self.clock.now()
             if wait > 0:
                 await asyncio.sleep(wait)

@@ -193,6 +193,7 @@ class Controller:
         self._pause_requested = False
         self._resume = asyncio.Event()
         self._last_heartbeat = -math.inf
+        self._paused_since: float | None = None
         self._session_started = 0.0
         self._paused_total = 0.0
         self._recorder: Any = None
@@ -416,8 +417,9 @@ class Controller:
             state=state, latched=True, reason=trip.reason, target_speed_kmh=0.0, phase=None
         )
         self._event("estop", interlock=trip.interlock.value, reason=trip.reason)
-        if self._session_task is not None and not self._session_task.done():
-            self._session_task.cancel()
+        task = self._session_task
+        if task is not None and not task.done() and task is not _current_task():
+            task.cancel()
         if self._escalation is None or self._escalation.done():
             with contextlib.suppress(RuntimeError):
                 self._escalation = asyncio.get_running_loop().create_task(self._escalate())
@@ -495,8 +497,7 @@ class Controller:
         if self.measured_dir is not None and self.measured_kmh >= self.cfg.direction_min_speed_kmh:
             changes["direction"] = self.measured_dir
         if self._session_task is not None and not self._session_task.done():
-            elapsed = now - self._session_started - self._paused_total
-            changes["elapsed_s"] = round(max(0.0, elapsed), 2)
+            changes["elapsed_s"] = round(self._elapsed(now), 2)
         self.snapshot = replace(snap, **changes)
         if self._monitoring and not self.latch.latched:
             trip = self._check_telemetry(now, td)
@@ -657,6 +658,13 @@ class Controller:
             if not self.latch.latched:
                 self._trip(Trip(Interlock.COMMAND_REJECTED, str(exc)))
 
+    def _elapsed(self, now: float) -> float:
+        """Session time: wall of the session minus time spent paused (incl. a pause now)."""
+        paused = self._paused_total
+        if self._paused_since is not None:
+            paused += now - self._paused_since
+        return max(0.0, now - self._session_started - paused)
+
     @staticmethod
     def _ramp_value(ramp: Ramp | None, now: float) -> float:
         return ramp.at(now) if ramp is not None else 0.0
@@ -715,7 +723,7 @@ class Controller:
         if self.latch.latched and outcome is not Outcome.ERROR:
             outcome = Outcome.ESTOPPED
             reason = self.latch.trip.reason if self.latch.trip else reason
-        elapsed = self.clock.now() - self._session_started - self._paused_total
+        elapsed = self._elapsed(self.clock.now())
         result = SessionResult(
             outcome=outcome,
             reason=reason,
@@ -768,9 +776,15 @@ class Controller:
         resume_incline = self.commanded_incline
         self._set_snapshot(state=State.STOPPING, phase="pausing")
         await self._to_standstill(self._limits, pause=True)
+        self._paused_since = self.clock.now()
         self._set_snapshot(state=State.PAUSED, phase=None)
         self._event("paused")
-        await self._resume.wait()
+        try:
+            await self._resume.wait()
+        finally:
+            if self._paused_since is not None:
+                self._paused_total += self.clock.now() - self._paused_since
+                self._paused_since = None
         self._check_stop()
         self._set_snapshot(state=State.STARTING, phase="resuming")
         await self._start_belt(self.commanded_dir, self._limits)
@@ -782,7 +796,6 @@ class Controller:
         self._set_snapshot(state=State.RUNNING, phase=None)
         self._event("resumed")
         self._last_pause_s = self.clock.now() - t0
-        self._paused_total += self._last_pause_s
 
     async def _run_segment(self, index: int, seg: Segment, limits: EffectiveLimits) -> None:
         self._check_stop()
@@ -972,6 +985,13 @@ class Controller:
                 self._recorder.event(self, event)
         for listener in self.event_listeners:
             listener(event)
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
 
 
 def _on_grid(value: float, increment: float) -> bool:

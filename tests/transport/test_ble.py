@@ -1,0 +1,309 @@
+"""BleTransport (the real bleak code path in treadctl.transport.ble) against the fake bleak
+client bridged to an in-process simulator, on virtual time. Also ``scan`` and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import fake_bleak
+import pytest
+from bleak.exc import BleakDBusError, BleakError, BleakGATTProtocolError
+
+from simulator import SimTreadmill
+from treadctl.cli import main as cli_main
+from treadctl.clock import run_virtual
+from treadctl.ftms import (
+    BELT_DIRECTION,
+    CONTROL_POINT,
+    FEATURE,
+    FITNESS_MACHINE_SERVICE,
+    TREADMILL_DATA,
+    RequestControl,
+    SetTargetSpeed,
+    StartOrResume,
+    encode_control_point,
+    full_uuid,
+)
+from treadctl.profiles import load_profile
+from treadctl.transport import (
+    LinkLost,
+    ResponseTimeout,
+    TransportError,
+    WriteRejected,
+    open_transport,
+)
+from treadctl.transport import ble as ble_mod
+from treadctl.transport.ble import BleTransport, att_status, scan
+
+FTMS = full_uuid(FITNESS_MACHINE_SERVICE)
+
+
+class Bench:
+    """A simulator with its run() task, and BleTransports wired to it."""
+
+    def __init__(self, profile: str = "treadctl-reference", **client_kw: Any) -> None:
+        self.sim = SimTreadmill(load_profile(profile))
+        self.task = asyncio.get_running_loop().create_task(self.sim.run())
+        self.factory = fake_bleak.ClientFactory(self.sim, **client_kw)
+        self.scanner = fake_bleak.FakeScanner(
+            [fake_bleak.other_advert(), fake_bleak.treadmill_advert()]
+        )
+
+    def transport(self, **kw: Any) -> BleTransport:
+        kw.setdefault("scan_timeout_s", 2.0)
+        if "address" not in kw:
+            kw.setdefault("name_prefix", "TREADCTL")
+        return BleTransport(client_factory=self.factory, scanner=self.scanner, **kw)
+
+    async def stop(self) -> None:
+        await fake_bleak.stop_task(self.task)
+
+
+def virtual(fn: Callable[[Bench], Awaitable[None]], **bench_kw: Any) -> None:
+    async def main() -> None:
+        bench = Bench(**bench_kw)
+        try:
+            await fn(bench)
+        finally:
+            await bench.stop()
+
+    run_virtual(main)
+
+
+def test_name_prefix_picks_the_ftms_device_and_filters_by_service() -> None:
+    async def body(b: Bench) -> None:
+        t = b.transport()
+        assert type(t).__module__ == "treadctl.transport.ble"
+        await t.connect()
+        assert t.connected
+        assert t._client.address == fake_bleak.treadmill_advert()[0].address
+        ((method, kw),) = b.scanner.calls
+        assert method == "find_device_by_filter"
+        assert kw["service_uuids"] == [FTMS]
+        await t.close()
+        assert not t.connected
+
+    virtual(body)
+
+
+def test_by_address_and_not_found_is_one_line() -> None:
+    async def body(b: Bench) -> None:
+        t = b.transport(address="F0:0D:12:34:56:78")
+        await t.connect()
+        await t.close()
+        missing = b.transport(address="AA:AA:AA:AA:AA:AA")
+        with pytest.raises(TransportError, match=r"^no BLE device AA:AA:AA:AA:AA:AA found "
+                                                 r"within 2 s"):
+            await missing.connect()
+        nobody = b.transport(name_prefix="NOPE")
+        with pytest.raises(TransportError, match="no FTMS treadmill named 'NOPE'"):
+            await nobody.connect()
+
+    virtual(body)
+
+
+def test_connect_retries_with_backoff() -> None:
+    async def body(b: Bench) -> None:
+        loop = asyncio.get_running_loop()
+        t = b.transport(connect_attempts=3, backoff_s=1.0)
+        t0 = loop.time()
+        await t.connect()
+        assert t.counters["connect_attempts"] == 3
+        assert loop.time() - t0 >= 1.0 + 2.0  # backoff doubles
+        await t.close()
+
+    virtual(body, fail_connects=2)
+
+
+def test_connect_gives_up_after_all_attempts() -> None:
+    async def body(b: Bench) -> None:
+        t = b.transport(connect_attempts=3, backoff_s=0.5)
+        with pytest.raises(TransportError, match=r"after 3 attempts: .*le-connection-abort"):
+            await t.connect()
+
+    virtual(body, fail_connects=5)
+
+
+def test_only_subscribed_characteristics_notify() -> None:
+    async def body(b: Bench) -> None:
+        t = b.transport()
+        got: list[int] = []
+        t.set_notify_handler(lambda uuid, value: got.append(uuid))
+        await t.connect()
+        await t.subscribe(TREADMILL_DATA)
+        await t.write(CONTROL_POINT, encode_control_point(RequestControl()))
+        await asyncio.sleep(1.0)
+        assert TREADMILL_DATA in got
+        assert CONTROL_POINT not in got  # indication not enabled
+        await t.subscribe(CONTROL_POINT)
+        await t.write(CONTROL_POINT, encode_control_point(RequestControl()))
+        await asyncio.sleep(0.5)
+        assert CONTROL_POINT in got
+        await t.close()
+
+    virtual(body)
+
+
+def test_att_errors_become_write_rejected_and_other_errors_are_one_line() -> None:
+    async def body(b: Bench) -> None:
+        t = b.transport()
+        await t.connect()
+        with pytest.raises(WriteRejected) as info:
+            await t.write(BELT_DIRECTION, b"\x01")  # no control yet -> 0x80
+        assert (info.value.uuid, info.value.status) == (BELT_DIRECTION, 0x80)
+        with pytest.raises(TransportError, match=r"write 0x2ACC failed: .*does not support"):
+            await t.write(FEATURE, b"\x00")
+        with pytest.raises(TransportError, match="0x1234"):
+            await t.read(0x1234)
+        assert (await t.read(BELT_DIRECTION)) == b"\x00"
+        assert t.counters["rejected"] == 1
+        await t.close()
+
+    virtual(body)
+
+
+def test_write_timeout_is_response_timeout() -> None:
+    async def body(b: Bench) -> None:
+        t = b.transport()
+        await t.connect()
+        with pytest.raises(ResponseTimeout, match=r"no write response for 0x2AD9 within 0\.5 s"):
+            await t.write(CONTROL_POINT, encode_control_point(RequestControl()), timeout_s=0.5)
+        assert t.counters["timeouts"] == 1
+        await t.close()
+
+    virtual(body, write_latency_s=5.0)
+
+
+def test_write_reaches_the_device_before_the_first_suspension() -> None:
+    async def body(b: Bench) -> None:
+        t = b.transport()
+        await t.connect()
+        before = len(b.sim.wire_log)
+        coro = t.write(CONTROL_POINT, encode_control_point(RequestControl()))
+        coro.send(None)  # run to the first suspension only
+        assert len(b.sim.wire_log) == before + 1
+        coro.close()
+        await t.close()
+
+    virtual(body)
+
+
+def test_lost_link_reports_once_fails_writes_and_the_firmware_stops_the_belt() -> None:
+    async def body(b: Bench) -> None:
+        t = b.transport()
+        reasons: list[str] = []
+        t.set_disconnect_handler(reasons.append)
+        await t.connect()
+        for req in (RequestControl(), StartOrResume(), SetTargetSpeed(5.0)):
+            await t.write(CONTROL_POINT, encode_control_point(req))
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(3.0)
+        assert b.sim.truth().speed_kmh > 3.0
+        b.factory.last.lose_link()
+        assert reasons == ["BLE device disconnected"]
+        with pytest.raises(LinkLost):
+            await t.write(CONTROL_POINT, b"\x08\x01")
+        await asyncio.sleep(5.0)
+        truth = b.sim.truth()
+        assert (truth.speed_kmh, truth.stop_reason) == (0.0, "watchdog")
+        await t.close()
+        assert reasons == ["BLE device disconnected"]
+
+    virtual(body)
+
+
+def test_close_is_quiet_and_reconnect_restores_subscriptions() -> None:
+    async def body(b: Bench) -> None:
+        t = b.transport()
+        reasons: list[str] = []
+        got: list[int] = []
+        t.set_disconnect_handler(reasons.append)
+        t.set_notify_handler(lambda uuid, value: got.append(uuid))
+        await t.connect()
+        await t.subscribe(TREADMILL_DATA)
+        await t.close()
+        assert reasons == []
+        got.clear()
+        await t.connect()
+        await asyncio.sleep(1.0)
+        assert TREADMILL_DATA in got
+        t.drop()
+        await asyncio.sleep(0.1)
+        assert not b.factory.last.is_connected
+        assert reasons == []
+
+    virtual(body)
+
+
+def test_att_status_from_bleak_and_bluez_errors() -> None:
+    assert att_status(BleakGATTProtocolError(0x80)) == 0x80
+    assert att_status(
+        BleakDBusError("org.bluez.Error.Failed", ["Operation failed with ATT error: 0x80"])
+    ) == 0x80
+    assert att_status(BleakDBusError("org.bluez.Error.NotPermitted", ["Write not permitted"])) \
+        == 0x03
+    assert att_status(BleakDBusError("org.bluez.Error.InProgress", ["In Progress"])) == 0xFE
+    assert att_status(BleakError("Not connected")) is None
+    assert att_status(TimeoutError()) is None
+
+
+def test_scan_lists_ftms_treadmills_strongest_first() -> None:
+    async def main() -> None:
+        scanner = fake_bleak.FakeScanner(
+            [
+                fake_bleak.treadmill_advert("AA:00:00:00:00:01", "FAR", -80),
+                fake_bleak.other_advert(),
+                fake_bleak.treadmill_advert("AA:00:00:00:00:02", "NEAR", -45),
+            ]
+        )
+        found = await scan(3.0, scanner=scanner)
+        assert found == [
+            {"address": "AA:00:00:00:00:02", "name": "NEAR", "rssi": -45},
+            {"address": "AA:00:00:00:00:01", "name": "FAR", "rssi": -80},
+        ]
+        assert scanner.calls[0][1]["service_uuids"] == [FTMS]
+
+    run_virtual(main)
+
+
+def test_open_transport_ble_urls() -> None:
+    t = open_transport("ble://f0:0d:12:34:56:78?timeout=3")
+    assert isinstance(t, BleTransport)
+    assert (t.address, t.name_prefix, t.scan_timeout_s) == ("F0:0D:12:34:56:78", None, 3.0)
+    assert t.name == "ble://F0:0D:12:34:56:78"
+    u = open_transport("ble://name=KS-")
+    assert isinstance(u, BleTransport) and u.name_prefix == "KS-"
+
+
+class _NoAdapterScanner:
+    async def discover(self, **_kw: Any) -> Any:
+        raise FileNotFoundError(2, "No such file or directory")
+
+
+def test_scan_cli_without_adapter_is_one_line_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(ble_mod, "_default_scanner", lambda: _NoAdapterScanner())
+    assert cli_main(["scan", "--timeout", "0.01"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("treadctl: error: no Bluetooth adapter found (")
+    assert "\n" not in err
+
+
+def test_scan_cli_table_and_json(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scanner = fake_bleak.FakeScanner([fake_bleak.treadmill_advert(), fake_bleak.other_advert()])
+    monkeypatch.setattr(ble_mod, "_default_scanner", lambda: scanner)
+    assert cli_main(["scan", "--timeout", "0.01"]) == 0
+    out = capsys.readouterr().out
+    assert "F0:0D:12:34:56:78" in out and "TREADCTL-REF" in out and "HRM" not in out
+    assert cli_main(["scan", "--timeout", "0.01", "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(x) for x in lines] == [
+        {"address": "F0:0D:12:34:56:78", "name": "TREADCTL-REF", "rssi": -60}
+    ]
+    assert cli_main(["scan", "--timeout", "0"]) == 2

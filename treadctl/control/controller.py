@@ -118,6 +118,10 @@ class SessionResult:
     belt_stopped: bool  # measured standstill confirmed at the end
 
 
+class DirectionError(CommandError):
+    """The machine's direction read-back does not match what was commanded."""
+
+
 class _StopRequested(Exception):
     pass
 
@@ -458,6 +462,18 @@ class Controller:
             self.transport.drop()
             return
 
+    def _trip_command(self, exc: CommandError) -> None:
+        """A failed procedure is an interlock: which one depends on how it failed."""
+        if self.latch.latched or isinstance(exc, MotionBlocked):
+            return
+        if isinstance(exc, CommandTimeout):
+            interlock = Interlock.COMMAND_TIMEOUT
+        elif isinstance(exc, DirectionError):
+            interlock = Interlock.DIRECTION_MISMATCH
+        else:
+            interlock = Interlock.COMMAND_REJECTED
+        self._trip(Trip(interlock, str(exc)))
+
     def _send_request_control(self) -> None:
         data = ftms.encode_control_point(ftms.RequestControl())
         with contextlib.suppress(Exception):
@@ -640,11 +656,8 @@ class Controller:
             self._tracking.reset() if abs(speed - prev) > 2 * self.cfg.tracking_band_kmh else None
         except MotionBlocked:
             return
-        except CommandTimeout as exc:
-            self._trip(Trip(Interlock.COMMAND_TIMEOUT, str(exc)))
         except CommandError as exc:
-            if not self.latch.latched:
-                self._trip(Trip(Interlock.COMMAND_REJECTED, str(exc)))
+            self._trip_command(exc)
 
     async def _send_incline(self, incline: float) -> None:
         try:
@@ -652,11 +665,8 @@ class Controller:
             self.commanded_incline = incline
         except MotionBlocked:
             return
-        except CommandTimeout as exc:
-            self._trip(Trip(Interlock.COMMAND_TIMEOUT, str(exc)))
         except CommandError as exc:
-            if not self.latch.latched:
-                self._trip(Trip(Interlock.COMMAND_REJECTED, str(exc)))
+            self._trip_command(exc)
 
     def _elapsed(self, now: float) -> float:
         """Session time: wall of the session minus time spent paused (incl. a pause now)."""
@@ -703,8 +713,7 @@ class Controller:
                 outcome, reason = Outcome.STOPPED, "cancelled"
                 self._set_snapshot(state=State.IDLE)
         except CommandError as exc:
-            if not self.latch.latched:
-                self._trip(Trip(Interlock.COMMAND_REJECTED, str(exc)))
+            self._trip_command(exc)
             outcome, reason = (
                 Outcome.ESTOPPED,
                 self.latch.trip.reason if self.latch.trip else str(exc),
@@ -881,11 +890,11 @@ class Controller:
                 and self.measured_dir is not direction
                 and self.measured_kmh >= self.cfg.direction_min_speed_kmh
             ):
-                raise CommandError(
+                raise DirectionError(
                     f"belt started {self.measured_dir.value}, expected {direction.value}"
                 )
             await asyncio.sleep(self.tick_s)
-        raise CommandError(f"no read-back of direction {direction.value} after start")
+        raise DirectionError(f"no read-back of direction {direction.value} after start")
 
     async def _to_standstill(self, limits: EffectiveLimits, pause: bool = False) -> None:
         """Ramp down at the planner's decel to the minimum speed, Stop/Pause, wait for 0."""
@@ -932,7 +941,7 @@ class Controller:
                 if read is direction:
                     break
                 if self.clock.now() > deadline:
-                    raise CommandError(
+                    raise DirectionError(
                         f"direction read-back says {read.value}, expected {direction.value}"
                     )
                 await asyncio.sleep(self.tick_s)

@@ -1,0 +1,154 @@
+"""Every export read back by an independent parser: csv, xml.etree (namespace-aware), fitdecode."""
+
+from __future__ import annotations
+
+import csv
+import io
+import xml.etree.ElementTree as ET
+
+import fitdecode
+import pytest
+import store_synth as synth  # conftest puts it on sys.path
+
+from treadctl.store.db import SessionStore
+from treadctl.store.export import ExportError, export_session
+from treadctl.types import KMH_PER_MPS
+
+NS = {
+    "tcx": "http://www.garmin.com/xmlschemas/TrainingCenterDatabase/v2",
+    "ax": "http://www.garmin.com/xmlschemas/ActivityExtension/v2",
+}
+# Element order of ActivityLap_t / Trackpoint_t in TrainingCenterDatabasev2.xsd.
+LAP_ORDER = [
+    "TotalTimeSeconds", "DistanceMeters", "MaximumSpeed", "Calories", "AverageHeartRateBpm",
+    "MaximumHeartRateBpm", "Intensity", "Cadence", "TriggerMethod", "Track", "Notes",
+    "Extensions",
+]  # fmt: skip
+TRACKPOINT_ORDER = [
+    "Time", "Position", "AltitudeMeters", "DistanceMeters", "HeartRateBpm", "Cadence",
+    "SensorState", "Extensions",
+]  # fmt: skip
+SEGMENT_DIRECTIONS = [s["direction"] for s in synth.PROGRAM["segment"]]
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def _assert_schema_order(el: ET.Element, order: list[str]) -> None:
+    names = [_local(c.tag) for c in el]
+    positions = [order.index(n) for n in names]  # ValueError = element not allowed
+    assert positions == sorted(positions), names
+    assert len(set(names)) == len(names) or names.count("Track") == len(names) - len(set(names)) + 1
+
+
+def test_csv(store: SessionStore, recorded: str) -> None:
+    text = export_session(store, recorded, "csv").decode("utf-8")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    samples = store.samples(recorded)
+    assert len(rows) == len(samples)
+    assert set(rows[0]) >= {
+        "t_s", "ts", "direction", "speed_kmh", "signed_speed_kmh", "target_speed_kmh",
+        "incline_pct", "distance_m", "hr_bpm", "segment", "state",
+    }  # fmt: skip
+    reverse = [r for r in rows if r["direction"] == "reverse" and float(r["speed_kmh"]) > 0.5]
+    forward = [r for r in rows if r["direction"] == "forward" and float(r["speed_kmh"]) > 0.5]
+    assert reverse and forward
+    assert all(float(r["signed_speed_kmh"]) == -float(r["speed_kmh"]) for r in reverse)
+    assert all(float(r["signed_speed_kmh"]) == float(r["speed_kmh"]) for r in forward)
+    assert min(float(r["signed_speed_kmh"]) for r in rows) == pytest.approx(-3.0, abs=0.05)
+    assert rows[0]["ts"] == "2026-11-26T10:30:00.000Z"
+    # Reverse travel towards a target happens in the reverse segments only (the belt coasts
+    # to a stop, target 0, at the start of the following forward segment).
+    assert {r["segment"] for r in reverse if float(r["target_speed_kmh"]) > 0} == {"1", "3"}
+
+
+def test_tcx(store: SessionStore, recorded: str) -> None:
+    root = ET.fromstring(export_session(store, recorded, "tcx"))
+    assert root.tag == f"{{{NS['tcx']}}}TrainingCenterDatabase"
+    activities = root.findall("tcx:Activities/tcx:Activity", NS)
+    assert len(activities) == 1
+    act = activities[0]
+    assert act.get("Sport") == "Running"
+    assert act.findtext("tcx:Id", namespaces=NS) == "2026-11-26T10:30:00.000Z"
+    laps = act.findall("tcx:Lap", NS)
+    assert len(laps) == len(SEGMENT_DIRECTIONS)
+    samples = store.samples(recorded)
+    n_points = 0
+    for lap, direction in zip(laps, SEGMENT_DIRECTIONS, strict=True):
+        _assert_schema_order(lap, LAP_ORDER)
+        assert lap.findtext("tcx:Notes", namespaces=NS).startswith(direction)  # type: ignore[union-attr]
+        assert float(lap.findtext("tcx:TotalTimeSeconds", namespaces=NS)) > 0  # type: ignore[arg-type]
+        assert float(lap.findtext("tcx:DistanceMeters", namespaces=NS)) > 0  # type: ignore[arg-type]
+        assert lap.findtext("tcx:Calories", namespaces=NS) == "0"
+        assert lap.findtext("tcx:Intensity", namespaces=NS) in ("Active", "Resting")
+        assert lap.findtext("tcx:TriggerMethod", namespaces=NS) in ("Time", "Manual")
+        assert lap.get("StartTime", "").endswith("Z")
+        for tp in lap.findall("tcx:Track/tcx:Trackpoint", NS):
+            _assert_schema_order(tp, TRACKPOINT_ORDER)
+            speed = tp.findtext("tcx:Extensions/ax:TPX/ax:Speed", namespaces=NS)
+            assert speed is not None and float(speed) >= 0  # magnitudes, m/s
+            assert tp.find("tcx:HeartRateBpm/tcx:Value", NS) is not None
+            n_points += 1
+    assert n_points == len(samples)
+    assert laps[-1].findtext("tcx:TriggerMethod", namespaces=NS) == "Manual"  # cut by e-stop
+    # Reverse lap of segment 2 (2.5 km/h): its trackpoints reach 2.5 km/h in m/s.
+    rev_speeds = [
+        float(x.text or 0)
+        for x in laps[1].iterfind("tcx:Track/tcx:Trackpoint/tcx:Extensions/ax:TPX/ax:Speed", NS)
+    ]
+    assert max(rev_speeds[40:]) == pytest.approx(2.5 / KMH_PER_MPS, abs=0.02)
+    total = sum(float(lap.findtext("tcx:DistanceMeters", namespaces=NS) or 0) for lap in laps)
+    summary = store.get_session(recorded).summary
+    assert summary is not None
+    assert total == pytest.approx(summary["distance_m"], abs=0.5)
+    assert "reverse" in (act.findtext("tcx:Notes", namespaces=NS) or "")
+
+
+def test_fit(store: SessionStore, recorded: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "s.fit"
+    path.write_bytes(export_session(store, recorded, "fit"))
+    by_name: dict[str, list[dict[str, object]]] = {}
+    with fitdecode.FitReader(str(path), check_crc=fitdecode.CrcCheck.RAISE) as reader:
+        for frame in reader:
+            if isinstance(frame, fitdecode.FitDataMessage):
+                fields = {f.name: f.value for f in frame.fields}
+                by_name.setdefault(frame.name, []).append(fields)
+    assert by_name["file_id"][0]["type"] == "activity"
+    records = by_name["record"]
+    summary = store.get_session(recorded).summary
+    assert summary is not None
+    assert len(records) == pytest.approx(summary["duration_s"], abs=2)  # one per second
+    times = [r["timestamp"] for r in records]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    assert all(float(r["speed"]) >= 0 for r in records)  # type: ignore[arg-type]
+    rev = [r for r in records if r["belt_direction"] == 1 and float(r["speed"]) > 0.2]  # type: ignore[arg-type]
+    assert rev and all(float(r["signed_speed"]) < 0 for r in rev)  # type: ignore[arg-type]
+    assert all(r["heart_rate"] for r in records)
+    assert float(records[-1]["distance"]) == pytest.approx(summary["distance_m"], abs=3)  # type: ignore[arg-type]
+    laps = by_name["lap"]
+    assert [lap["belt_direction"] for lap in laps] == [
+        1 if d == "reverse" else 0 for d in SEGMENT_DIRECTIONS
+    ]
+    assert [lap.get("wkt_step_index") for lap in laps] == list(range(len(SEGMENT_DIRECTIONS)))
+    assert all(lap["sub_sport"] == "treadmill" for lap in laps)
+    assert sum(float(lap["total_distance"]) for lap in laps) == pytest.approx(  # type: ignore[arg-type]
+        summary["distance_m"], abs=0.5
+    )
+    (session,) = by_name["session"]
+    assert session["sport"] == "running" and session["num_laps"] == len(laps)
+    assert float(session["total_elapsed_time"]) == pytest.approx(summary["duration_s"], abs=1)  # type: ignore[arg-type]
+    assert by_name["activity"][0]["num_sessions"] == 1
+
+
+def test_empty_session_exports(store: SessionStore) -> None:
+    sid = store.create_session(synth.META)
+    assert export_session(store, sid, "csv").decode().count("\n") == 1
+    root = ET.fromstring(export_session(store, sid, "tcx"))
+    assert len(root.findall("tcx:Activities/tcx:Activity/tcx:Lap", NS)) == 1
+    assert export_session(store, sid, "fit")[8:12] == b".FIT"
+
+
+def test_unknown_format(store: SessionStore, recorded: str) -> None:
+    with pytest.raises(ExportError):
+        export_session(store, recorded, "gpx")

@@ -402,3 +402,23 @@ def test_connect_failure_is_one_line_transport_error() -> None:
             await t.connect()
 
     run_virtual(main)
+
+
+def test_256_in_flight_then_an_abandoned_request_frees_its_seq() -> None:
+    async def main() -> None:
+        t, dev, _ = await _pair()
+        futs = [t.write_nowait(CP, b"\x00", timeout_s=100) for _ in range(256)]
+        with pytest.raises(TransportError, match="256 requests in flight"):
+            t.write_nowait(CP, b"\x00")
+        futs[7].cancel()
+        again = t.write_nowait(BELT, b"\x01", timeout_s=100)
+        reqs = [await dev.recv() for _ in range(257)]
+        assert reqs[-1].seq == reqs[7].seq and reqs[-1].uuid == BELT
+        dev.respond(reqs[-1], status=0x80)
+        with pytest.raises(WriteRejected):
+            await again
+        assert t.counters["in_flight"] == 255
+        await t.close()
+        assert all(f.done() for f in futs)
+
+    run_virtual(main)

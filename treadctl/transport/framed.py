@@ -19,6 +19,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from typing import Any
 
 from treadctl.transport.base import (
     LinkLost,
@@ -52,7 +53,7 @@ class _Pending:
     __slots__ = ("fut", "handle", "kind", "uuid")
 
     def __init__(
-        self, fut: asyncio.Future[bytes], kind: FrameType, uuid: int, handle: asyncio.TimerHandle
+        self, fut: asyncio.Future[Any], kind: FrameType, uuid: int, handle: asyncio.TimerHandle
     ) -> None:
         self.fut = fut
         self.kind = kind
@@ -187,32 +188,57 @@ class FramedTransport(Transport):
             return
         del self._pending[frame.seq]
         pending.handle.cancel()
-        if not pending.fut.done():
-            pending.fut.set_result(frame.value)
+        fut = pending.fut
+        if fut.done():  # the caller gave up (cancelled) before the response came
+            return
+        value = frame.value
+        if ftype is _WRITE_RESPONSE:
+            status = value[0] if value else STATUS_OK
+            if status == STATUS_OK:
+                fut.set_result(None)
+            else:
+                self._rejected += 1
+                fut.set_exception(WriteRejected(frame.uuid, status))
+        elif not value:
+            fut.set_exception(
+                TransportError(f"{self.name}: empty read response for 0x{frame.uuid:04X}")
+            )
+        elif value[0] != STATUS_OK:
+            self._rejected += 1
+            fut.set_exception(WriteRejected(frame.uuid, value[0]))
+        else:
+            fut.set_result(value[1:])
 
     # -- requests ------------------------------------------------------------------------
 
     def _next_seq(self) -> int:
         pending = self._pending
-        if len(pending) >= 256:
-            raise TransportError(f"{self.name}: 256 requests in flight, no sequence number free")
         seq = (self._seq + 1) & 0xFF
-        while seq in pending:
+        for _ in range(256):
+            p = pending.get(seq)
+            if p is None:
+                self._seq = seq
+                return seq
+            if p.fut.done():  # abandoned by its caller: the number is free again
+                p.handle.cancel()
+                del pending[seq]
+                self._seq = seq
+                return seq
             seq = (seq + 1) & 0xFF
-        self._seq = seq
-        return seq
+        raise TransportError(f"{self.name}: 256 requests in flight, no sequence number free")
 
     def _send_request(
         self, kind: FrameType, uuid: int, value: bytes, timeout_s: float
-    ) -> asyncio.Future[bytes]:
-        """Put the request on the wire now; return the future of its response value."""
+    ) -> asyncio.Future[Any]:
+        """Put the request on the wire now; return the future of its outcome
+        (WRITE: None, READ: the value without its status byte)."""
         stream = self._stream
         if stream is None or self._closing:
             raise LinkLost(f"{self.name}: not connected")
         seq = self._next_seq()
         data = encode_frame(Frame(kind, uuid, value, seq))
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bytes] = loop.create_future()
+        fut: asyncio.Future[Any] = loop.create_future()
         handle = loop.call_later(timeout_s, self._expire, seq, timeout_s)
         self._pending[seq] = _Pending(fut, kind, uuid, handle)
         stream.write(data)
@@ -231,65 +257,37 @@ class FramedTransport(Transport):
             )
         )
 
-    def _cancel(self, fut: asyncio.Future[bytes]) -> None:
+    def _release(self, fut: asyncio.Future[Any]) -> None:
         for seq, p in self._pending.items():
             if p.fut is fut:
                 p.handle.cancel()
                 del self._pending[seq]
                 return
 
-    async def _await(self, fut: asyncio.Future[bytes]) -> bytes:
+    async def _await(self, fut: asyncio.Future[Any]) -> Any:
         try:
             return await fut
         except asyncio.CancelledError:
             # The caller gave up: free the seq so a late response is counted as unmatched.
-            self._cancel(fut)
+            self._release(fut)
             raise
-
-    def _check_write(self, uuid: int, value: bytes) -> None:
-        status = value[0] if value else STATUS_OK
-        if status != STATUS_OK:
-            self._rejected += 1
-            raise WriteRejected(uuid, status)
 
     async def write(self, uuid: int, value: bytes, *, timeout_s: float = 1.0) -> None:
         # No await before _send_request: the frame is on the stream before we yield.
-        fut = self._send_request(FrameType.WRITE, uuid, value, timeout_s)
-        self._check_write(uuid, await self._await(fut))
+        await self._await(self._send_request(FrameType.WRITE, uuid, value, timeout_s))
 
     def write_nowait(
         self, uuid: int, value: bytes, *, timeout_s: float = 1.0
     ) -> asyncio.Future[None]:
-        """Send now (in this call); the returned future resolves with the write-response."""
-        raw = self._send_request(FrameType.WRITE, uuid, value, timeout_s)
-        result: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def done(f: asyncio.Future[bytes]) -> None:
-            if result.done():
-                return
-            exc = f.exception() if not f.cancelled() else asyncio.CancelledError()
-            if exc is not None:
-                result.set_exception(exc)
-                return
-            try:
-                self._check_write(uuid, f.result())
-            except WriteRejected as rejected:
-                result.set_exception(rejected)
-            else:
-                result.set_result(None)
-
-        raw.add_done_callback(done)
-        return result
+        """Send now (in this call); the returned future resolves with the write-response
+        (``WriteRejected`` / ``ResponseTimeout`` / ``LinkLost`` as for :meth:`write`).
+        Cancelling it abandons the request."""
+        fut: asyncio.Future[None] = self._send_request(FrameType.WRITE, uuid, value, timeout_s)
+        return fut
 
     async def read(self, uuid: int, *, timeout_s: float = 1.0) -> bytes:
-        fut = self._send_request(FrameType.READ, uuid, b"", timeout_s)
-        value = await self._await(fut)
-        if not value:
-            raise TransportError(f"{self.name}: empty read response for 0x{uuid:04X}")
-        if value[0] != STATUS_OK:
-            self._rejected += 1
-            raise WriteRejected(uuid, value[0])
-        return value[1:]
+        value: bytes = await self._await(self._send_request(FrameType.READ, uuid, b"", timeout_s))
+        return value
 
     async def subscribe(self, uuid: int) -> None:
         """Framed links notify everything unasked; nothing to enable."""
@@ -312,7 +310,7 @@ class FramedTransport(Transport):
         c["unmatched_responses"] = self._unmatched
         c["timeouts"] = self._timeouts
         c["rejected"] = self._rejected
-        c["in_flight"] = len(self._pending)
+        c["in_flight"] = sum(1 for p in self._pending.values() if not p.fut.done())
         return c
 
 

@@ -1,0 +1,471 @@
+"""Home Assistant MQTT discovery payloads: shape, topics, templates, removal."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from treadctl.daemon.discovery import (
+    COMMAND_SUFFIXES,
+    STATES,
+    birth_topic,
+    discovery_messages,
+    removal_messages,
+)
+
+PROGRAMS = ["reverse-walk-intro", "quick-demo", "backward-uphill-walk"]
+
+# Full (unabbreviated) keys from Home Assistant's MQTT docs, per component. Anything
+# else in a payload is a typo or an abbreviation mixed in.
+COMMON_KEYS = {
+    "name",
+    "unique_id",
+    "device",
+    "origin",
+    "availability",
+    "availability_mode",
+    "icon",
+    "entity_category",
+    "enabled_by_default",
+    "qos",
+    "json_attributes_topic",
+    "json_attributes_template",
+    "encoding",
+}
+COMPONENT_KEYS = {
+    "sensor": {
+        "state_topic",
+        "value_template",
+        "device_class",
+        "state_class",
+        "unit_of_measurement",
+        "options",
+        "suggested_display_precision",
+        "expire_after",
+        "force_update",
+    },
+    "binary_sensor": {
+        "state_topic",
+        "value_template",
+        "device_class",
+        "payload_on",
+        "payload_off",
+        "expire_after",
+        "force_update",
+        "off_delay",
+    },
+    "button": {"command_topic", "command_template", "payload_press", "retain", "device_class"},
+    "select": {
+        "command_topic",
+        "command_template",
+        "options",
+        "state_topic",
+        "value_template",
+        "optimistic",
+        "retain",
+    },
+}
+REQUIRED_KEYS = {
+    "sensor": {"state_topic"},
+    "binary_sensor": {"state_topic"},
+    "button": {"command_topic"},
+    "select": {"command_topic", "options"},
+}
+DEVICE_KEYS = {
+    "identifiers",
+    "connections",
+    "name",
+    "manufacturer",
+    "model",
+    "sw_version",
+    "hw_version",
+    "suggested_area",
+    "via_device",
+    "configuration_url",
+}
+ORIGIN_KEYS = {"name", "sw_version", "support_url"}
+AVAILABILITY_KEYS = {"topic", "payload_available", "payload_not_available", "value_template"}
+# Units Home Assistant accepts for the numeric device classes we use.
+DEVICE_CLASS_UNITS = {"speed": {"km/h", "m/s"}, "distance": {"m", "km"}, "duration": {"s"}}
+
+TOPIC_RE = re.compile(
+    r"homeassistant/(?P<component>sensor|binary_sensor|button|select)/treadctl/"
+    r"(?P<object_id>[A-Za-z0-9_-]+)/config"
+)
+
+
+def _parsed(messages: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for topic, payload in messages:
+        assert topic not in out, f"duplicate topic {topic}"
+        config = json.loads(payload)
+        assert isinstance(config, dict)
+        out[topic] = config
+    return out
+
+
+def _by_unique_suffix(configs: dict[str, dict[str, Any]], suffix: str) -> dict[str, Any]:
+    matches = [c for c in configs.values() if c["unique_id"] == f"treadctl_lane-1{suffix}"]
+    assert len(matches) == 1, suffix
+    return matches[0]
+
+
+@pytest.fixture
+def configs() -> dict[str, dict[str, Any]]:
+    return _parsed(discovery_messages("lane-1", programs=PROGRAMS))
+
+
+def test_topics_are_well_formed_and_match_components(configs: dict[str, dict[str, Any]]) -> None:
+    components = set()
+    for topic, config in configs.items():
+        match = TOPIC_RE.fullmatch(topic)
+        assert match, topic
+        components.add(match["component"])
+        assert match["object_id"].startswith("lane-1_")
+        assert config["unique_id"] == f"treadctl_{match['object_id']}"
+    assert components == {"sensor", "binary_sensor", "button", "select"}
+
+
+def test_payloads_use_full_documented_keys_only(configs: dict[str, dict[str, Any]]) -> None:
+    for topic, config in configs.items():
+        component = TOPIC_RE.fullmatch(topic)["component"]  # type: ignore[index]
+        allowed = COMMON_KEYS | COMPONENT_KEYS[component]
+        assert set(config) <= allowed, (topic, set(config) - allowed)
+        assert REQUIRED_KEYS[component] <= set(config), topic
+        assert set(config["device"]) <= DEVICE_KEYS
+        assert set(config["origin"]) <= ORIGIN_KEYS
+        for entry in config["availability"]:
+            assert set(entry) <= AVAILABILITY_KEYS
+
+
+def test_one_device_per_treadmill(configs: dict[str, dict[str, Any]]) -> None:
+    devices = {json.dumps(c["device"], sort_keys=True) for c in configs.values()}
+    assert len(devices) == 1
+    device = next(iter(configs.values()))["device"]
+    assert device["identifiers"] == ["treadctl_lane-1"]
+    assert device["manufacturer"] == "treadctl"
+    assert device["name"] == "Treadmill lane-1"
+    assert device["model"]
+    other = _parsed(discovery_messages("lane-2", programs=PROGRAMS))
+    assert next(iter(other.values()))["device"]["identifiers"] == ["treadctl_lane-2"]
+
+
+def test_device_name_override() -> None:
+    configs = _parsed(discovery_messages("lane-1", programs=[], name="Lane 1 (window)"))
+    assert {c["device"]["name"] for c in configs.values()} == {"Lane 1 (window)"}
+
+
+def test_availability_follows_the_status_topic(configs: dict[str, dict[str, Any]]) -> None:
+    for config in configs.values():
+        assert config["availability"] == [
+            {
+                "topic": "treadctl/lane-1/status",
+                "payload_available": "online",
+                "payload_not_available": "offline",
+            }
+        ]
+
+
+def test_unique_ids_are_stable_and_distinct() -> None:
+    first = _parsed(discovery_messages("lane-1", programs=PROGRAMS))
+    again = _parsed(discovery_messages("lane-1", programs=list(reversed(PROGRAMS))))
+    assert [c["unique_id"] for c in first.values()] == [c["unique_id"] for c in again.values()]
+    ids = [c["unique_id"] for c in first.values()]
+    assert len(ids) == len(set(ids))
+    other = {
+        c["unique_id"] for c in _parsed(discovery_messages("lane-2", programs=PROGRAMS)).values()
+    }
+    assert not other & set(ids)
+
+
+def test_every_command_topic_is_a_contract_topic(configs: dict[str, dict[str, Any]]) -> None:
+    seen = set()
+    for config in configs.values():
+        if "command_topic" not in config:
+            continue
+        prefix, _, suffix = config["command_topic"].rpartition("/")
+        assert prefix == "treadctl/lane-1/cmd"
+        assert suffix in COMMAND_SUFFIXES
+        # Commands must never be retained (they would fire again on reconnect).
+        assert config["retain"] is False
+        assert config["qos"] == 1
+        seen.add(suffix)
+    assert seen == {"start", "stop", "estop", "pause", "resume"}
+
+
+def test_there_is_no_reset_entity(configs: dict[str, dict[str, Any]]) -> None:
+    assert not any("reset" in topic for topic in configs)
+    assert not any(c.get("command_topic", "").endswith("/reset") for c in configs.values())
+
+
+def test_button_payloads_are_valid_commands(configs: dict[str, dict[str, Any]]) -> None:
+    buttons = {
+        c["command_topic"].rsplit("/", 1)[1]: c
+        for t, c in configs.items()
+        if t.startswith("homeassistant/button/")
+    }
+    assert set(buttons) == {"stop", "estop", "pause", "resume"}
+    for suffix, config in buttons.items():
+        payload = json.loads(config["payload_press"])
+        assert isinstance(payload, dict)
+        allowed = {"reason"} if suffix == "estop" else {"request_id"}
+        assert set(payload) <= allowed
+
+
+def test_sensor_units_and_classes(configs: dict[str, dict[str, Any]]) -> None:
+    speed = _by_unique_suffix(configs, "_speed")
+    assert speed["state_topic"] == "treadctl/lane-1/telemetry"
+    assert (speed["unit_of_measurement"], speed["device_class"], speed["state_class"]) == (
+        "km/h",
+        "speed",
+        "measurement",
+    )
+    distance = _by_unique_suffix(configs, "_distance")
+    assert (distance["unit_of_measurement"], distance["device_class"]) == ("m", "distance")
+    assert distance["state_class"] == "total_increasing"
+    incline = _by_unique_suffix(configs, "_incline")
+    assert incline["unit_of_measurement"] == "%"
+    assert _by_unique_suffix(configs, "_heart_rate")["unit_of_measurement"] == "bpm"
+    state = _by_unique_suffix(configs, "_state")
+    assert state["state_topic"] == "treadctl/lane-1/state"
+    assert state["options"] == list(STATES)
+    latched = _by_unique_suffix(configs, "_latched")
+    assert latched["state_topic"] == "treadctl/lane-1/state"
+    for config in configs.values():
+        device_class = config.get("device_class")
+        if device_class == "enum":
+            # Home Assistant refuses enum sensors with a unit or a state class.
+            assert "unit_of_measurement" not in config and "state_class" not in config
+            assert config["options"]
+        elif device_class in DEVICE_CLASS_UNITS:
+            assert config["unit_of_measurement"] in DEVICE_CLASS_UNITS[device_class]
+
+
+def test_select_offers_the_programs(configs: dict[str, dict[str, Any]]) -> None:
+    select = next(c for t, c in configs.items() if t.startswith("homeassistant/select/"))
+    assert select["options"] == PROGRAMS
+    assert select["command_topic"] == "treadctl/lane-1/cmd/start"
+    assert select["command_template"] == '{"program": "{{ value }}"}'
+
+
+def test_no_programs_no_select() -> None:
+    topics = [t for t, _ in discovery_messages("lane-1", programs=[])]
+    assert not any("/select/" in t for t in topics)
+
+
+def test_duplicate_programs_are_offered_once() -> None:
+    configs = _parsed(discovery_messages("lane-1", programs=["a", "b", "a"]))
+    select = next(c for t, c in configs.items() if "/select/" in t)
+    assert select["options"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("bad", ['say "hi"', "back\\slash", "{{ x }}", "", "  ", "tab\there"])
+def test_program_names_that_cannot_be_templated_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="program"):
+        discovery_messages("lane-1", programs=["ok", bad])
+
+
+@pytest.mark.parametrize("bad", ["", "lane/1", "lane+", "#", "/lane"])
+def test_invalid_treadmill_ids_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="treadmill_id"):
+        discovery_messages(bad, programs=PROGRAMS)
+    with pytest.raises(ValueError, match="treadmill_id"):
+        removal_messages(bad)
+
+
+def test_invalid_node_id_and_prefix_are_refused() -> None:
+    with pytest.raises(ValueError, match="node_id"):
+        discovery_messages("lane-1", programs=[], node_id="gym 1")
+    with pytest.raises(ValueError, match="prefix"):
+        discovery_messages("lane-1", programs=[], prefix="home/#")
+
+
+def test_ids_outside_the_discovery_alphabet_get_safe_distinct_object_ids() -> None:
+    spaced = _parsed(discovery_messages("lane 1", programs=[]))
+    dotted = _parsed(discovery_messages("lane.1", programs=[]))
+    plain = _parsed(discovery_messages("lane_1", programs=[]))
+    for configs in (spaced, dotted, plain):
+        for topic in configs:
+            assert TOPIC_RE.fullmatch(topic), topic
+    assert not set(spaced) & set(dotted)
+    assert not set(spaced) & set(plain)
+    # The contract topics keep the id as configured.
+    assert {c.get("state_topic") for c in spaced.values()} >= {"treadctl/lane 1/state"}
+    again = _parsed(discovery_messages("lane 1", programs=[]))
+    assert list(again) == list(spaced)
+
+
+def test_custom_base_topic_node_and_prefix() -> None:
+    configs = _parsed(
+        discovery_messages(
+            "lane-1", base_topic="gym/north", node_id="north", prefix="ha", programs=["x"]
+        )
+    )
+    for topic, config in configs.items():
+        assert re.fullmatch(r"ha/\w+/north/lane-1_\w+/config", topic), topic
+        assert config["availability"][0]["topic"] == "gym/north/lane-1/status"
+        for key in ("state_topic", "command_topic"):
+            if key in config:
+                assert config[key].startswith("gym/north/lane-1/")
+
+
+def test_removal_covers_every_discovery_topic() -> None:
+    removal = removal_messages("lane-1")
+    assert all(payload == "" for _, payload in removal)
+    removal_topics = [t for t, _ in removal]
+    assert len(removal_topics) == len(set(removal_topics))
+    with_select = {t for t, _ in discovery_messages("lane-1", programs=PROGRAMS)}
+    without_select = {t for t, _ in discovery_messages("lane-1", programs=[])}
+    assert set(removal_topics) == with_select
+    assert without_select < set(removal_topics)
+    # Same keyword arguments as discovery_messages are accepted.
+    assert removal_messages("lane-1", programs=PROGRAMS, name="x") == removal
+
+
+def test_birth_topic() -> None:
+    assert birth_topic() == "homeassistant/status"
+    assert birth_topic("ha") == "ha/status"
+
+
+# --- templates, rendered with a real Jinja sandbox the way Home Assistant does ------------
+
+STATE_RUNNING = {
+    "state": "running",
+    "latched": False,
+    "reason": None,
+    "program": "reverse-walk-intro",
+    "segment": 2,
+    "direction": "reverse",
+    "target_speed_kmh": 2.5,
+    "speed_kmh": 2.4371,
+    "incline_pct": 0.0,
+    "session_id": "20240501-101500-lane-1",
+    "ts": "2024-05-01T10:17:03.120Z",
+}
+STATE_ESTOPPED = {
+    **STATE_RUNNING,
+    "state": "estopped",
+    "latched": True,
+    "reason": "remote e-stop",
+    "program": None,
+    "segment": None,
+    "direction": "forward",
+}
+TELEMETRY = {
+    "ts": "2024-05-01T10:17:03.320Z",
+    "speed_kmh": 2.4371,
+    "direction": "reverse",
+    "incline_pct": 1.04,
+    "distance_m": 412.77,
+    "elapsed_s": 187.6,
+    "hr_bpm": 131,
+}
+
+
+def _render(template: str, payload: dict[str, Any]) -> str:
+    sandbox = pytest.importorskip(
+        "jinja2.sandbox", reason="jinja2 (Home Assistant's template engine) is not installed"
+    )
+    env = sandbox.ImmutableSandboxedEnvironment()
+    text = json.dumps(payload)
+    return str(env.from_string(template).render(value=text, value_json=json.loads(text)))
+
+
+def _value(configs: dict[str, dict[str, Any]], suffix: str, payload: dict[str, Any]) -> str:
+    return _render(_by_unique_suffix(configs, suffix)["value_template"], payload)
+
+
+def test_templates_on_a_running_session(configs: dict[str, dict[str, Any]]) -> None:
+    assert _value(configs, "_state", STATE_RUNNING) == "running"
+    assert _value(configs, "_reason", STATE_RUNNING) == "None"  # -> "unknown" in HA
+    assert _value(configs, "_direction", STATE_RUNNING) == "reverse"
+    assert float(_value(configs, "_target_speed", STATE_RUNNING)) == 2.5
+    assert float(_value(configs, "_segment", STATE_RUNNING)) == 2
+    assert _value(configs, "_session", STATE_RUNNING) == "20240501-101500-lane-1"
+    assert _value(configs, "_latched", STATE_RUNNING) == "OFF"
+    assert float(_value(configs, "_speed", TELEMETRY)) == 2.4
+    assert float(_value(configs, "_incline", TELEMETRY)) == 1.0
+    assert float(_value(configs, "_distance", TELEMETRY)) == 413
+    assert float(_value(configs, "_elapsed", TELEMETRY)) == 188
+    assert float(_value(configs, "_heart_rate", TELEMETRY)) == 131
+    select = next(c for t, c in configs.items() if "/select/" in t)
+    assert _render(select["value_template"], STATE_RUNNING) == "reverse-walk-intro"
+
+
+def test_templates_on_a_latched_estop(configs: dict[str, dict[str, Any]]) -> None:
+    assert _value(configs, "_state", STATE_ESTOPPED) == "estopped"
+    assert _value(configs, "_latched", STATE_ESTOPPED) == "ON"
+    assert _value(configs, "_reason", STATE_ESTOPPED) == "remote e-stop"
+    assert _value(configs, "_current_program", STATE_ESTOPPED) == "None"
+    assert _value(configs, "_segment", STATE_ESTOPPED) == "None"
+
+
+def test_templates_turn_nulls_and_missing_keys_into_unknown(
+    configs: dict[str, dict[str, Any]],
+) -> None:
+    for suffix in ("_speed", "_incline", "_distance", "_elapsed", "_heart_rate"):
+        assert _value(configs, suffix, {"ts": "x"}) == "None", suffix
+    for key, suffix in (
+        ("speed_kmh", "_speed"),
+        ("distance_m", "_distance"),
+        ("hr_bpm", "_heart_rate"),
+    ):
+        assert _value(configs, suffix, {**TELEMETRY, key: None}) == "None", suffix
+    for suffix in (
+        "_state",
+        "_direction",
+        "_reason",
+        "_current_program",
+        "_session",
+        "_target_speed",
+    ):
+        assert _value(configs, suffix, {"ts": "x"}) == "None", suffix
+    # Unknown latch must not read as "not latched".
+    assert _value(configs, "_latched", {"ts": "x"}) == "None"
+    assert _value(configs, "_latched", {"latched": "yes"}) == "None"
+    # Values outside an enum's options read as unknown rather than an HA error.
+    assert _value(configs, "_state", {"state": "exploded"}) == "None"
+    select = next(c for t, c in configs.items() if "/select/" in t)
+    assert _render(select["value_template"], {"program": {"name": "inline"}}) == "None"
+    assert _render(select["value_template"], {"program": "not-offered"}) == "None"
+
+
+def test_state_template_accepts_the_controller_snapshot(
+    configs: dict[str, dict[str, Any]],
+) -> None:
+    # The state topic is fed from the controller's snapshot; its field names must match.
+    controller = pytest.importorskip("treadctl.control.controller")
+    snapshot = controller.Snapshot().as_dict()
+    assert _value(configs, "_state", snapshot) == "idle"
+    assert _value(configs, "_direction", snapshot) == "forward"
+    assert _value(configs, "_latched", snapshot) == "OFF"
+    assert float(_value(configs, "_speed", snapshot)) == 0.0
+    assert float(_value(configs, "_distance", snapshot)) == 0.0
+
+
+def test_select_command_template_renders_a_valid_start_command(
+    configs: dict[str, dict[str, Any]],
+) -> None:
+    select = next(c for t, c in configs.items() if "/select/" in t)
+    sandbox = pytest.importorskip("jinja2.sandbox")
+    env = sandbox.ImmutableSandboxedEnvironment()
+    for program in select["options"]:
+        rendered = env.from_string(select["command_template"]).render(value=program)
+        assert json.loads(rendered) == {"program": program}
+
+
+def test_non_ascii_program_names_round_trip() -> None:
+    configs = _parsed(discovery_messages("lane-1", programs=["Rückwärts gehen", "ok"]))
+    select = next(c for t, c in configs.items() if "/select/" in t)
+    assert select["options"] == ["Rückwärts gehen", "ok"]
+    assert _render(select["value_template"], {"program": "Rückwärts gehen"}) == "Rückwärts gehen"
+    sandbox = pytest.importorskip("jinja2.sandbox")
+    rendered = (
+        sandbox.ImmutableSandboxedEnvironment()
+        .from_string(select["command_template"])
+        .render(value="Rückwärts gehen")
+    )
+    assert json.loads(rendered) == {"program": "Rückwärts gehen"}

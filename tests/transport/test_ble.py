@@ -307,3 +307,19 @@ def test_scan_cli_table_and_json(
         {"address": "F0:0D:12:34:56:78", "name": "TREADCTL-REF", "rssi": -60}
     ]
     assert cli_main(["scan", "--timeout", "0"]) == 2
+
+
+def test_write_nowait_keeps_call_order_on_the_air() -> None:
+    async def body(b: Bench) -> None:
+        t = b.transport()
+        await t.connect()
+        await t.write(CONTROL_POINT, encode_control_point(RequestControl()))
+        await asyncio.sleep(0.1)
+        before = len(b.sim.wire_log)
+        first = t.write_nowait(BELT_DIRECTION, b"\x00")
+        second = t.write_nowait(CONTROL_POINT, b"\x08\x01")
+        await asyncio.gather(first, second)
+        assert [uuid for _, uuid, _ in b.sim.wire_log[before:]] == [BELT_DIRECTION, CONTROL_POINT]
+        await t.close()
+
+    virtual(body)

@@ -417,13 +417,15 @@ class SessionStore:
                 f"SELECT {_SAMPLE_COLUMNS} FROM samples WHERE session_ref=? ORDER BY t_s, rowid",
                 (ref,),
             ).fetchall()
+        directions = {"forward": Direction.FORWARD, "reverse": Direction.REVERSE}
+        fromiso = datetime.fromisoformat  # stored text is always ...Z: already aware UTC
         return [
             Sample(
                 t_s=t_s,
-                ts=parse_iso(ts),
+                ts=fromiso(ts),
                 target_speed_kmh=tgt if tgt is not None else 0.0,
                 speed_kmh=speed,
-                direction=Direction(direction),
+                direction=directions[direction],
                 incline_pct=incl if incl is not None else 0.0,
                 target_incline_pct=tincl if tincl is not None else 0.0,
                 distance_m=dist,

@@ -1,0 +1,213 @@
+"""Helpers for the daemon tests (loaded by conftest.py as the module ``daemon_helpers``).
+
+A ``Probe`` is an independent MQTT v5 client (aiomqtt, like any back-end would use) that
+records everything under ``treadctl/#`` and lets a test wait for a message matching a
+predicate, with a timeout. ``running_daemon`` runs a :class:`Daemon` in the test's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from treadctl.daemon.config import DaemonConfig, parse_config
+from treadctl.daemon.service import Daemon
+
+WALK = {
+    "name": "test-walk",
+    "segments": [{"duration_s": 120, "speed_kmh": 3.0, "direction": "forward"}],
+}
+
+
+def make_config(broker: Any, data_dir: Path, ids: list[str] | None = None, *,
+                devices: dict[str, str] | None = None, daemon: dict[str, Any] | None = None,
+                mqtt: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
+                ) -> DaemonConfig:
+    ids = ids or ["lane-1"]
+    devices = devices or {}
+    doc: dict[str, Any] = {
+        "mqtt": {"host": "127.0.0.1", "port": broker.port,
+                 "client_id": f"t-{uuid.uuid4().hex[:6]}", "keepalive_s": 5, **(mqtt or {})},
+        "daemon": {"data_dir": str(data_dir), **(daemon or {})},
+        "treadmill": [
+            {"id": tid, "device": devices.get(tid, f"sim://?seed={i}"),
+             "profile": "treadctl-reference"}
+            for i, tid in enumerate(ids)
+        ],
+        **(extra or {}),
+    }
+    return parse_config(doc, "test.toml")
+
+
+@dataclass
+class Msg:
+    topic: str
+    payload: bytes
+    retain: bool
+    properties: Any
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+    @property
+    def text(self) -> str:
+        return self.payload.decode()
+
+
+class Probe:
+    """Records every message on ``filters``; waits for the ones a test cares about."""
+
+    def __init__(self, port: int, filters: tuple[str, ...] = ("treadctl/#",), **kw: Any) -> None:
+        self.port = port
+        self.filters = filters
+        self.kw = kw
+        self.messages: list[Msg] = []
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self.client: aiomqtt.Client | None = None
+
+    async def __aenter__(self) -> Probe:
+        self.client = aiomqtt.Client("127.0.0.1", self.port,
+                                     protocol=aiomqtt.ProtocolVersion.V5,
+                                     identifier=f"probe-{uuid.uuid4().hex[:6]}", **self.kw)
+        await self.client.__aenter__()
+        for f in self.filters:
+            await self.client.subscribe(f, qos=1)
+        self._task = asyncio.create_task(self._pump())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.client.__aexit__(None, None, None)
+
+    async def _pump(self) -> None:
+        assert self.client is not None
+        async for m in self.client.messages:
+            payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+            msg = Msg(m.topic.value, payload, m.retain, m.properties)
+            async with self._changed:
+                self.messages.append(msg)
+                self._changed.notify_all()
+
+    async def wait_for(self, pred: Callable[[Msg], bool], timeout: float = 10.0,
+                       since: int = 0, what: str = "") -> Msg:
+        async def scan() -> Msg:
+            seen = since
+            async with self._changed:
+                while True:
+                    for m in self.messages[seen:]:
+                        if pred(m):
+                            return m
+                    seen = len(self.messages)
+                    await self._changed.wait()
+
+        try:
+            return await asyncio.wait_for(scan(), timeout)
+        except TimeoutError:
+            tail = [f"{m.topic} {m.payload[:200]!r}" for m in self.messages[-15:]]
+            raise AssertionError(f"no message {what} within {timeout} s; last: {tail}") from None
+
+    def mark(self) -> int:
+        return len(self.messages)
+
+    async def event(self, tid: str, type_: str, request_id: Any = None, since: int = 0,
+                    timeout: float = 10.0) -> dict[str, Any]:
+        def pred(m: Msg) -> bool:
+            if m.topic != f"treadctl/{tid}/event":
+                return False
+            d = m.json
+            return bool(d.get("type") == type_ and
+                        (request_id is None or d.get("request_id") == request_id))
+
+        msg = await self.wait_for(pred, timeout, since, f"{tid} event {type_} {request_id}")
+        return dict(msg.json)
+
+    async def reply(self, tid: str, request_id: Any, since: int = 0,
+                    timeout: float = 10.0) -> dict[str, Any]:
+        """The ack or error event of the command with ``request_id``."""
+        def pred(m: Msg) -> bool:
+            return (m.topic == f"treadctl/{tid}/event" and m.json.get("request_id") == request_id
+                    and m.json.get("type") in ("ack", "error"))
+
+        msg = await self.wait_for(pred, timeout, since, f"{tid} reply to {request_id}")
+        return dict(msg.json)
+
+    async def state(self, tid: str, pred: Callable[[dict[str, Any]], bool], since: int = 0,
+                    timeout: float = 10.0) -> dict[str, Any]:
+        msg = await self.wait_for(
+            lambda m: m.topic == f"treadctl/{tid}/state" and pred(m.json), timeout, since,
+            f"{tid} state matching")
+        return dict(msg.json)
+
+    async def send(self, topic: str, payload: Any = b"", qos: int = 1,
+                   properties: Properties | None = None, retain: bool = False) -> None:
+        assert self.client is not None
+        if isinstance(payload, dict):
+            payload = json.dumps(payload)
+        await self.client.publish(topic, payload, qos=qos, properties=properties, retain=retain)
+
+    async def command(self, tid: str, cmd: str, body: dict[str, Any] | None = None,
+                      rid: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+        """Send ``cmd`` with a fresh request id and return its ack/error event."""
+        rid = rid or f"{cmd}-{uuid.uuid4().hex[:8]}"
+        mark = self.mark()
+        await self.send(f"treadctl/{tid}/cmd/{cmd}", {**(body or {}), "request_id": rid})
+        return await self.reply(tid, rid, since=mark, timeout=timeout)
+
+
+def response_properties(topic: str, correlation: bytes) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = topic
+    props.CorrelationData = correlation
+    return props
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(config: DaemonConfig, **kw: Any) -> AsyncIterator[Daemon]:
+    daemon = Daemon(config, **kw)
+    task = asyncio.create_task(daemon.run())
+    try:
+        ready = asyncio.create_task(daemon.ready.wait())
+        done, _ = await asyncio.wait({task, ready}, timeout=20,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()
+        assert ready in done, "daemon not ready"
+        await asyncio.wait_for(
+            asyncio.gather(*(lane.broker_up.wait() for lane in daemon.lanes.values())), 20)
+        yield daemon
+    finally:
+        daemon.request_stop()
+        try:
+            await asyncio.wait_for(task, 30)
+        finally:
+            if not task.done():
+                task.cancel()
+
+
+async def until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Wait for a condition on in-process state (belt truth), checking every 20 ms."""
+    async def poll() -> None:
+        while not pred():
+            await asyncio.sleep(0.02)
+
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None

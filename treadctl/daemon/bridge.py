@@ -1,0 +1,290 @@
+"""The MQTT contract (CONTRACT §4) as pure code: topics, command parsing, payloads.
+
+Sans-I/O like h11: bytes in, validated :class:`Command` objects or :class:`CommandInvalid`
+out; snapshots/events in, JSON bytes out. No client, no socket, no clock of its own (the
+caller passes ``now``), so every rule of the contract is testable byte by byte and the
+service (:mod:`treadctl.daemon.service`) is only wiring.
+
+``cmd/estop`` is deliberately *not* parsed here before it acts: the service stops the belt
+on the topic alone and only afterwards asks :func:`estop_details` for a reason and a
+request id to put in the ack (best effort, never raises).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+#: Commands a treadmill accepts under ``<base>/<id>/cmd/<name>``.
+COMMANDS = ("start", "stop", "pause", "resume", "set", "estop", "reset", "heartbeat")
+#: The topic level that addresses every treadmill (``<base>/all/cmd/estop``).
+ALL = "all"
+MAX_REQUEST_ID_CHARS = 128
+MAX_REASON_CHARS = 200
+
+_FIELDS: dict[str, frozenset[str]] = {
+    "start": frozenset({"program", "request_id"}),
+    "stop": frozenset({"request_id"}),
+    "pause": frozenset({"request_id"}),
+    "resume": frozenset({"request_id"}),
+    "set": frozenset({"speed_kmh", "incline_pct", "request_id"}),
+    "reset": frozenset({"reason", "request_id"}),
+    "heartbeat": frozenset({"request_id"}),
+    "estop": frozenset({"reason", "request_id"}),
+}
+#: Commands where an empty payload means ``{}`` (``mosquitto_pub -n``).
+_EMPTY_OK = frozenset({"stop", "pause", "resume", "heartbeat"})
+
+RequestId = str | int | None
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Every topic of one treadmill under ``base`` (default ``treadctl``)."""
+
+    base: str
+    treadmill_id: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.base}/{self.treadmill_id}"
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}/status"
+
+    @property
+    def state(self) -> str:
+        return f"{self.prefix}/state"
+
+    @property
+    def telemetry(self) -> str:
+        return f"{self.prefix}/telemetry"
+
+    @property
+    def event(self) -> str:
+        return f"{self.prefix}/event"
+
+    @property
+    def commands(self) -> str:
+        """Subscription filter for this treadmill's commands."""
+        return f"{self.prefix}/cmd/#"
+
+    @property
+    def estop(self) -> str:
+        return f"{self.prefix}/cmd/estop"
+
+    @property
+    def gym_estop(self) -> str:
+        return f"{self.base}/{ALL}/cmd/estop"
+
+    def command_of(self, topic: str) -> str | None:
+        """``"set"`` for ``<prefix>/cmd/set``; None when the topic is not ours."""
+        head = f"{self.prefix}/cmd/"
+        if topic.startswith(head):
+            return topic[len(head):]
+        return None
+
+
+@dataclass(frozen=True)
+class Command:
+    """A validated command. Fields not used by ``kind`` are None."""
+
+    kind: str
+    request_id: RequestId = None
+    program: str | dict[str, Any] | None = None
+    speed_kmh: float | None = None
+    incline_pct: float | None = None
+    reason: str | None = None
+
+
+class CommandInvalid(Exception):
+    """A command that is rejected before it reaches the controller (nothing changes)."""
+
+    def __init__(self, kind: str, message: str, request_id: RequestId = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.request_id = request_id
+
+
+def _request_id(obj: dict[str, Any], kind: str) -> RequestId:
+    if "request_id" not in obj:
+        return None
+    rid = obj["request_id"]
+    if isinstance(rid, bool) or not isinstance(rid, str | int):
+        raise CommandInvalid(kind, "request_id: must be a string or an integer")
+    if isinstance(rid, str) and len(rid) > MAX_REQUEST_ID_CHARS:
+        raise CommandInvalid(kind, f"request_id: longer than {MAX_REQUEST_ID_CHARS} characters")
+    return rid
+
+
+def _number(obj: dict[str, Any], key: str, kind: str, rid: RequestId) -> float | None:
+    if key not in obj:
+        return None
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CommandInvalid(kind, f"{key}: must be a number, got {_json_type(value)}", rid)
+    number = float(value)
+    if not math.isfinite(number):
+        raise CommandInvalid(kind, f"{key}: must be a finite number", rid)
+    return number
+
+
+def _json_type(value: Any) -> str:
+    return {
+        str: "string", bool: "boolean", int: "number", float: "number", list: "array",
+        dict: "object", type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def _decode_object(kind: str, payload: bytes, max_bytes: int) -> dict[str, Any]:
+    if len(payload) > max_bytes:
+        raise CommandInvalid(kind, f"payload too large ({len(payload)} > {max_bytes} bytes)")
+    if not payload.strip() and kind in _EMPTY_OK:
+        return {}
+    try:
+        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CommandInvalid(kind, f"invalid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise CommandInvalid(kind, f"payload must be a JSON object, got {_json_type(obj)}")
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_command(kind: str, payload: bytes, max_bytes: int) -> Command:
+    """Validate ``payload`` of ``cmd/<kind>``; raises :class:`CommandInvalid`."""
+    if kind not in _FIELDS:
+        raise CommandInvalid(kind, f"unknown command {kind!r} (known: {', '.join(COMMANDS)})")
+    obj = _decode_object(kind, payload, max_bytes)
+    rid = _request_id(obj, kind)
+    unknown = sorted(set(obj) - _FIELDS[kind])
+    if unknown:
+        known = ", ".join(sorted(_FIELDS[kind]))
+        raise CommandInvalid(kind, f"unknown field {unknown[0]!r} (known: {known})", rid)
+    if kind == "start":
+        program = obj.get("program")
+        if program is None:
+            raise CommandInvalid(kind, "program: required (a built-in name or a program object)",
+                                 rid)
+        if not isinstance(program, str | dict) or program == "":
+            raise CommandInvalid(
+                kind, f"program: must be a name or an object, got {_json_type(program)}", rid
+            )
+        return Command(kind, rid, program=program)
+    if kind == "set":
+        speed = _number(obj, "speed_kmh", kind, rid)
+        incline = _number(obj, "incline_pct", kind, rid)
+        if speed is None and incline is None:
+            raise CommandInvalid(kind, "give speed_kmh and/or incline_pct", rid)
+        return Command(kind, rid, speed_kmh=speed, incline_pct=incline)
+    if kind in ("reset", "estop"):
+        reason = obj.get("reason")
+        if reason is None and kind == "estop":
+            return Command(kind, rid)
+        if not isinstance(reason, str) or not reason.strip():
+            raise CommandInvalid(kind, "reason: required, a non-empty string", rid)
+        if len(reason) > MAX_REASON_CHARS:
+            raise CommandInvalid(kind, f"reason: longer than {MAX_REASON_CHARS} characters", rid)
+        return Command(kind, rid, reason=reason.strip())
+    return Command(kind, rid)
+
+
+def estop_details(payload: bytes, max_bytes: int) -> tuple[str | None, RequestId]:
+    """Reason and request id of an e-stop payload, if it happens to carry them. Never raises:
+    the belt has already been told to stop, whatever this payload is."""
+    try:
+        if not payload or len(payload) > max_bytes:
+            return None, None
+        cmd = parse_command("estop", payload, max_bytes)
+        return cmd.reason, cmd.request_id
+    except Exception:
+        return None, None
+
+
+# --------------------------------------------------------------------------- payloads out
+
+
+def iso_utc(when: datetime | None = None) -> str:
+    """``2024-05-01T12:00:00.123Z``: the ``ts`` of every outgoing payload."""
+    when = when or datetime.now(UTC)
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _dumps(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=str).encode()
+
+
+STATE_FIELDS = (
+    "state", "latched", "reason", "program", "segment", "direction", "target_speed_kmh",
+    "speed_kmh", "incline_pct", "session_id",
+)
+TELEMETRY_FIELDS = ("speed_kmh", "direction", "incline_pct", "distance_m", "elapsed_s", "hr_bpm")
+
+
+def state_payload(snapshot: dict[str, Any], ts: str | None = None, **extra: Any) -> bytes:
+    """The retained ``state`` message from ``Snapshot.as_dict()`` (plus ``extra`` fields)."""
+    out = {k: snapshot.get(k) for k in STATE_FIELDS}
+    out.update(extra)
+    out["ts"] = ts or iso_utc()
+    return _dumps(out)
+
+
+def telemetry_payload(snapshot: dict[str, Any], ts: str | None = None) -> bytes:
+    out: dict[str, Any] = {"ts": ts or iso_utc()}
+    out.update({k: snapshot.get(k) for k in TELEMETRY_FIELDS})
+    return _dumps(out)
+
+
+def disconnected_state(reason: str | None, ts: str | None = None) -> bytes:
+    """State of a treadmill whose link is down (no controller to ask)."""
+    snap: dict[str, Any] = {
+        "state": "disconnected", "latched": False, "reason": reason, "direction": "forward",
+        "target_speed_kmh": 0.0, "speed_kmh": 0.0, "incline_pct": 0.0,
+    }
+    return state_payload(snap, ts)
+
+
+def event_payload(event: dict[str, Any], ts: str | None = None) -> bytes:
+    """An ``event`` message; ``request_id`` is always present (null when not a reply)."""
+    out = dict(event)
+    out.setdefault("request_id", None)
+    out["ts"] = ts or iso_utc()
+    return _dumps(out)
+
+
+def ack(kind: str, request_id: RequestId, **data: Any) -> dict[str, Any]:
+    return {"type": "ack", "command": kind, "request_id": request_id, **data}
+
+
+def error(kind: str, request_id: RequestId, message: str) -> dict[str, Any]:
+    return {"type": "error", "command": kind, "request_id": request_id, "error": message}
+
+
+# --------------------------------------------------------------------------- rate limit
+
+
+class TokenBucket:
+    """``rate_per_s`` commands per second on average, bursts up to ``burst``."""
+
+    def __init__(self, rate_per_s: float, burst: float | None = None) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst if burst is not None else max(1.0, rate_per_s)
+        self._tokens = self.burst
+        self._t: float | None = None
+
+    def take(self, now: float) -> bool:
+        if self._t is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._t) * self.rate_per_s)
+        self._t = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False

@@ -1,0 +1,68 @@
+"""``treadctl daemon [--config PATH] [--check]``: run (or just validate) the gym daemon.
+
+Config errors are one line and exit code 2 before anything opens a device or a socket.
+SIGTERM/SIGINT ask for an orderly shutdown (controlled stop of every belt, ``offline``
+published) and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from treadctl import clock
+from treadctl.cli import EXIT_OK, UsageError
+from treadctl.daemon.config import DEFAULT_CONFIG_PATH, ConfigError, DaemonConfig, load_config
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "daemon",
+        help="run the MQTT gym daemon",
+        description="Drive the configured treadmills over MQTT (CONTRACT §4). See docs/daemon.md.",
+    )
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        default=os.environ.get("TREADCTL_CONFIG", DEFAULT_CONFIG_PATH),
+        help=f"config file (default {DEFAULT_CONFIG_PATH})",
+    )
+    p.add_argument("--check", action="store_true", help="validate the config and exit")
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity on stderr (journald picks it up)",
+    )
+    p.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if args.check:
+        ids = ", ".join(t.id for t in config.treadmills)
+        print(f"{args.config}: OK ({len(config.treadmills)} treadmill(s): {ids})")
+        return EXIT_OK
+    return clock.run(_main(config), speedup=1)
+
+
+async def _main(config: DaemonConfig) -> int:
+    from treadctl.daemon.service import Daemon
+
+    daemon = Daemon(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+    return await daemon.run()

@@ -24,4 +24,4 @@ def store(tmp_path: Path) -> Iterator[SessionStore]:
 @pytest.fixture
 def recorded(store: SessionStore) -> str:
     """Id of the synthetic reverse-walk session (ends in a remote e-stop)."""
-    return synth.record(store)
+    return str(synth.record(store))

@@ -12,7 +12,9 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from treadctl.store.db import SessionStore
 from treadctl.store.model import Event, Sample, SessionMeta
+from treadctl.store.recorder import SessionRecorder
 from treadctl.types import KMH_PER_MPS, Direction
 
 STARTED_AT = datetime(2026, 11, 26, 10, 30, 0, tzinfo=UTC)
@@ -126,10 +128,8 @@ def synthetic_session(estop: bool = True) -> tuple[list[Sample], list[Event]]:
     return samples, events
 
 
-def record(store: Any, estop: bool = True) -> str:
+def record(store: SessionStore, estop: bool = True) -> str:
     """Record the synthetic session through the real recorder; return its id."""
-    from treadctl.store.recorder import SessionRecorder
-
     samples, events = synthetic_session(estop)
     rec = SessionRecorder.start(store, META)
     for s in samples:

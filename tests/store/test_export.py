@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
 
 import fitdecode
 import pytest
@@ -77,9 +79,9 @@ def test_tcx(store: SessionStore, recorded: str) -> None:
     n_points = 0
     for lap, direction in zip(laps, SEGMENT_DIRECTIONS, strict=True):
         _assert_schema_order(lap, LAP_ORDER)
-        assert lap.findtext("tcx:Notes", namespaces=NS).startswith(direction)  # type: ignore[union-attr]
-        assert float(lap.findtext("tcx:TotalTimeSeconds", namespaces=NS)) > 0  # type: ignore[arg-type]
-        assert float(lap.findtext("tcx:DistanceMeters", namespaces=NS)) > 0  # type: ignore[arg-type]
+        assert (lap.findtext("tcx:Notes", namespaces=NS) or "").startswith(direction)
+        assert float(lap.findtext("tcx:TotalTimeSeconds", namespaces=NS) or 0) > 0
+        assert float(lap.findtext("tcx:DistanceMeters", namespaces=NS) or 0) > 0
         assert lap.findtext("tcx:Calories", namespaces=NS) == "0"
         assert lap.findtext("tcx:Intensity", namespaces=NS) in ("Active", "Resting")
         assert lap.findtext("tcx:TriggerMethod", namespaces=NS) in ("Time", "Manual")
@@ -105,10 +107,10 @@ def test_tcx(store: SessionStore, recorded: str) -> None:
     assert "reverse" in (act.findtext("tcx:Notes", namespaces=NS) or "")
 
 
-def test_fit(store: SessionStore, recorded: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_fit(store: SessionStore, recorded: str, tmp_path: Path) -> None:
     path = tmp_path / "s.fit"
     path.write_bytes(export_session(store, recorded, "fit"))
-    by_name: dict[str, list[dict[str, object]]] = {}
+    by_name: dict[str, list[dict[str, Any]]] = {}
     with fitdecode.FitReader(str(path), check_crc=fitdecode.CrcCheck.RAISE) as reader:
         for frame in reader:
             if isinstance(frame, fitdecode.FitDataMessage):
@@ -121,23 +123,23 @@ def test_fit(store: SessionStore, recorded: str, tmp_path) -> None:  # type: ign
     assert len(records) == pytest.approx(summary["duration_s"], abs=2)  # one per second
     times = [r["timestamp"] for r in records]
     assert times == sorted(times) and len(set(times)) == len(times)
-    assert all(float(r["speed"]) >= 0 for r in records)  # type: ignore[arg-type]
-    rev = [r for r in records if r["belt_direction"] == 1 and float(r["speed"]) > 0.2]  # type: ignore[arg-type]
-    assert rev and all(float(r["signed_speed"]) < 0 for r in rev)  # type: ignore[arg-type]
+    assert all(float(r["speed"]) >= 0 for r in records)
+    rev = [r for r in records if r["belt_direction"] == 1 and float(r["speed"]) > 0.2]
+    assert rev and all(float(r["signed_speed"]) < 0 for r in rev)
     assert all(r["heart_rate"] for r in records)
-    assert float(records[-1]["distance"]) == pytest.approx(summary["distance_m"], abs=3)  # type: ignore[arg-type]
+    assert float(records[-1]["distance"]) == pytest.approx(summary["distance_m"], abs=3)
     laps = by_name["lap"]
     assert [lap["belt_direction"] for lap in laps] == [
         1 if d == "reverse" else 0 for d in SEGMENT_DIRECTIONS
     ]
     assert [lap.get("wkt_step_index") for lap in laps] == list(range(len(SEGMENT_DIRECTIONS)))
     assert all(lap["sub_sport"] == "treadmill" for lap in laps)
-    assert sum(float(lap["total_distance"]) for lap in laps) == pytest.approx(  # type: ignore[arg-type]
+    assert sum(float(lap["total_distance"]) for lap in laps) == pytest.approx(
         summary["distance_m"], abs=0.5
     )
     (session,) = by_name["session"]
     assert session["sport"] == "running" and session["num_laps"] == len(laps)
-    assert float(session["total_elapsed_time"]) == pytest.approx(summary["duration_s"], abs=1)  # type: ignore[arg-type]
+    assert float(session["total_elapsed_time"]) == pytest.approx(summary["duration_s"], abs=1)
     assert by_name["activity"][0]["num_sessions"] == 1
 
 

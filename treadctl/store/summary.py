@@ -6,7 +6,7 @@ or aborts a session) and the exporters all compute it the same way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from treadctl.store.model import Event, Sample
@@ -102,31 +102,34 @@ def format_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def print_summary(summary: dict[str, Any] | Any) -> str:
+def print_summary(summary: Mapping[str, Any]) -> str:
     """One line summing up a session, e.g. for the last line of ``treadctl run``.
 
     ``finished · 32:00 · 4.21 km (reverse 0.52 km in 6:00) · max 8.0 km/h, reverse 3.0 km/h
-    · HR avg 132 / max 151 bpm · 8 segments``
+    · HR avg 132 / max 151 bpm · 8 segments completed``
     """
-    get = summary.get
-    parts = [str(get("outcome") or "session")]
-    if get("reason"):
-        parts[0] += f" ({get('reason')})"
-    parts.append(format_duration(float(get("duration_s") or 0.0)))
-    dist = f"{float(get('distance_m') or 0.0) / 1000:.2f} km"
-    rev_m = float(get("reverse_distance_m") or 0.0)
-    if rev_m > 0 or float(get("reverse_time_s") or 0.0) > 0:
+
+    def num(key: str) -> float:
+        value = summary.get(key)
+        return float(value) if value is not None else 0.0
+
+    head = str(summary.get("outcome") or "session")
+    if summary.get("reason"):
+        head += f" ({summary['reason']})"
+    parts = [head, format_duration(num("duration_s"))]
+    dist = f"{num('distance_m') / 1000:.2f} km"
+    if num("reverse_distance_m") > 0 or num("reverse_time_s") > 0:
         dist += (
-            f" (reverse {rev_m / 1000:.2f} km in "
-            f"{format_duration(float(get('reverse_time_s') or 0.0))})"
+            f" (reverse {num('reverse_distance_m') / 1000:.2f} km in "
+            f"{format_duration(num('reverse_time_s'))})"
         )
     parts.append(dist)
-    speed = f"max {float(get('max_speed_kmh') or 0.0):.1f} km/h"
-    if float(get("max_reverse_speed_kmh") or 0.0) > 0:
-        speed += f", reverse {float(get('max_reverse_speed_kmh')):.1f} km/h"
+    speed = f"max {num('max_speed_kmh'):.1f} km/h"
+    if num("max_reverse_speed_kmh") > 0:
+        speed += f", reverse {num('max_reverse_speed_kmh'):.1f} km/h"
     parts.append(speed)
-    if get("avg_hr_bpm") is not None:
-        parts.append(f"HR avg {float(get('avg_hr_bpm')):.0f} / max {get('max_hr_bpm')} bpm")
-    n = int(get("segments_completed") or 0)
+    if summary.get("avg_hr_bpm") is not None:
+        parts.append(f"HR avg {num('avg_hr_bpm'):.0f} / max {summary.get('max_hr_bpm')} bpm")
+    n = int(num("segments_completed"))
     parts.append(f"{n} segment{'s' if n != 1 else ''} completed")
     return " · ".join(parts)

@@ -180,7 +180,7 @@ def test_sysusers_and_tmpfiles_create_user_and_directories(tmp_path: Path) -> No
     )
     passwd = {
         line.split(":")[0]: line.split(":")
-        for line in (tmp_path / "etc/passwd").read_text().split()
+        for line in (tmp_path / "etc/passwd").read_text().splitlines()
     }
     user = passwd["treadctl"]
     assert user[5:] == ["/var/lib/treadctl", "/usr/sbin/nologin"]

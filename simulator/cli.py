@@ -90,7 +90,7 @@ def handle(args: argparse.Namespace) -> int:
         ready: asyncio.Future[tuple[str, int]] = loop.create_future()
         server = asyncio.ensure_future(serve_tcp(make_sim, *listen, ready=ready))
         try:
-            done, _ = await asyncio.wait({server, ready}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({server, ready}, return_when=asyncio.FIRST_COMPLETED)
             if ready.done():
                 host, port = ready.result()
                 announce(f"tcp://{host}:{port}")

@@ -19,56 +19,11 @@ import asyncio
 import math
 import random
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from simulator.faults import FAULTS, FaultPlan, FaultSpecError, FaultWindow, parse_faults
 from treadctl.clock import Clock, LoopClock
-from treadctl.ftms.belt_direction import BeltDirection, encode_belt_direction
-from treadctl.ftms.control_point import (
-    ControlPointRequest,
-    ControlPointResponse,
-    RequestControl,
-    ResetRequest,
-    ResultCode,
-    SetTargetInclination,
-    SetTargetSpeed,
-    StartOrResume,
-    StopOrPause,
-    decode_control_point,
-    encode_control_point_response,
-    is_stop,
-)
-from treadctl.ftms.errors import FTMSDecodeError
-from treadctl.ftms.feature import (
-    MACHINE_FEATURE_BITS,
-    TARGET_FEATURE_BITS,
-    FitnessMachineFeature,
-    encode_feature,
-)
-from treadctl.ftms.machine_status import (
-    ControlPermissionLost,
-    MachineStatus,
-    StartedOrResumedByUser,
-    StatusReset,
-    StoppedBySafetyKey,
-    StoppedOrPausedByUser,
-    TargetInclineChanged,
-    TargetSpeedChanged,
-    encode_machine_status,
-)
-from treadctl.ftms.ranges import (
-    InclinationRange,
-    SpeedRange,
-    encode_inclination_range,
-    encode_speed_range,
-)
-from treadctl.ftms.training_status import (
-    TrainingStatus,
-    TrainingStatusCode,
-    encode_training_status,
-)
-from treadctl.ftms.treadmill_data import TreadmillData, encode_treadmill_data
-from treadctl.ftms.uuids import (
+from treadctl.ftms import (
     CONTROL_POINT,
     FEATURE,
     INCLINATION_RANGE,
@@ -76,7 +31,43 @@ from treadctl.ftms.uuids import (
     SPEED_RANGE,
     TRAINING_STATUS,
     TREADMILL_DATA,
+    BeltDirection,
+    ControlPermissionLost,
+    ControlPointRequest,
+    ControlPointResponse,
+    FitnessMachineFeature,
+    FTMSDecodeError,
+    InclinationRange,
+    MachineStatus,
+    RequestControl,
+    ResetRequest,
+    ResultCode,
+    SetTargetInclination,
+    SetTargetSpeed,
+    SpeedRange,
+    StartedOrResumedByUser,
+    StartOrResume,
+    StatusReset,
+    StopOrPause,
+    StoppedBySafetyKey,
+    StoppedOrPausedByUser,
+    TargetInclineChanged,
+    TargetSpeedChanged,
+    TrainingStatus,
+    TrainingStatusCode,
+    TreadmillData,
+    decode_control_point,
+    encode_belt_direction,
+    encode_control_point_response,
+    encode_feature,
+    encode_inclination_range,
+    encode_machine_status,
+    encode_speed_range,
+    encode_training_status,
+    encode_treadmill_data,
+    is_stop,
 )
+from treadctl.ftms.feature import MACHINE_FEATURE_BITS, TARGET_FEATURE_BITS
 from treadctl.profiles import FirmwareProfile
 from treadctl.transport.framing import FrameCounters
 from treadctl.types import KMH_PER_MPS, Direction
@@ -100,11 +91,15 @@ HR_MAX_BPM = 200.0
 REVERSE_EFFORT_FACTOR = 1.35
 
 _EPS = 1e-9
+_DIR_FORWARD = encode_belt_direction(BeltDirection(reverse=False))
+_DIR_REVERSE = encode_belt_direction(BeltDirection(reverse=True))
 
 
-@dataclass(frozen=True, slots=True)
-class BeltTruth:
-    """What the belt really does at ``t_s`` (seconds since the simulator was created)."""
+class BeltTruth(NamedTuple):
+    """What the belt really does at ``t_s`` (seconds since the simulator was created).
+
+    A NamedTuple rather than a frozen dataclass: one is recorded per telemetry tick, and
+    building a tuple costs a quarter of what a frozen dataclass does."""
 
     t_s: float
     speed_kmh: float  # signed: negative = belt moving backward
@@ -149,6 +144,7 @@ class SimTreadmill:
         else:
             self.plan = FaultPlan(list(faults.windows))
         self.rng = random.Random(seed)
+        self._planned = {w.name for w in self.plan.windows}
         self._t0 = self.clock.now()
         self._t = self._t0  # physics advanced up to here (loop time)
 
@@ -187,9 +183,13 @@ class SimTreadmill:
         self._watchdog_armed = True
 
         self._notify: NotifyFn | None = None
+        self._td_key: tuple[float, int, float, int, int, float] | None = None
+        self._td_value = b""
         self._fault_listeners: list[Callable[[str, bool], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._timeline: list[asyncio.TimerHandle] = []
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._next_tick = 0.0
         self._running_loop: asyncio.AbstractEventLoop | None = None
 
         self.trace: list[BeltTruth] = []
@@ -227,13 +227,17 @@ class SimTreadmill:
             self._alive.set()
 
     def fault_active(self, name: str) -> bool:
-        if name not in FAULTS:
-            raise FaultSpecError(f"unknown fault {name!r} (known: {', '.join(FAULTS)})")
+        if name not in self._planned:  # the common case, asked several times per tick
+            if name not in FAULTS:
+                raise FaultSpecError(f"unknown fault {name!r} (known: {', '.join(FAULTS)})")
+            return False
         return self.plan.active(name, self.now_s())
 
     def _fault_at_t(self, name: str) -> bool:
         # Physics asks about the start of the piece being integrated, not about "now":
         # a fault edge inside an advance must not leak backwards in time.
+        if name not in self._planned:
+            return False
         # Compared in loop time, exactly as _next_edge computes edges.
         t, t0 = self._t, self._t0
         return any(
@@ -246,6 +250,7 @@ class SimTreadmill:
             raise FaultSpecError(f"unknown fault {name!r} (known: {', '.join(FAULTS)})")
         window = FaultWindow(name, self.now_s() if at_s is None else at_s, duration_s)
         self.plan.add(window)
+        self._planned.add(name)
         if self._running_loop is not None:
             self._schedule_window(window)
 
@@ -289,10 +294,15 @@ class SimTreadmill:
         for window in self.plan.windows:
             self._schedule_window(window)
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._telemetry_loop())
-                tg.create_task(self._watchdog_loop())
+            # Telemetry runs on the loop's timer in loop time (the clock IS the loop's
+            # time, treadctl.clock), first tick one period from now.
+            self._next_tick = loop.time() + self._period_s
+            self._tick_handle = loop.call_at(self._next_tick, self._telemetry_tick)
+            await self._watchdog_loop()
         finally:
+            if self._tick_handle is not None:
+                self._tick_handle.cancel()
+                self._tick_handle = None
             for handle in self._timeline:
                 handle.cancel()
             self._timeline.clear()
@@ -348,7 +358,7 @@ class SimTreadmill:
         return FitnessMachineFeature(machine, target)
 
     def _direction_value(self) -> bytes:
-        return encode_belt_direction(BeltDirection(reverse=self._dir_actual < 0))
+        return _DIR_REVERSE if self._dir_actual < 0 else _DIR_FORWARD
 
     def _direction_write(self, value: bytes) -> int:
         if len(value) != 1 or value[0] > 1:
@@ -579,6 +589,8 @@ class SimTreadmill:
 
     def _next_edge(self) -> float | None:
         """The first fault edge (loop time) strictly after ``self._t``, if any."""
+        if not self._planned:
+            return None
         best: float | None = None
         t, t0 = self._t, self._t0
         for w in self.plan.windows:
@@ -677,43 +689,60 @@ class SimTreadmill:
         task.add_done_callback(self._tasks.discard)
 
     def telemetry_value(self) -> bytes:
-        """The Treadmill Data notification for the current state."""
+        """The Treadmill Data notification for the current state.
+
+        Encoding is the costliest part of a telemetry tick, and at a steady pace most
+        ticks carry the same wire values: the last encoding is reused while every field's
+        wire value (resolution included) is unchanged."""
         speed_kmh = self._v_mps * KMH_PER_MPS
         fmt = self.profile.quirks.pace_format
         if speed_kmh < 0.01:
             pace = 0.0  # not moving: no pace (devices send 0)
         elif fmt == "uint8-0.1kmpmin":
-            pace = min(speed_kmh / 60.0, 25.4)
+            pace = round(min(speed_kmh / 60.0, 25.4), 1)
         else:
-            pace = min(3600.0 / speed_kmh, 65535.0)
-        td = TreadmillData(
-            speed_kmh=round(self._dir_actual * speed_kmh if self._signed else speed_kmh, 2),
-            total_distance_m=min(int(self._distance_m), 0xFFFFFF),
-            inclination_pct=round(self._incline_pct, 1),
-            ramp_angle_deg=round(math.degrees(math.atan(self._incline_pct / 100.0)), 1),
-            instantaneous_pace=pace,
-            heart_rate_bpm=round(self._hr_bpm),
-            elapsed_time_s=min(int(self._elapsed_s), 0xFFFF),
+            pace = float(round(min(3600.0 / speed_kmh, 65535.0)))
+        key = (
+            round(self._dir_actual * speed_kmh if self._signed else speed_kmh, 2),
+            min(int(self._distance_m), 0xFFFFFF),
+            round(self._incline_pct, 1),
+            round(self._hr_bpm),
+            min(int(self._elapsed_s), 0xFFFF),
+            pace,
         )
-        return encode_treadmill_data(td, pace_format=fmt, signed_speed=self._signed)
+        if key == self._td_key:
+            return self._td_value
+        speed, distance, incline, hr, elapsed, pace = key
+        td = TreadmillData(
+            speed_kmh=speed,
+            total_distance_m=distance,
+            inclination_pct=incline,
+            ramp_angle_deg=round(math.degrees(math.atan(incline / 100.0)), 1),
+            instantaneous_pace=pace,
+            heart_rate_bpm=hr,
+            elapsed_time_s=elapsed,
+        )
+        self._td_key = key
+        self._td_value = encode_treadmill_data(td, pace_format=fmt, signed_speed=self._signed)
+        return self._td_value
 
     # ------------------------------------------------------------------ timers
 
-    async def _telemetry_loop(self) -> None:
-        clock = self.clock
-        next_t = clock.now()
-        while True:
-            next_t += self._period_s
-            delay = next_t - clock.now()
-            if delay > 0:
-                await clock.sleep(delay)
-            self._advance()
-            self._mark()
-            if self._notify is None or self.fault_active("telemetry-stop"):
-                continue
-            self._emit(TREADMILL_DATA, self.telemetry_value())
-            if self._dir_uuid is not None:
-                self._emit(self._dir_uuid, self._direction_value())
+    def _telemetry_tick(self) -> None:
+        # A plain timer callback, not a task awaiting sleep(): half the loop overhead per
+        # tick, which is most of the cost of an hour on virtual time.
+        loop = self._running_loop
+        if loop is None:
+            return
+        self._next_tick += self._period_s
+        self._tick_handle = loop.call_at(self._next_tick, self._telemetry_tick)
+        self._advance()
+        self._mark()
+        if self._notify is None or self.fault_active("telemetry-stop"):
+            return
+        self._emit(TREADMILL_DATA, self.telemetry_value())
+        if self._dir_uuid is not None:
+            self._emit(self._dir_uuid, self._direction_value())
 
     async def _watchdog_loop(self) -> None:
         timeout_s = self.profile.control.link_timeout_ms / 1000

@@ -69,7 +69,8 @@ class Host:
     # -- actions ------------------------------------------------------------------------
 
     def write(self, req: ControlPointRequest) -> int:
-        return self.sim.handle_write(CONTROL_POINT, encode_control_point(req, signed_speed=self.signed))
+        value = encode_control_point(req, signed_speed=self.signed)
+        return self.sim.handle_write(CONTROL_POINT, value)
 
     async def wait_for(self, pred: Callable[[], bool], timeout_s: float = 10.0) -> None:
         async with asyncio.timeout(timeout_s):

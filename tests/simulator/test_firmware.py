@@ -5,6 +5,7 @@ watchdog and the safety key. Virtual time; values encoded/decoded with treadctl.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 
 import pytest
@@ -53,24 +54,24 @@ async def until(sim: SimTreadmill, t_s: float) -> None:
     await asyncio.sleep(max(0.0, t_s - sim.now_s()))
 
 
-async def start_at(host, speed_kmh: float) -> None:  # type: ignore[no-untyped-def]
+async def start_at(host, speed_kmh: float) -> None:
     assert await host.command(RequestControl()) == ResultCode.SUCCESS
     assert await host.command(SetTargetSpeed(speed_kmh)) == ResultCode.SUCCESS
     assert await host.command(StartOrResume()) == ResultCode.SUCCESS
 
 
-def max_abs_accel(trace) -> float:  # type: ignore[no-untyped-def]
+def max_abs_accel(trace) -> float:
     """Largest |d speed / dt| between consecutive trace points, in m/s^2."""
     worst = 0.0
-    for a, b in zip(trace, trace[1:], strict=False):
+    for a, b in itertools.pairwise(trace):
         dt = b.t_s - a.t_s
         if dt > 1e-9:
             worst = max(worst, abs(b.speed_kmh - a.speed_kmh) / 3.6 / dt)
     return worst
 
 
-def test_request_control_must_come_first(sim_run) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_request_control_must_come_first(sim_run) -> None:
+    async def body(sim, host):
         assert await host.command(SetTargetSpeed(5.0)) == ResultCode.CONTROL_NOT_PERMITTED
         assert await host.command(StartOrResume()) == ResultCode.CONTROL_NOT_PERMITTED
         assert sim.handle_write(BELT, b"\x01") == 0x80  # direction needs control too
@@ -93,8 +94,8 @@ def test_request_control_must_come_first(sim_run) -> None:  # type: ignore[no-un
     sim_run("treadctl-reference", body)
 
 
-def test_one_outstanding_procedure_but_stop_always_accepted(sim_run) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_one_outstanding_procedure_but_stop_always_accepted(sim_run) -> None:
+    async def body(sim, host):
         await start_at(host, 8.0)
         await until(sim, 10.0)
         assert sim.truth().speed_kmh == pytest.approx(8.0)
@@ -116,8 +117,8 @@ def test_one_outstanding_procedure_but_stop_always_accepted(sim_run) -> None:  #
     sim_run("treadctl-reference", body)
 
 
-def test_response_is_indicated_after_ack_delay(sim_run) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_response_is_indicated_after_ack_delay(sim_run) -> None:
+    async def body(sim, host):
         t0 = sim.now_s()
         assert await host.command(RequestControl()) == ResultCode.SUCCESS
         t_resp = next(t for t, u, _ in host.notes if u == CONTROL_POINT)
@@ -136,8 +137,8 @@ def test_response_is_indicated_after_ack_delay(sim_run) -> None:  # type: ignore
         ("generic-ftms", 16.01, ResultCode.INVALID_PARAMETER),
     ],
 )
-def test_speed_range(sim_run, profile: str, speed: float, result: ResultCode) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_speed_range(sim_run, profile: str, speed: float, result: ResultCode) -> None:
+    async def body(sim, host):
         assert await host.command(RequestControl()) == ResultCode.SUCCESS
         assert await host.command(SetTargetSpeed(speed)) == result
         changed = [s for s in host.statuses() if isinstance(s, TargetSpeedChanged)]
@@ -146,8 +147,8 @@ def test_speed_range(sim_run, profile: str, speed: float, result: ResultCode) ->
     sim_run(profile, body)
 
 
-def test_invalid_setpoints_change_nothing(sim_run) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_invalid_setpoints_change_nothing(sim_run) -> None:
+    async def body(sim, host):
         await start_at(host, 6.0)
         await until(sim, 10.0)
         assert await host.command(SetTargetSpeed(25.0)) == ResultCode.INVALID_PARAMETER
@@ -160,8 +161,8 @@ def test_invalid_setpoints_change_nothing(sim_run) -> None:  # type: ignore[no-u
     sim_run("treadctl-reference", body)
 
 
-def test_reads_describe_the_machine(sim_run) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_reads_describe_the_machine(sim_run) -> None:
+    async def body(sim, host):
         status, value = sim.handle_read(SPEED_RANGE)
         assert status == 0
         rng = decode_speed_range(value)
@@ -186,8 +187,8 @@ def test_reads_describe_the_machine(sim_run) -> None:  # type: ignore[no-untyped
     sim_run("treadctl-reference", body)
 
 
-def test_start_quirk_requires_start_before_speed(sim_run) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_start_quirk_requires_start_before_speed(sim_run) -> None:
+    async def body(sim, host):
         assert await host.command(RequestControl()) == ResultCode.SUCCESS
         assert await host.command(SetTargetSpeed(3.0)) == ResultCode.OPERATION_FAILED
         assert await host.command(StartOrResume()) == ResultCode.SUCCESS
@@ -205,8 +206,8 @@ def test_start_quirk_requires_start_before_speed(sim_run) -> None:  # type: igno
     sim_run("kinetic-rx2", body)
 
 
-def test_speed_rounding_quirk_echoes_the_rounded_target(sim_run) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_speed_rounding_quirk_echoes_the_rounded_target(sim_run) -> None:
+    async def body(sim, host):
         assert await host.command(RequestControl()) == ResultCode.SUCCESS
         assert await host.command(StartOrResume()) == ResultCode.SUCCESS
         assert await host.command(SetTargetSpeed(3.07)) == ResultCode.SUCCESS
@@ -215,8 +216,8 @@ def test_speed_rounding_quirk_echoes_the_rounded_target(sim_run) -> None:  # typ
     sim_run("kinetic-rx2", body)
 
 
-def test_acceleration_limits_and_time_to_target(sim_run) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_acceleration_limits_and_time_to_target(sim_run) -> None:
+    async def body(sim, host):
         assert await host.command(RequestControl()) == ResultCode.SUCCESS
         assert await host.command(SetTargetSpeed(12.0)) == ResultCode.SUCCESS
         t_start = sim.now_s()
@@ -239,8 +240,8 @@ def test_acceleration_limits_and_time_to_target(sim_run) -> None:  # type: ignor
     sim_run("treadctl-reference", body)
 
 
-def test_stop_distance_and_time_follow_stop_decel(sim_run) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_stop_distance_and_time_follow_stop_decel(sim_run) -> None:
+    async def body(sim, host):
         await start_at(host, 10.0)
         await until(sim, 30.0)
         d0 = sim.truth().distance_m
@@ -259,8 +260,8 @@ def test_stop_distance_and_time_follow_stop_decel(sim_run) -> None:  # type: ign
     sim_run("treadctl-reference", body)
 
 
-def test_pause_and_resume(sim_run) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_pause_and_resume(sim_run) -> None:
+    async def body(sim, host):
         await start_at(host, 6.0)
         await until(sim, 10.0)
         t_p = sim.now_s()
@@ -276,8 +277,8 @@ def test_pause_and_resume(sim_run) -> None:  # type: ignore[no-untyped-def]
     sim_run("treadctl-reference", body)
 
 
-def test_reset_stops_and_releases_control(sim_run) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_reset_stops_and_releases_control(sim_run) -> None:
+    async def body(sim, host):
         await start_at(host, 6.0)
         await until(sim, 10.0)
         assert await host.command(ResetRequest()) == ResultCode.SUCCESS
@@ -291,8 +292,8 @@ def test_reset_stops_and_releases_control(sim_run) -> None:  # type: ignore[no-u
     sim_run("treadctl-reference", body)
 
 
-def test_incline_moves_at_motor_rate(sim_run) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_incline_moves_at_motor_rate(sim_run) -> None:
+    async def body(sim, host):
         assert await host.command(RequestControl()) == ResultCode.SUCCESS
         t0 = sim.now_s()
         assert await host.command(SetTargetInclination(6.0)) == ResultCode.SUCCESS
@@ -309,8 +310,8 @@ def test_incline_moves_at_motor_rate(sim_run) -> None:  # type: ignore[no-untype
     sim_run("treadctl-reference", body)
 
 
-def test_telemetry_rate_and_content(sim_run) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_telemetry_rate_and_content(sim_run) -> None:
+    async def body(sim, host):
         await start_at(host, 7.2)
         await until(sim, 60.0)
         tel = host.telemetry()
@@ -327,8 +328,8 @@ def test_telemetry_rate_and_content(sim_run) -> None:  # type: ignore[no-untyped
     sim_run("treadctl-reference", body)
 
 
-def test_reverse_vendor_characteristic(sim_run) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_reverse_vendor_characteristic(sim_run) -> None:
+    async def body(sim, host):
         await start_at(host, 4.0)
         await until(sim, 10.0)
         assert sim.handle_write(BELT, b"\x01") == 0x80  # moving: refused
@@ -362,8 +363,8 @@ def test_reverse_vendor_characteristic(sim_run) -> None:  # type: ignore[no-unty
     sim_run("treadctl-reference", body)
 
 
-def test_reverse_signed_speed(sim_run) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_reverse_signed_speed(sim_run) -> None:
+    async def body(sim, host):
         assert await host.command(RequestControl()) == ResultCode.SUCCESS
         assert await host.command(StartOrResume()) == ResultCode.SUCCESS
         assert await host.command(SetTargetSpeed(3.0)) == ResultCode.SUCCESS
@@ -389,8 +390,8 @@ def test_reverse_signed_speed(sim_run) -> None:  # type: ignore[no-untyped-def]
     sim_run("kinetic-rx2", body)
 
 
-def test_forward_only_firmware_has_no_reverse(sim_run) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_forward_only_firmware_has_no_reverse(sim_run) -> None:
+    async def body(sim, host):
         assert await host.command(RequestControl()) == ResultCode.SUCCESS
         assert sim.handle_write(BELT, b"\x01") == 0x06
         assert sim.handle_read(BELT)[0] == 0x06
@@ -405,8 +406,8 @@ def test_forward_only_firmware_has_no_reverse(sim_run) -> None:  # type: ignore[
     sim_run("generic-ftms", body)
 
 
-def test_watchdog_stops_the_belt_when_the_host_falls_silent(sim_run) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_watchdog_stops_the_belt_when_the_host_falls_silent(sim_run) -> None:
+    async def body(sim, host):
         await start_at(host, 10.0)
         await until(sim, 30.0)
         host.keepalive = False
@@ -427,8 +428,8 @@ def test_watchdog_stops_the_belt_when_the_host_falls_silent(sim_run) -> None:  #
     sim_run("treadctl-reference", body)
 
 
-def test_safety_key_emergency_stop_and_start_refused(sim_run) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_safety_key_emergency_stop_and_start_refused(sim_run) -> None:
+    async def body(sim, host):
         await start_at(host, 12.0)
         await until(sim, 30.0)
         t_key = sim.now_s()
@@ -447,9 +448,9 @@ def test_safety_key_emergency_stop_and_start_refused(sim_run) -> None:  # type: 
     sim_run("treadctl-reference", body)
 
 
-def test_heart_rate_rises_more_backward(sim_run) -> None:  # type: ignore[no-untyped-def]
+def test_heart_rate_rises_more_backward(sim_run) -> None:
     def steady_hr(direction: bytes) -> float:
-        async def body(sim, host):  # type: ignore[no-untyped-def]
+        async def body(sim, host):
             assert await host.command(RequestControl()) == ResultCode.SUCCESS
             assert sim.handle_write(BELT, direction) == 0
             assert await host.command(SetTargetSpeed(4.0)) == ResultCode.SUCCESS
@@ -464,8 +465,8 @@ def test_heart_rate_rises_more_backward(sim_run) -> None:  # type: ignore[no-unt
     assert (hr_rev - 70) / (hr_fwd - 70) == pytest.approx(1.35, rel=0.02)
 
 
-def test_same_seed_same_trace(sim_run) -> None:  # type: ignore[no-untyped-def]
-    async def body(sim, host):  # type: ignore[no-untyped-def]
+def test_same_seed_same_trace(sim_run) -> None:
+    async def body(sim, host):
         await start_at(host, 9.0)
         await until(sim, 20.0)
         assert await host.command(SetTargetInclination(3.0)) == ResultCode.SUCCESS

@@ -68,8 +68,8 @@ FIELD_MAP = {
 
 def worker() -> int:
     """Decode hex payloads from stdin (JSON list) with pyftms; print JSON results."""
-    from pyftms.models import TreadmillData  # type: ignore[import-not-found]
-    from pyftms.serializer import get_serializer  # type: ignore[import-not-found]
+    from pyftms.models import TreadmillData
+    from pyftms.serializer import get_serializer
 
     serializer = get_serializer(TreadmillData)
     out: list[dict[str, Any]] = []
@@ -88,8 +88,7 @@ def worker() -> int:
 
 def pyftms_python(explicit: str | None) -> str | None:
     """A Python that can import pyftms, or None."""
-    candidates = [explicit] if explicit else []
-    candidates += [os.environ.get("PYFTMS_PYTHON"), "/tmp/treadctl-pyftms/bin/python"]
+    candidates = [explicit, os.environ.get("PYFTMS_PYTHON"), "/tmp/treadctl-pyftms/bin/python"]
     for cand in candidates:
         if cand and Path(cand).exists() and _imports_pyftms(cand):
             return cand

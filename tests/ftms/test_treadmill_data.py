@@ -192,3 +192,16 @@ def test_decoded_values_are_frozen_and_hashable() -> None:
         td.speed_kmh = 1.0  # type: ignore[misc]
     assert hash(td) == hash(ALL_FIELDS_TD)
     assert {td, ALL_FIELDS_TD} == {td}
+
+
+def test_decoded_values_behave_like_constructed_ones() -> None:
+    import copy
+    import dataclasses
+    import pickle
+
+    td = decode_treadmill_data(ALL_FIELDS)
+    assert pickle.loads(pickle.dumps(td)) == td
+    assert copy.deepcopy(td) == td
+    assert dataclasses.asdict(td) == dataclasses.asdict(ALL_FIELDS_TD)
+    slower = dataclasses.replace(td, speed_kmh=None)
+    assert slower.more_data is True and slower.total_distance_m == 123456

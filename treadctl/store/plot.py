@@ -8,6 +8,7 @@ solid). Rendered with matplotlib's Agg backend (no display needed), 1600x900 by 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -103,7 +104,9 @@ def plot_session(
             mid = (span.t_start_s + span.t_end_s) / 2
             head = f"{span.index + 1}" if span.index is not None else "manual"
             arrow = "◀ reverse" if rev else "forward ▶"
-            label = f"{head}  {arrow}\n{span.target_speed_kmh:.1f} km/h"
+            label = f"{head}  {arrow}"
+            if span.target_speed_kmh > 0:
+                label += f"\n{span.target_speed_kmh:.1f} km/h"
             if span.target_incline_pct:
                 label += f" · {span.target_incline_pct:+.0f} %"
             frac = span.duration_s / t_end
@@ -149,15 +152,25 @@ def plot_session(
         ax_inc.tick_params(labelsize=11)
 
         alarms = [e for e in events if e.type in ALARM_EVENT_TYPES]
-        for n, e in enumerate(alarms):
+        # Labels go between the zero line and the curves of the larger half of the speed
+        # panel (the band under the plateaus is empty), in axes-fraction rows;
+        # alarms close together in time step down a row so their labels never overlap.
+        zero = (0.0 - y_min) / (y_max - y_min)
+        above = (1.0 - zero) > zero
+        base = zero + (1.0 - zero) * 0.45 if above else zero * 0.75
+        row = 0
+        last_t = -math.inf
+        for e in alarms:
+            row = row + 1 if e.t_s - last_t < 0.25 * t_end else 0
+            last_t = e.t_s
             for a in (ax, ax_inc):
                 a.axvline(e.t_s, color=ALARM_COLOR, lw=2.0, zorder=5)
-            # Label to the left when the line is near the right edge, stagger overlaps.
-            right = e.t_s > 0.8 * t_end
+            right = e.t_s > 0.6 * t_end  # label to the left of lines near the right edge
+            text = _alarm_text(e)
             ax.annotate(
-                f"⚠ {_alarm_text(e)}" if not right else f"{_alarm_text(e)} ⚠",
-                # Between the zero line and the top speed: the empty area under the curve.
-                xy=(e.t_s, top * (0.5 - 0.12 * (n % 3)) if top > 0 else y_min * 0.5),
+                f"{text} ⚠" if right else f"⚠ {text}",
+                xy=(e.t_s, base - 0.075 * (row % 5)),
+                xycoords=ax.get_xaxis_transform(),
                 xytext=(-6 if right else 6, 0),
                 textcoords="offset points",
                 ha="right" if right else "left",

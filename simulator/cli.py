@@ -12,6 +12,7 @@ import contextlib
 import math
 import signal
 import sys
+from typing import Any
 from urllib.parse import urlsplit
 
 from simulator.faults import FaultSpecError, parse_faults
@@ -90,7 +91,8 @@ def handle(args: argparse.Namespace) -> int:
         ready: asyncio.Future[tuple[str, int]] = loop.create_future()
         server = asyncio.ensure_future(serve_tcp(make_sim, *listen, ready=ready))
         try:
-            await asyncio.wait({server, ready}, return_when=asyncio.FIRST_COMPLETED)
+            waiters: set[asyncio.Future[Any]] = {server, ready}
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             if ready.done():
                 host, port = ready.result()
                 announce(f"tcp://{host}:{port}")

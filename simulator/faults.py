@@ -22,6 +22,7 @@ FAULTS: dict[str, str] = {
     "garbage": "random bytes and bit-flipped frames on the link, both directions, in bursts",
     "slow-acks": "Control Point responses are delayed by 3x control.ack_timeout_ms",
     "control-lost": "control permission is revoked (ControlPermissionLost indicated)",
+    "hr-spike": "the runner's heart rate jumps to 190 bpm and stays there",
 }
 
 

@@ -87,6 +87,8 @@ HR_REST_BPM = 70.0
 HR_TAU_S = 30.0
 HR_BPM_PER_KMH = 8.0
 HR_MAX_BPM = 200.0
+#: What the heart rate jumps to during the ``hr-spike`` fault.
+HR_SPIKE_BPM = 190.0
 #: Backward locomotion costs ~35 % more energy than forward at the same speed (REVERSE.md).
 REVERSE_EFFORT_FACTOR = 1.35
 
@@ -108,7 +110,7 @@ class BeltTruth(NamedTuple):
     running: bool  # the firmware considers a session running (not stopped/paused)
     safety_key_in: bool
     control_granted: bool
-    stop_reason: str | None  # "user", "pause", "watchdog", "safety-key", "reset", None
+    stop_reason: str | None  # "user" "pause" "console" "watchdog" "safety-key" "reset" / None
     target_speed_kmh: float = 0.0  # signed target of the firmware (0 when stopped)
     accel_mps2: float = 0.0  # d|speed|/dt of the current piece (+ speeding up)
     distance_m: float = 0.0
@@ -276,6 +278,23 @@ class SimTreadmill:
         if was_active:
             self._status(StoppedBySafetyKey())
         self._set_training(TrainingStatusCode.IDLE)
+        self._mark()
+
+    def press_stop(self) -> None:
+        """The runner presses Stop on the console: a controlled stop the host did not ask
+        for, reported as Stopped by User (the speed controller executes it, so a stuck
+        belt ignores it like the Stop opcode)."""
+        self._advance()
+        if not (self._running or self._paused):
+            return
+        self._running = False
+        self._paused = False
+        self._stop_reason = "console"
+        self._target_kmh = None
+        self._halt_incline()
+        self._log("console-stop")
+        self._set_training(TrainingStatusCode.IDLE)
+        self._status(StoppedOrPausedByUser(paused=False))
         self._mark()
 
     def insert_safety_key(self) -> None:
@@ -619,6 +638,8 @@ class SimTreadmill:
         effort = speed_kmh * (REVERSE_EFFORT_FACTOR if self._dir_actual < 0 else 1.0)
         effort *= 1.0 + 0.05 * max(self._incline_pct, 0.0)
         steady = min(HR_MAX_BPM, HR_REST_BPM + HR_BPM_PER_KMH * effort)
+        if self._fault_at_t("hr-spike"):
+            steady = max(steady, HR_SPIKE_BPM)
         self._hr_bpm += (steady - self._hr_bpm) * (1.0 - math.exp(-dt / HR_TAU_S))
 
     def _sync_direction(self) -> None:
@@ -802,6 +823,8 @@ class SimTreadmill:
             self._status(ControlPermissionLost())
         elif name == "wrong-direction":
             self._sync_direction()
+        elif name == "hr-spike" and onset:
+            self._hr_bpm = max(self._hr_bpm, HR_SPIKE_BPM)
         for fn in list(self._fault_listeners):
             fn(name, onset)
         self._mark()

@@ -16,7 +16,11 @@ from treadctl.ftms.control_point import (
     StartOrResume,
     StopOrPause,
 )
-from treadctl.ftms.machine_status import ControlPermissionLost, StoppedBySafetyKey
+from treadctl.ftms.machine_status import (
+    ControlPermissionLost,
+    StoppedBySafetyKey,
+    StoppedOrPausedByUser,
+)
 from treadctl.ftms.uuids import CONTROL_POINT, TREADMILL_DATA
 from treadctl.profiles import load_profile
 from treadctl.types import Direction
@@ -51,7 +55,7 @@ def test_parse_faults() -> None:
     assert not parse_faults("")
     assert set(FAULTS) >= {
         "link-drop", "telemetry-stop", "stuck-belt", "runaway", "ignore-commands",
-        "wrong-direction", "safety-key", "garbage", "slow-acks", "control-lost",
+        "wrong-direction", "safety-key", "garbage", "slow-acks", "control-lost", "hr-spike",
     }
 
 
@@ -300,5 +304,34 @@ def test_inject_at_runtime(sim_run) -> None:
         sim.inject("safety-key", at_s=50.0)
         await until(sim, 50.0 + 1e-6)
         assert not sim.truth().safety_key_in
+
+    sim_run("treadctl-reference", body)
+
+
+def test_hr_spike_raises_the_heart_rate_at_once(sim_run) -> None:
+    async def body(sim, host):
+        await start_at(host, 5.0)
+        await until(sim, 19.9)
+        assert sim.truth().hr_bpm < 120
+        await until(sim, 20.5)
+        assert sim.truth().hr_bpm >= 190
+        _, td = host.telemetry()[-1]
+        assert td.heart_rate_bpm is not None and td.heart_rate_bpm >= 190
+        await until(sim, 60.0)
+        assert sim.truth().hr_bpm >= 190  # stays up while the fault lasts
+
+    sim_run("treadctl-reference", body, faults="hr-spike@20")
+
+
+def test_console_stop_button(sim_run) -> None:
+    async def body(sim, host):
+        await start_at(host, 9.0)
+        await until(sim, 20.0)
+        sim.press_stop()
+        truth = sim.truth()
+        assert not truth.running and truth.stop_reason == "console"
+        assert host.statuses()[-1] == StoppedOrPausedByUser(paused=False)  # at once
+        await until(sim, 20.0 + 9 / 3.6 / REF.motion.stop_decel_mps2 + 1e-6)
+        assert sim.truth().speed_kmh == 0.0
 
     sim_run("treadctl-reference", body)

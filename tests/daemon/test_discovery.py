@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import queue
 import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -469,3 +478,175 @@ def test_non_ascii_program_names_round_trip() -> None:
         .render(value="Rückwärts gehen")
     )
     assert json.loads(rendered) == {"program": "Rückwärts gehen"}
+
+
+# --- the example broker ACL (docs/examples/mosquitto/treadctl.acl), on a real mosquitto ----
+#
+# Home Assistant only sees what its broker account may read and only presses what it may
+# write; this checks the documented accounts against a running broker. Publish rights are
+# read from MQTT v5 PUBACK reason codes; read rights by delivery, with a marker message
+# published after the probe (one publisher, so the broker keeps the order).
+
+MOSQUITTO = shutil.which("mosquitto")
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
+ACL_FILE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "mosquitto" / "treadctl.acl"
+ACL_USERS = ("treadctl-daemon", "gym-backend", "staff-tablet", "homeassistant")
+
+
+@pytest.fixture(scope="module")
+def acl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    if MOSQUITTO is None or MOSQUITTO_PASSWD is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto mosquitto-clients)")
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt (aiomqtt's dependency) missing")
+    d = tmp_path_factory.mktemp("broker")
+    passwd = d / "passwd"
+    for index, user in enumerate(ACL_USERS):
+        create = ["-c"] if index == 0 else []
+        subprocess.run(
+            [MOSQUITTO_PASSWD, "-b", *create, str(passwd), user, f"pw-{user}"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    lines = [
+        "per_listener_settings false",
+        "allow_anonymous false",
+        f"password_file {passwd}",
+        f"acl_file {ACL_FILE}",
+        f"listener {port} 127.0.0.1",
+    ]
+    if os.geteuid() == 0:
+        lines.append("user root")  # else mosquitto drops to a user who cannot read tmp_path
+    (d / "mosquitto.conf").write_text("\n".join(lines) + "\n")
+    proc = subprocess.Popen(
+        [MOSQUITTO, "-c", str(d / "mosquitto.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"mosquitto did not start: {proc.communicate()[1]!r}")
+            time.sleep(0.05)  # polling for the broker's port, not waiting on time
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+class _Client:
+    def __init__(self, port: int, user: str) -> None:
+        from paho.mqtt.client import Client, MQTTv5
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.acks: dict[int, Any] = {}
+        self.received: queue.Queue[str] = queue.Queue()
+        self.acked = threading.Condition()
+        client = Client(CallbackAPIVersion.VERSION2, protocol=MQTTv5)
+        client.username_pw_set(user, f"pw-{user}")
+        client.on_publish = self._on_publish
+        client.on_message = lambda _c, _u, msg: self.received.put(msg.topic)
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        self.client = client
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, reason: Any, _p: Any) -> None:
+        with self.acked:
+            self.acks[mid] = reason
+            self.acked.notify_all()
+
+    def may_publish(self, topic: str) -> bool:
+        info = self.client.publish(topic, "{}", qos=1)
+        with self.acked:
+            assert self.acked.wait_for(lambda: info.mid in self.acks, timeout=10), topic
+            reason = self.acks[info.mid]
+        return not reason.is_failure
+
+    def subscribe(self, pattern: str) -> None:
+        done = threading.Event()
+        self.client.on_subscribe = lambda *_args: done.set()
+        self.client.subscribe(pattern, qos=1)
+        assert done.wait(10)
+
+    def close(self) -> None:
+        # Disconnect first: it wakes the network thread, so loop_stop() returns at once.
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_example_acl_write_rights(acl_broker: int) -> None:
+    base = "treadctl/lane-1"
+    expected = {
+        "homeassistant": {"cmd/stop", "cmd/estop"},
+        "staff-tablet": {"cmd/stop", "cmd/estop"},
+        "gym-backend": {f"cmd/{c}" for c in COMMAND_SUFFIXES},
+        "treadctl-daemon": {"status", "state", "telemetry", "event"},
+    }
+    probes = {f"cmd/{c}" for c in COMMAND_SUFFIXES} | {"status", "state", "telemetry", "event"}
+    for user, allowed in expected.items():
+        client = _Client(acl_broker, user)
+        try:
+            granted = {p for p in probes if client.may_publish(f"{base}/{p}")}
+            assert granted == allowed, user
+            # '+' covers the gym-wide level: whoever may e-stop one lane may e-stop all.
+            assert client.may_publish("treadctl/all/cmd/estop") == ("cmd/estop" in allowed)
+        finally:
+            client.close()
+    # Discovery: only the daemon publishes configs; Home Assistant only its birth message.
+    daemon = _Client(acl_broker, "treadctl-daemon")
+    ha = _Client(acl_broker, "homeassistant")
+    try:
+        topic, _ = discovery_messages("lane-1", programs=["x"])[0]
+        assert daemon.may_publish(topic)
+        assert not ha.may_publish(topic)
+        assert ha.may_publish(birth_topic())
+    finally:
+        daemon.close()
+        ha.close()
+
+
+def test_example_acl_read_rights(acl_broker: int) -> None:
+    backend = _Client(acl_broker, "gym-backend")
+    daemon = _Client(acl_broker, "treadctl-daemon")
+    readers = {user: _Client(acl_broker, user) for user in ("homeassistant", "staff-tablet")}
+    try:
+        for client in (*readers.values(), daemon):
+            client.subscribe("treadctl/#")
+        readers["homeassistant"].subscribe("homeassistant/#")
+        # The daemon publishes read-outs and discovery, the back-end a command; the
+        # daemon's status message goes last as the marker everyone may read.
+        discovery_topic, _ = discovery_messages("lane-1", programs=["x"])[0]
+        for topic in ("treadctl/lane-1/telemetry", "treadctl/lane-1/state", discovery_topic):
+            assert daemon.may_publish(topic)
+        assert backend.may_publish("treadctl/lane-1/cmd/start")
+        assert daemon.may_publish("treadctl/lane-1/status")
+
+        def seen(client: _Client) -> set[str]:
+            topics: set[str] = set()
+            while "treadctl/lane-1/status" not in topics:
+                topics.add(client.received.get(timeout=10))
+            return topics
+
+        assert seen(readers["homeassistant"]) >= {
+            "treadctl/lane-1/telemetry",
+            "treadctl/lane-1/state",
+            discovery_topic,
+        }
+        tablet = seen(readers["staff-tablet"])
+        assert "treadctl/lane-1/state" in tablet
+        assert "treadctl/lane-1/telemetry" not in tablet
+        assert "treadctl/lane-1/cmd/start" not in tablet
+        # The daemon receives commands.
+        got: set[str] = set()
+        while "treadctl/lane-1/cmd/start" not in got:
+            got.add(daemon.received.get(timeout=10))
+    finally:
+        for client in (backend, daemon, *readers.values()):
+            client.close()

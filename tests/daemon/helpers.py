@@ -1,3 +1,4 @@
+# ruff: noqa: ASYNC109, ASYNC110 - waiting helpers take explicit timeouts by design
 """Helpers for the daemon tests (loaded by conftest.py as the module ``daemon_helpers``).
 
 A ``Probe`` is an independent MQTT v5 client (aiomqtt, like any back-end would use) that

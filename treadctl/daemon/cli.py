@@ -15,7 +15,7 @@ import signal
 import sys
 
 from treadctl import clock
-from treadctl.cli import EXIT_OK, UsageError
+from treadctl.cli import EXIT_OK, EXIT_USAGE
 from treadctl.daemon.config import DEFAULT_CONFIG_PATH, ConfigError, DaemonConfig, load_config
 
 
@@ -50,7 +50,10 @@ def handle(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+        # Printed here rather than raised as UsageError: under ``python -m treadctl.cli``
+        # the running module is ``__main__``, whose UsageError is a different class.
+        print(f"treadctl: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.check:
         ids = ", ".join(t.id for t in config.treadmills)
         print(f"{args.config}: OK ({len(config.treadmills)} treadmill(s): {ids})")

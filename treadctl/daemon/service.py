@@ -59,6 +59,8 @@ SHUTDOWN_STOP_TIMEOUT_S = 20.0
 MAX_BACKOFF_S = 30.0
 #: A link that stayed up this long resets its reconnect backoff.
 STABLE_LINK_S = 30.0
+#: Nothing received for this long on an open link: rebuild it.
+LINK_SILENCE_S = 5.0
 
 
 class Backoff:
@@ -206,8 +208,7 @@ class Lane:
                         await asyncio.sleep(backoff.next())
                         continue
                 up_since = time.monotonic()
-                await self.link_lost.wait()
-                reason = self.controller.snapshot.reason if self.controller else None
+                reason = await self._wait_link_lost()
                 log.warning("%s: link lost (%s); reconnecting", self.cfg.id, reason)
                 await self.close_link()
                 self._link_reason = reason or "link lost"
@@ -218,6 +219,22 @@ class Lane:
                 await asyncio.sleep(backoff.next())
         finally:
             await self.close_link()
+
+    async def _wait_link_lost(self) -> str | None:
+        """Until the transport reports the link lost, or nothing arrived from the treadmill
+        for ``LINK_SILENCE_S`` (a link cut by the controller's own escalation, a dead TCP
+        peer): either way the link is rebuilt, and a latch carries over."""
+        loop = asyncio.get_running_loop()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.link_lost.wait(), 1.0)
+            ctrl = self.controller
+            if ctrl is None:
+                return "link closed"
+            if self.link_lost.is_set():
+                return ctrl.snapshot.reason
+            if loop.time() - ctrl.last_rx > LINK_SILENCE_S:
+                return f"no data from the treadmill for {LINK_SILENCE_S:g} s"
 
     # ------------------------------------------------------------------ controller -> MQTT
     def _on_state(self, snap: Snapshot) -> None:

@@ -8,7 +8,8 @@ loop's own clock *is* the clock. We make that clock pluggable:
 * ``speedup=None``- virtual time that jumps: whenever every task is waiting on a timer, the
   loop advances straight to the next timer. An hour-long session runs in well under a
   second of CPU, deterministically. Only valid when nothing in the loop waits on an
-  outside process (in-process simulator); threads still wake it through the self-pipe.
+  outside process (in-process simulator). While an executor job (``asyncio.to_thread``)
+  runs, virtual time stands still, so a slow disk never looks like a silent treadmill.
 
 Code takes a :class:`Clock`; tests and the simulator pick the loop.
 """
@@ -66,6 +67,9 @@ class _WarpSelector:
             events = self._inner.select(0)
             if events or timeout == 0:
                 return events
+            if loop._executor_jobs:
+                # A worker thread is busy: virtual time stands still until it reports back.
+                return self._inner.select(timeout if timeout is None else min(timeout, 0.05))
             if timeout is None:
                 # Nothing scheduled: only outside I/O or a thread can wake us.
                 return self._inner.select(None)
@@ -88,8 +92,21 @@ class WarpEventLoop(asyncio.SelectorEventLoop):
             raise ValueError(f"speedup must be > 0, got {speedup}")
         self.speedup = speedup
         self._virtual = 0.0
+        self._executor_jobs = 0
         self._real0 = time.monotonic()
         self._selector = _WarpSelector(self._selector, self)  # type: ignore[has-type,arg-type]
+
+    def run_in_executor(  # type: ignore[override]
+        self, executor: Any, func: Any, *args: Any
+    ) -> asyncio.Future[Any]:
+        fut = super().run_in_executor(executor, func, *args)
+        self._executor_jobs += 1
+
+        def done(_: asyncio.Future[Any]) -> None:
+            self._executor_jobs -= 1
+
+        fut.add_done_callback(done)
+        return fut
 
     def time(self) -> float:
         if self.speedup is None:

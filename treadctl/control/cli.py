@@ -106,27 +106,31 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_RUNTIME
 
 
-def _recorder_factory(args: argparse.Namespace, url: Any, profile: FirmwareProfile) -> Any:
+def _recorder_factory(args: argparse.Namespace, profile: FirmwareProfile) -> Any:
     if args.no_record:
         return None
+    from treadctl.store.db import StoreError
+    from treadctl.store.integration import controller_recorder_factory
+
     try:
-        from treadctl.store.integration import controller_recorder_factory
-    except ImportError:
-        return None
-    return controller_recorder_factory(
-        data_dir=args.data_dir, treadmill_id="local", device=str(args.device), profile=profile.name
-    )
+        return controller_recorder_factory(
+            data_dir=args.data_dir, treadmill_id="local", device=str(args.device),
+            profile=profile.name,
+        )
+    except (OSError, StoreError) as exc:
+        raise UsageError(f"cannot open the session store: {exc}") from None
 
 
 async def _session(
     args: argparse.Namespace, program: Program, url: Any, profile: FirmwareProfile, view: _View
 ) -> SessionResult:
     transport = open_transport(url, profile=profile)
+    recorder_factory = _recorder_factory(args, profile)
     controller = Controller(
         transport,
         profile,
         tick_hz=args.tick_hz,
-        recorder_factory=_recorder_factory(args, url, profile),
+        recorder_factory=recorder_factory,
     )
     controller.state_listeners.append(view.update)
     controller.telemetry_listeners.append(view.update)
@@ -161,6 +165,8 @@ async def _session(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await controller.close()
+        if recorder_factory is not None:
+            recorder_factory.close()
 
 
 class _View:
@@ -268,6 +274,7 @@ class _View:
             "segments_completed": result.segments_completed,
             "segment_count": len(self.program.segments),
             "belt_stopped": result.belt_stopped,
+            "stats": result.summary,
         }
         if self.as_json:
             print(json.dumps(line), flush=True)
@@ -280,6 +287,10 @@ class _View:
             f"belt {'stopped' if result.belt_stopped else 'NOT confirmed stopped'}",
             flush=True,
         )
+        if result.summary:
+            from treadctl.store.summary import print_summary
+
+            print(print_summary(result.summary), flush=True)
 
 
 def _plain(snap: Snapshot) -> str:

@@ -116,6 +116,7 @@ class SessionResult:
     distance_m: float
     segments_completed: int
     belt_stopped: bool  # measured standstill confirmed at the end
+    summary: dict[str, Any] | None = None  # from the session store, when recording
 
 
 class DirectionError(CommandError):
@@ -179,6 +180,7 @@ class Controller:
         self.commanded_dir = Direction.FORWARD
         self.belt_running = False
         self._expect_stop_until = -math.inf
+        self._last_speed_sent = -math.inf
 
         # Plan being followed
         self._speed_ramp: Ramp | None = None
@@ -270,6 +272,13 @@ class Controller:
         self._pause_requested = False
         self._resume.set()
         session_id = _new_session_id(self.treadmill_id, self.clock)
+        self._recorder = None
+        if self.recorder_factory is not None:
+            try:
+                self._recorder = self.recorder_factory(self, program, session_id)
+                session_id = getattr(self._recorder, "session_id", session_id)
+            except Exception as exc:  # recording must never stop a session from being safe
+                log.error("session recorder unavailable: %s", exc)
         self.snapshot = replace(
             self.snapshot,
             program=program.name,
@@ -284,8 +293,6 @@ class Controller:
         )
         self._distance_base_m = None
         self._last_heartbeat = self.clock.now()
-        if self.recorder_factory is not None:
-            self._recorder = self.recorder_factory(self, program, session_id)
         self._session_task = asyncio.create_task(self._session(program, limits, session_id))
         return self._session_task
 
@@ -628,17 +635,40 @@ class Controller:
         return min(periods) if periods else None
 
     async def _sender(self) -> None:
+        """Put wanted setpoints on the wire: speed moves one increment per procedure, and no
+        faster than the ramp's rate, so a link that falls behind the plan makes the belt
+        lag (safe) instead of catching up in a burst of acceleration."""
         while True:
             await self._want_changed.wait()
             self._want_changed.clear()
             while not self.latch.latched:
                 speed, incline = self._want_speed, self._want_incline
                 if speed is not None and speed > 0 and speed != self.commanded_kmh:
-                    await self._send_speed(speed)
+                    step, wait = self._next_speed_step(speed)
+                    if wait > 0:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._want_changed.wait(), wait)
+                        self._want_changed.clear()
+                        continue
+                    await self._send_speed(step)
                 elif incline is not None and incline != self.commanded_incline:
                     await self._send_incline(incline)
                 else:
                     break
+
+    def _next_speed_step(self, want: float) -> tuple[float, float]:
+        """(next setpoint, seconds to wait before sending it)."""
+        lim = self._limits
+        current = self.commanded_kmh
+        if lim is None or current <= 0:
+            return want, 0.0
+        inc = lim.speed_increment_kmh
+        step = min(want, current + inc) if want > current else max(want, current - inc)
+        step = max(round(step, 6), lim.min_speed_kmh)
+        ramp = self._speed_ramp
+        rate = ramp.rate if ramp is not None and ramp.rate > 0 else math.inf
+        earliest = self._last_speed_sent + abs(step - current) / rate - 1e-6
+        return step, max(0.0, earliest - self.clock.now())
 
     async def _send_speed(self, speed: float) -> None:
         signed = (
@@ -651,6 +681,7 @@ class Controller:
         # and lowered only after it, so the interlocks always judge the more lenient one.
         self.commanded_kmh = max(prev, speed)
         try:
+            self._last_speed_sent = self.clock.now()
             await self.client.command(ftms.SetTargetSpeed(signed))
             self.commanded_kmh = speed
             self._tracking.reset() if abs(speed - prev) > 2 * self.cfg.tracking_band_kmh else None
@@ -744,6 +775,12 @@ class Controller:
         )
         if not self.latch.latched:
             self._set_snapshot(state=State.IDLE, segment=None, phase=None, target_speed_kmh=0.0)
+        recorder, self._recorder = self._recorder, None
+        if recorder is not None:
+            try:
+                result.summary = await asyncio.shield(recorder.finish(self, result))
+            except Exception as exc:
+                log.error("could not finish the session record: %s", exc)
         self._event(
             "finished",
             outcome=outcome.value,
@@ -752,11 +789,8 @@ class Controller:
             elapsed_s=result.elapsed_s,
             distance_m=result.distance_m,
             segments_completed=completed,
+            summary=result.summary,
         )
-        if self._recorder is not None:
-            with contextlib.suppress(Exception):
-                self._recorder.finish(self, result)
-            self._recorder = None
         return result
 
     def _check_stop(self) -> None:
@@ -826,7 +860,8 @@ class Controller:
         needs_turn = seg.direction is not self.commanded_dir
         if needs_turn or seg.speed_kmh == 0:
             if self.belt_running or self.measured_kmh > self.cfg.standstill_kmh:
-                self._set_snapshot(state=State.STOPPING, phase="direction-change")
+                phase = "direction-change" if needs_turn else "stopping"
+                self._set_snapshot(state=State.STOPPING, phase=phase)
                 await self._to_standstill(limits)
             if needs_turn:
                 await self._change_direction(seg.direction, limits)
@@ -875,6 +910,11 @@ class Controller:
         if self.client.signed_speed and direction is Direction.REVERSE:
             # Read-back for signed-speed firmware is the sign of the belt it reports.
             await self._await_direction(direction, limits)
+        # The firmware ramps to its minimum speed on its own; our ramp starts from there.
+        deadline = self.clock.now() + 5.0
+        while self.measured_kmh < first - 0.05 and self.clock.now() < deadline:
+            self._check_stop()
+            await asyncio.sleep(self.tick_s)
 
     async def _await_direction(self, direction: Direction, limits: EffectiveLimits) -> None:
         deadline = self.clock.now() + self.cfg.direction_readback_timeout_s + 2.0

@@ -49,7 +49,11 @@ class Mosquitto:
         if not any(line.startswith(("allow_anonymous", "password_file")) for line in
                    lines or []):
             body.append("allow_anonymous true")
-        body += [*(lines or []), "persistence false", "log_dest none"]
+        body += [*(lines or []), "persistence false", "log_dest stderr", "log_type error"]
+        if os.geteuid() == 0:
+            # mosquitto started as root drops to user "mosquitto", who cannot read the test's
+            # tmp files (certificates, password file); stay root.
+            body.append("user root")
         self.conf.write_text("\n".join(body) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -153,3 +153,25 @@ async def test_response_topic_and_correlation_data(mosquitto: Any, tmp_path: Pat
         events = [m for m in probe.messages if m.topic == f"treadctl/{TID}/event"
                   and m.json.get("request_id") in ("hb", "p")]
         assert len(events) == 2
+
+
+async def test_startup_stop_first_ready_watchdog_stopping(mosquitto: Any, tmp_path: Path
+                                                          ) -> None:
+    config = make_config(mosquitto, tmp_path, ["a", "b"])
+    sent: list[str] = []
+
+    def notify(state: str) -> bool:
+        sent.append(state)
+        return True
+
+    async with running_daemon(config, notify=notify, watchdog_interval_s=0.2) as daemon:
+        assert "READY=1" in sent
+        for tid in ("a", "b"):
+            sim = daemon.lanes[tid].controller.transport.sim  # type: ignore[union-attr]
+            control_point = [v for _, uuid, v in sim.wire_log if uuid == 0x2AD9]
+            # Request Control (0x00) may precede it; the first real command is Stop (0x08 01).
+            first = next(v for v in control_point if v[0] != 0x00)
+            assert first[:2] == b"\x08\x01", control_point
+        await until(lambda: sent.count("WATCHDOG=1") >= 2, 5, "watchdog pings")
+        assert sent.index("READY=1") < sent.index("WATCHDOG=1")
+    assert "STOPPING=1" in sent

@@ -287,7 +287,7 @@ def test_invalid_treadmill_ids_are_refused(bad: str) -> None:
 
 def test_invalid_node_id_and_prefix_are_refused() -> None:
     with pytest.raises(ValueError, match="node_id"):
-        discovery_messages("lane-1", programs=[], node_id="gym 1")
+        discovery_messages("lane-1", programs=[], node_id="")
     with pytest.raises(ValueError, match="prefix"):
         discovery_messages("lane-1", programs=[], prefix="home/#")
 
@@ -305,6 +305,20 @@ def test_ids_outside_the_discovery_alphabet_get_safe_distinct_object_ids() -> No
     assert {c.get("state_topic") for c in spaced.values()} >= {"treadctl/lane 1/state"}
     again = _parsed(discovery_messages("lane 1", programs=[]))
     assert list(again) == list(spaced)
+
+
+def test_node_ids_outside_the_discovery_alphabet_are_cleaned_stably() -> None:
+    # The daemon passes its MQTT client id, "treadctl-<hostname>", which may hold dots.
+    messages = discovery_messages("lane-1", programs=["x"], node_id="treadctl-pi.gym")
+    topics = [t for t, _ in messages]
+    assert all(
+        re.fullmatch(r"homeassistant/\w+/treadctl-pi_gym_[0-9a-f]{8}/[\w-]+/config", t)
+        for t in topics
+    ), topics
+    assert topics == [
+        t for t, _ in discovery_messages("lane-1", programs=[], node_id="treadctl-pi.gym")
+    ] + [topics[-1]]
+    assert {t for t, _ in removal_messages("lane-1", node_id="treadctl-pi.gym")} == set(topics)
 
 
 def test_custom_base_topic_node_and_prefix() -> None:

@@ -1,0 +1,90 @@
+"""The MQTT contract as pure code: command parsing, payload shapes, the token bucket."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from treadctl.daemon import bridge
+from treadctl.daemon.bridge import CommandInvalid, Topics, parse_command
+
+MAX = 16384
+
+
+def test_topics() -> None:
+    t = Topics("treadctl", "lane-1")
+    assert t.state == "treadctl/lane-1/state" and t.commands == "treadctl/lane-1/cmd/#"
+    assert t.gym_estop == "treadctl/all/cmd/estop"
+    assert t.command_of("treadctl/lane-1/cmd/set") == "set"
+    assert t.command_of("treadctl/lane-2/cmd/set") is None
+
+
+def test_valid_commands() -> None:
+    c = parse_command("start", b'{"program": "quick-demo", "request_id": "r1"}', MAX)
+    assert c.program == "quick-demo" and c.request_id == "r1"
+    c = parse_command("start", json.dumps({"program": {"name": "x"}}).encode(), MAX)
+    assert c.program == {"name": "x"} and c.request_id is None
+    assert parse_command("set", b'{"speed_kmh": 4, "request_id": 7}', MAX).speed_kmh == 4.0
+    assert parse_command("stop", b"", MAX).kind == "stop"  # mosquitto_pub -n
+    assert parse_command("reset", b'{"reason": " ok "}', MAX).reason == "ok"
+    assert parse_command("estop", b"{}", MAX).reason is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload", "needle"),
+    [
+        ("start", b"", "invalid JSON"),
+        ("start", b"{}", "program: required"),
+        ("start", b'{"program": ""}', "program"),
+        ("start", b'{"program": "x", "extra": 1}', "unknown field 'extra'"),
+        ("set", b'{"speed_kmh": NaN}', "invalid JSON"),
+        ("set", b'{"speed_kmh": 1e999}', "finite"),
+        ("set", b'{"speed_kmh": null}', "must be a number"),
+        ("reset", b"{}", "reason"),
+        ("reset", json.dumps({"reason": "x" * 500}).encode(), "longer"),
+        ("stop", b'{"request_id": true}', "request_id"),
+        ("stop", b'{"request_id": "' + b"x" * 200 + b'"}', "request_id"),
+        ("pause", b"\xff\xfe", "invalid JSON"),
+        ("stop", b"x" * (MAX + 1), "too large"),
+        ("warp", b"{}", "unknown command"),
+    ],
+)
+def test_invalid_commands(kind: str, payload: bytes, needle: str) -> None:
+    with pytest.raises(CommandInvalid) as err:
+        parse_command(kind, payload, MAX)
+    assert needle in err.value.message
+
+
+def test_request_id_survives_a_later_error() -> None:
+    with pytest.raises(CommandInvalid) as err:
+        parse_command("set", b'{"speed_kmh": "x", "request_id": "keep"}', MAX)
+    assert err.value.request_id == "keep"
+
+
+@pytest.mark.parametrize("payload", [b"", b"garbage", b"\x00" * 10, b"x" * 100_000, b"[]",
+                                     b'{"reason": 3}', b'{"reason": "fire", "request_id": 1}'])
+def test_estop_details_never_raise(payload: bytes) -> None:
+    reason, rid = bridge.estop_details(payload, MAX)
+    if payload.startswith(b'{"reason": "fire"'):
+        assert (reason, rid) == ("fire", 1)
+
+
+def test_payload_shapes() -> None:
+    snap = {"state": "running", "latched": False, "reason": None, "program": "p", "segment": 1,
+            "direction": "reverse", "target_speed_kmh": 3.0, "speed_kmh": 2.9,
+            "incline_pct": 0.0, "session_id": "s", "distance_m": 5.0, "elapsed_s": 3.0,
+            "hr_bpm": None, "phase": None}
+    st = json.loads(bridge.state_payload(snap, "T"))
+    assert list(st) == [*bridge.STATE_FIELDS, "ts"] and st["ts"] == "T"
+    tel = json.loads(bridge.telemetry_payload(snap, "T"))
+    assert set(tel) == {"ts", *bridge.TELEMETRY_FIELDS}
+    ev = json.loads(bridge.event_payload({"type": "segment"}, "T"))
+    assert ev == {"type": "segment", "request_id": None, "ts": "T"}
+    assert bridge.iso_utc().endswith("Z")
+
+
+def test_token_bucket() -> None:
+    b = bridge.TokenBucket(2.0, burst=2)
+    assert b.take(0.0) and b.take(0.0) and not b.take(0.0)
+    assert not b.take(0.4) and b.take(0.5)

@@ -133,14 +133,14 @@ def _check_topic_part(what: str, value: str, *, allow_slash: bool) -> None:
         raise ValueError(f"{what} {value!r} must not start or end with '/'")
 
 
-def _topic_safe_id(treadmill_id: str) -> str:
-    """A discovery object-id stem for ``treadmill_id``, stable and collision-free."""
-    if _TOPIC_ID_RE.fullmatch(treadmill_id):
-        return treadmill_id
+def _topic_safe_id(text: str) -> str:
+    """``text`` as a discovery node/object id: stable, collision-free, [A-Za-z0-9_-]."""
+    if _TOPIC_ID_RE.fullmatch(text):
+        return text
     # Replace what Home Assistant refuses and add a hash of the original so that
     # "lane.1" and "lane 1" stay two different devices.
-    digest = hashlib.sha1(treadmill_id.encode("utf-8")).hexdigest()[:8]
-    return f"{re.sub(r'[^A-Za-z0-9_-]', '_', treadmill_id)}_{digest}"
+    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9_-]', '_', text)}_{digest}"
 
 
 def _check_programs(programs: list[str]) -> list[str]:
@@ -386,8 +386,8 @@ def _check_common(treadmill_id: str, base_topic: str, node_id: str, prefix: str)
     _check_topic_part("treadmill_id", treadmill_id, allow_slash=False)
     _check_topic_part("base_topic", base_topic, allow_slash=True)
     _check_topic_part("prefix", prefix, allow_slash=True)
-    if not _TOPIC_ID_RE.fullmatch(node_id):
-        raise ValueError(f"node_id {node_id!r} may only contain letters, digits, '_' and '-'")
+    if not node_id:
+        raise ValueError("node_id must not be empty")
     return _topic_safe_id(treadmill_id)
 
 
@@ -409,9 +409,15 @@ def discovery_messages(
 
     ``programs`` are the names offered by the "Program" select (empty: no select).
     ``name`` is the device name shown in Home Assistant (default ``Treadmill <id>``).
-    Raises ValueError for ids or names that cannot be expressed as topics/payloads.
+    ``node_id`` and ``treadmill_id`` outside Home Assistant's ``[A-Za-z0-9_-]`` are
+    cleaned for the discovery topic (with a hash, so stable and distinct); the contract
+    topics keep ``treadmill_id`` as given. Raises ValueError for a treadmill id that is
+    not a single MQTT topic level, an empty node id, a prefix/base topic with wildcards,
+    or a program name that cannot be put into the select's templates.
     """
     safe_id = _check_common(treadmill_id, base_topic, node_id, prefix)
+    # The bridge may pass its MQTT client id (which can hold dots); clean it the same way.
+    node_id = _topic_safe_id(node_id)
     offered = _check_programs(programs)
     root = f"{base_topic}/{treadmill_id}"
     device = {
@@ -467,6 +473,7 @@ def removal_messages(
     """
     del programs, name  # accepted for symmetry with discovery_messages
     safe_id = _check_common(treadmill_id, base_topic, node_id, prefix)
+    node_id = _topic_safe_id(node_id)
     return [
         (_discovery_topic(prefix, component, node_id, f"{safe_id}_{key}"), "")
         for component, key in _ALL_KEYS

@@ -595,6 +595,7 @@ class _Client:
         self.client.loop_stop()
 
 
+@pytest.mark.mqtt
 def test_example_acl_write_rights(acl_broker: int) -> None:
     base = "treadctl/lane-1"
     expected = {
@@ -626,6 +627,7 @@ def test_example_acl_write_rights(acl_broker: int) -> None:
         ha.close()
 
 
+@pytest.mark.mqtt
 def test_example_acl_read_rights(acl_broker: int) -> None:
     backend = _Client(acl_broker, "gym-backend")
     daemon = _Client(acl_broker, "treadctl-daemon")

@@ -181,11 +181,11 @@ class SimTreadmill:
 
         # Link watchdog.
         self._last_alive = self._t0
-        self._alive = asyncio.Event()
-        self._watchdog_armed = True
+        self._timeout_s = p.control.link_timeout_ms / 1000
+        self._watchdog_handle: asyncio.TimerHandle | None = None
 
         self._notify: NotifyFn | None = None
-        self._td_key: tuple[float, int, float, int, int, float] | None = None
+        self._td_key: tuple[int, int, int, int, int] | None = None
         self._td_value = b""
         self._fault_listeners: list[Callable[[str, bool], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -224,9 +224,8 @@ class SimTreadmill:
         if self.fault_active("link-drop"):
             return
         self._last_alive = self.clock.now()
-        if not self._watchdog_armed:
-            self._watchdog_armed = True
-            self._alive.set()
+        if self._watchdog_handle is None and self._running_loop is not None:
+            self._arm_watchdog(self._timeout_s)  # it had tripped (or never run): re-arm
 
     def fault_active(self, name: str) -> bool:
         if name not in self._planned:  # the common case, asked several times per tick
@@ -317,8 +316,12 @@ class SimTreadmill:
             # time, treadctl.clock), first tick one period from now.
             self._next_tick = loop.time() + self._period_s
             self._tick_handle = loop.call_at(self._next_tick, self._telemetry_tick)
-            await self._watchdog_loop()
+            self._arm_watchdog(self._last_alive + self._timeout_s - self.clock.now())
+            await loop.create_future()  # everything else runs on timers; wait to be cancelled
         finally:
+            if self._watchdog_handle is not None:
+                self._watchdog_handle.cancel()
+                self._watchdog_handle = None
             if self._tick_handle is not None:
                 self._tick_handle.cancel()
                 self._tick_handle = None
@@ -714,25 +717,41 @@ class SimTreadmill:
 
         Encoding is the costliest part of a telemetry tick, and at a steady pace most
         ticks carry the same wire values: the last encoding is reused while every field's
-        wire value (resolution included) is unchanged."""
-        speed_kmh = self._v_mps * KMH_PER_MPS
+        wire value (speed, distance, incline, heart rate, elapsed time) is unchanged; pace
+        and ramp angle follow from speed and incline."""
+        speed_cs = round(self._v_mps * (KMH_PER_MPS * 100.0))  # 0.01 km/h, as on the wire
+        if self._signed:
+            speed_cs *= self._dir_actual
+        key = (
+            speed_cs,
+            int(self._distance_m),
+            round(self._incline_pct * 10.0),
+            round(self._hr_bpm),
+            int(self._elapsed_s),
+        )
+        if key == self._td_key:
+            return self._td_value
+        self._td_key = key
+        speed_kmh = abs(speed_cs) / 100.0
         fmt = self.profile.quirks.pace_format
-        if speed_kmh < 0.01:
+        if speed_cs == 0:
             pace = 0.0  # not moving: no pace (devices send 0)
         elif fmt == "uint8-0.1kmpmin":
             pace = round(min(speed_kmh / 60.0, 25.4), 1)
         else:
             pace = float(round(min(3600.0 / speed_kmh, 65535.0)))
-        key = (
-            round(self._dir_actual * speed_kmh if self._signed else speed_kmh, 2),
-            min(int(self._distance_m), 0xFFFFFF),
-            round(self._incline_pct, 1),
-            round(self._hr_bpm),
-            min(int(self._elapsed_s), 0xFFFF),
-            pace,
+        incline = key[2] / 10.0
+        td = TreadmillData(
+            speed_kmh=speed_cs / 100.0,
+            total_distance_m=min(key[1], 0xFFFFFF),
+            inclination_pct=incline,
+            ramp_angle_deg=round(math.degrees(math.atan(incline / 100.0)), 1),
+            instantaneous_pace=pace,
+            heart_rate_bpm=key[3],
+            elapsed_time_s=min(key[4], 0xFFFF),
         )
-        if key == self._td_key:
-            return self._td_value
+        self._td_value = encode_treadmill_data(td, pace_format=fmt, signed_speed=self._signed)
+        return self._td_value
         speed, distance, incline, hr, elapsed, pace = key
         td = TreadmillData(
             speed_kmh=speed,
@@ -765,18 +784,20 @@ class SimTreadmill:
         if self._dir_uuid is not None:
             self._emit(self._dir_uuid, self._direction_value())
 
-    async def _watchdog_loop(self) -> None:
-        timeout_s = self.profile.control.link_timeout_ms / 1000
-        clock = self.clock
-        while True:
-            remaining = self._last_alive + timeout_s - clock.now()
-            if remaining > 0:
-                await clock.sleep(remaining)
-                continue
-            self._watchdog_trip()
-            self._watchdog_armed = False
-            self._alive.clear()
-            await self._alive.wait()
+    def _arm_watchdog(self, delay_s: float) -> None:
+        loop = self._running_loop
+        assert loop is not None
+        self._watchdog_handle = loop.call_at(loop.time() + max(delay_s, 0.0), self._watchdog_check)
+
+    def _watchdog_check(self) -> None:
+        # A timer callback rather than a sleeping task: it re-arms a few times a second
+        # while keepalives flow, so it must be cheap.
+        remaining = self._last_alive + self._timeout_s - self.clock.now()
+        if remaining > 0:
+            self._arm_watchdog(remaining)
+            return
+        self._watchdog_handle = None  # host_alive() re-arms it
+        self._watchdog_trip()
 
     def _watchdog_trip(self) -> None:
         self._advance()

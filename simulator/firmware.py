@@ -462,11 +462,15 @@ class SimTreadmill:
 
     def _cmd_stop(self, pause: bool, statuses: list[MachineStatus]) -> ResultCode:
         # A stuck speed controller still answers SUCCESS; the belt simply does not obey.
+        was_active = self._running or self._paused
         self._running = False
-        self._paused = pause and self._stop_reason in (None, "pause")
-        self._stop_reason = "pause" if self._paused else "user"
-        if not self._paused:
+        self._paused = pause and was_active  # pausing a stopped belt leaves it stopped
+        if self._paused:
+            self._stop_reason = "pause"
+        else:
             self._target_kmh = None
+            if was_active or self._stop_reason is None:
+                self._stop_reason = "user"  # keep why an already stopped belt stopped
         self._halt_incline()
         self._log("pause" if self._paused else "stop")
         self._set_training(TrainingStatusCode.IDLE)
@@ -775,6 +779,8 @@ class SimTreadmill:
         if loop is None:
             return
         self._next_tick += self._period_s
+        if self._next_tick < loop.time():
+            self._next_tick = loop.time() + self._period_s  # after a stall: no burst of ticks
         self._tick_handle = loop.call_at(self._next_tick, self._telemetry_tick)
         self._advance()
         self._mark()

@@ -191,6 +191,9 @@ def test_start_quirk_requires_start_before_speed(sim_run) -> None:
     async def body(sim, host):
         assert await host.command(RequestControl()) == ResultCode.SUCCESS
         assert await host.command(SetTargetSpeed(3.0)) == ResultCode.OPERATION_FAILED
+        assert await host.command(StopOrPause(pause=True)) == ResultCode.SUCCESS
+        assert not sim.truth().paused  # pausing a stopped belt does not start a session
+        assert await host.command(SetTargetSpeed(3.0)) == ResultCode.OPERATION_FAILED
         assert await host.command(StartOrResume()) == ResultCode.SUCCESS
         assert StartedOrResumedByUser() in host.statuses()
         assert sim.truth().target_speed_kmh == pytest.approx(RX2.speed.min_kmh)

@@ -166,7 +166,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     label = "10min" if quick else "60min"
     results: list[dict[str, Any]] = []
     for framed in (False, True):
-        runs = [_measure(scale, framed) for _ in range(repeats)]
+        runs = [_measure(scale, framed) for _ in range(1 if framed else repeats)]
         best_wall = min(runs, key=lambda m: m["wall_s"])
         best_cpu = min(runs, key=lambda m: m["cpu_s"])
         speedup = best_wall["virtual_s"] / best_wall["wall_s"]
@@ -176,10 +176,13 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             "value": round(speedup, 1),
             "unit": "x real time",
         }
-        if not framed:
+        if framed:
             # The target is the simulator's; over the framed link the pure-Python frame
             # codec (CRC + COBS, both ends) dominates and is reported for information.
+            row["note"] = "includes encode_frame/FrameDecoder on both ends"
+        else:
             row.update(target=TARGET_SPEEDUP, met=speedup >= TARGET_SPEEDUP)
+            row["note"] = f"best of {repeats}; wall time, so a busy machine reads low"
         results.append(row)
         results.append({
             "name": f"sim CPU per virtual hour ({via})",

@@ -118,6 +118,10 @@ class BeltTruth(NamedTuple):
     paused: bool = False
 
 
+def _new_truth(fields: tuple[object, ...]) -> BeltTruth:
+    return tuple.__new__(BeltTruth, fields)
+
+
 NotifyFn = Callable[[int, bytes], None]
 
 
@@ -668,21 +672,22 @@ class SimTreadmill:
         signed_target = 0.0
         if self._running and self._target_kmh is not None:
             signed_target = self._dir_cmd * self._target_kmh
-        return BeltTruth(
-            t_s=self._t - self._t0,
-            speed_kmh=self._dir_actual * self._v_mps * KMH_PER_MPS,
-            incline_pct=self._incline_pct,
-            direction=Direction.REVERSE if self._dir_actual < 0 else Direction.FORWARD,
-            running=self._running,
-            safety_key_in=self._key_in,
-            control_granted=self._control,
-            stop_reason=self._stop_reason,
-            target_speed_kmh=signed_target,
-            accel_mps2=self._current_rate(),
-            distance_m=self._distance_m,
-            hr_bpm=self._hr_bpm,
-            paused=self._paused,
-        )
+        # Positional, in field order: one of these is built per telemetry tick.
+        return _new_truth((
+            self._t - self._t0,
+            self._dir_actual * self._v_mps * KMH_PER_MPS,
+            self._incline_pct,
+            Direction.REVERSE if self._dir_actual < 0 else Direction.FORWARD,
+            self._running,
+            self._key_in,
+            self._control,
+            self._stop_reason,
+            signed_target,
+            self._current_rate(),
+            self._distance_m,
+            self._hr_bpm,
+            self._paused,
+        ))
 
     def _current_rate(self) -> float:
         goal, rate = self._regime()

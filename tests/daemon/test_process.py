@@ -172,8 +172,9 @@ async def test_sigterm_controlled_stop_offline_exit_0(mosquitto: Any, tcp_sim: s
                 proc.kill()
         fin = await probe.event(TID, "finished", since=mark)
         assert fin["outcome"] == "stopped"
-        await probe.wait_for(lambda m: m.topic == f"treadctl/{TID}/telemetry"
-                             and m.json["speed_kmh"] <= 0.05, 5, since=mark, what="belt at 0")
+        # idle is published after the controller measured standstill
+        await probe.state(TID, lambda s: s["state"] == "idle" and s["speed_kmh"] <= 0.05,
+                          since=mark, timeout=5)
         await probe.wait_for(lambda m: m.topic == f"treadctl/{TID}/status"
                              and m.text == "offline", 10, since=mark, what="offline")
 

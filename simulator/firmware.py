@@ -179,7 +179,9 @@ class SimTreadmill:
         self._hard_stop = False  # watchdog stop: overrides a stuck speed controller
         self._key_in = True
         self._dir_cmd = 1
-        self._target_kmh: float | None = None  # magnitude of the last accepted target
+        # Magnitude of the target; None = never set since control/reset (Start then runs
+        # at speed.min_kmh), 0 after a stop (Start then holds the belt at 0).
+        self._target_kmh: float | None = None
         self._outstanding = 0  # CP procedures whose response is not indicated yet
         self._training: int = TrainingStatusCode.IDLE
 
@@ -277,6 +279,7 @@ class SimTreadmill:
         self._running = False
         self._paused = False
         self._stop_reason = "safety-key"
+        self._target_kmh = 0.0
         self._halt_incline()
         if was_active:
             self._status(StoppedBySafetyKey())
@@ -293,7 +296,7 @@ class SimTreadmill:
         self._running = False
         self._paused = False
         self._stop_reason = "console"
-        self._target_kmh = None
+        self._target_kmh = 0.0
         self._halt_incline()
         self._log("console-stop")
         self._set_training(TrainingStatusCode.IDLE)
@@ -472,7 +475,10 @@ class SimTreadmill:
         if self._paused:
             self._stop_reason = "pause"
         else:
-            self._target_kmh = None
+            if not pause:
+                # Target 0: a later Start runs the belt at 0 until a speed is set (a stop
+                # never leads to an unasked-for restart at the old speed).
+                self._target_kmh = 0.0
             if was_active or self._stop_reason is None:
                 self._stop_reason = "user"  # keep why an already stopped belt stopped
         self._halt_incline()
@@ -819,7 +825,7 @@ class SimTreadmill:
         self._paused = False
         self._stop_reason = "watchdog"
         self._hard_stop = True
-        self._target_kmh = None
+        self._target_kmh = 0.0
         self._halt_incline()
         self._set_training(TrainingStatusCode.IDLE)
         self._status(StoppedOrPausedByUser(paused=False))

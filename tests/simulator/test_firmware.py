@@ -259,6 +259,14 @@ def test_stop_distance_and_time_follow_stop_decel(sim_run) -> None:
         assert truth.speed_kmh == 0.0
         assert truth.distance_m - d0 == pytest.approx(v * v / (2 * a), rel=1e-6)
         assert ("stop" in [e for _, e in sim.events])
+        # After a stop the target is 0: Start holds the belt until a speed is set.
+        assert await host.command(StartOrResume()) == ResultCode.SUCCESS
+        await until(sim, sim.now_s() + 5.0)
+        truth = sim.truth()
+        assert truth.running and truth.speed_kmh == 0.0 and truth.target_speed_kmh == 0.0
+        assert await host.command(SetTargetSpeed(3.0)) == ResultCode.SUCCESS
+        await until(sim, sim.now_s() + 5.0)
+        assert sim.truth().speed_kmh == pytest.approx(3.0)
 
     sim_run("treadctl-reference", body)
 
@@ -479,3 +487,20 @@ def test_same_seed_same_trace(sim_run) -> None:
     first = sim_run("treadctl-reference", body, faults="runaway@25,stuck-belt@30+2")
     second = sim_run("treadctl-reference", body, faults="runaway@25,stuck-belt@30+2")
     assert first == second
+
+
+def test_signed_speed_reverse_after_a_stop(sim_run) -> None:
+    async def body(sim, host):
+        assert await host.command(RequestControl()) == ResultCode.SUCCESS
+        assert await host.command(StartOrResume()) == ResultCode.SUCCESS  # first: min speed
+        await until(sim, 5.0)
+        assert sim.truth().speed_kmh == pytest.approx(RX2.speed.min_kmh)
+        assert await host.command(StopOrPause()) == ResultCode.SUCCESS
+        await until(sim, 10.0)
+        assert sim.truth().speed_kmh == 0.0
+        assert await host.command(StartOrResume()) == ResultCode.SUCCESS  # target 0: holds
+        assert await host.command(SetTargetSpeed(-2.0)) == ResultCode.SUCCESS
+        await until(sim, 30.0)
+        assert sim.truth().speed_kmh == pytest.approx(-2.0)
+
+    sim_run("kinetic-rx2", body)

@@ -1,0 +1,751 @@
+"""The fault campaign (soak): many treadmills, hours of sessions, random faults, judged by physics.
+
+``python -m treadctl.soak [--hours 8] [--treadmills 4] [--seed N] [--json] [--broker-phase]``
+
+**Virtual-time phase** (always): ``--treadmills`` lanes, each a :class:`Controller` on its own
+in-process simulator (profiles alternate ``treadctl-reference`` / ``kinetic-rx2``), run the
+built-in programs back to back for ``--hours`` of simulated time on one jumping virtual clock
+(:func:`treadctl.clock.run_virtual`). At random times a lane injects the next fault from a
+shuffled deck holding EVERY simulator fault type plus remote and gym-wide e-stops, a console
+stop press, a missed dead-man heartbeat and a link flap (unplug, then a new transport and
+controller). After every trip it checks, against the simulator's ground truth:
+
+* the belt reached 0 within the bound the fault matrix uses (escalation + link timeout +
+  |v at trip| / min(stop decel, reverse decel) + 0.5 s margin);
+* no motion command (speed, incline, start, belt direction) reached the firmware while
+  latched, and the belt did not move again before the next start (reset never moves it);
+* every sample recorded before the fault is in the :class:`SessionStore` (count, last t_s).
+
+``garbage`` bursts are injected alone and must NOT trip anything. A fault that must be
+detected (the belt was running) but was not is a violation too.
+
+**Broker phase** (``--broker-phase``, REAL time, ~``--broker-minutes`` minutes): the real
+daemon with sim treadmills against a real mosquitto that is killed and restarted, plus link
+flaps; same invariants from the sims' ground truth. See docs/soak.md.
+
+The summary table lists faults per type, trips per interlock, stops within bound, the
+worst stop time against its bound, violations, sessions and samples; exit 1 on any violation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import random
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simulator.faults import FAULTS
+from treadctl import ftms
+from treadctl.clock import run_virtual
+from treadctl.control.controller import ControlError, Controller, SessionResult, State
+from treadctl.control.safety import Interlock, SafetyConfig
+from treadctl.limits import Limits
+from treadctl.profiles import FirmwareProfile, load_profile
+from treadctl.programs import builtin_names, load_builtin
+from treadctl.programs.model import Program
+from treadctl.programs.validate import validate_program
+from treadctl.store.db import SessionStore
+from treadctl.store.integration import ControllerRecorder, RecorderFactory
+from treadctl.transport.sim import SimTransport
+
+log = logging.getLogger(__name__)
+
+PROFILES = ("treadctl-reference", "kinetic-rx2")
+#: Faults the soak adds on top of the simulator's own.
+EXTRA_FAULTS = ("remote-estop", "gym-estop", "console-stop", "heartbeat-missed", "link-flap")
+ALL_FAULTS: tuple[str, ...] = (*FAULTS, *EXTRA_FAULTS)
+#: Faults that must trip when injected while a session runs the belt (> 1 km/h).
+#: ``wrong-direction`` only shows at the next start from standstill, ``garbage`` must never trip.
+MUST_TRIP = frozenset(ALL_FAULTS) - {"wrong-direction", "garbage"}
+#: Faults that only show when a command is sent: the soak asks for a speed change.
+NEEDS_COMMAND = frozenset({"stuck-belt", "slow-acks", "ignore-commands"})
+#: Site heart-rate ceiling: above any steady effort of the built-ins, below the hr-spike 190.
+MAX_HR_BPM = 165
+#: Dead-man heartbeat period the lanes are configured with (the soak beats every second).
+HEARTBEAT_S = 5.0
+#: No data from the treadmill for this long: rebuild the link (daemon: LINK_SILENCE_S = 5).
+LINK_SILENCE_S = 2.0
+STOP_MARGIN_S = 0.5
+MOTION_OPCODES = frozenset(
+    {ftms.OpCode.SET_TARGET_SPEED, ftms.OpCode.SET_TARGET_INCLINATION, ftms.OpCode.START_OR_RESUME}
+)
+
+
+def stop_bound_s(profile: FirmwareProfile, cfg: SafetyConfig, speed_kmh: float) -> float:
+    """Trip -> standing belt, worst case (same formula as tests/control/test_fault_matrix.py):
+    the stop is resent, then the link is dropped and the firmware watchdog stops the belt at
+    its controlled-stop deceleration."""
+    escalation = cfg.stop_confirm_s * (cfg.escalate_after_resends + 1) + 0.3
+    link_timeout_s = profile.control.link_timeout_ms / 1000
+    decel = min(profile.motion.stop_decel_mps2, profile.reverse.decel_mps2)
+    return escalation + link_timeout_s + abs(speed_kmh) / 3.6 / decel + STOP_MARGIN_S
+
+
+def is_motion_write(profile: FirmwareProfile, uuid: int, value: bytes) -> bool:
+    if profile.reverse.method == "vendor-characteristic" and uuid == profile.reverse.characteristic:
+        return True
+    return uuid == ftms.CONTROL_POINT and bool(value) and value[0] in MOTION_OPCODES
+
+
+@dataclass
+class SoakStats:
+    injected: Counter[str] = field(default_factory=Counter)
+    tripped: Counter[str] = field(default_factory=Counter)  # faults (by type) that tripped
+    no_effect: Counter[str] = field(default_factory=Counter)  # faults that did not trip
+    interlocks: Counter[str] = field(default_factory=Counter)  # trips per interlock
+    stops_checked: int = 0
+    stops_within: int = 0
+    worst_stop_s: float = 0.0
+    worst_bound_s: float = 0.0
+    worst_ratio: float = 0.0
+    worst_what: str = ""
+    spontaneous_trips: int = 0
+    link_drops: int = 0  # escalations that cut the link (firmware watchdog acted)
+    reconnects: int = 0
+    sessions: int = 0
+    sessions_finished: int = 0
+    samples: int = 0
+    data_checks: int = 0
+    violations: list[str] = field(default_factory=list)
+    spontaneous: list[str] = field(default_factory=list)  # trips with no fault injected
+    sim_hours: float = 0.0
+    treadmills: int = 0
+    wall_s: float = 0.0
+
+    def violation(self, text: str) -> None:
+        log.error("VIOLATION %s", text)
+        self.violations.append(text)
+
+    def stop(self, stop_s: float, bound_s: float, what: str) -> None:
+        self.stops_checked += 1
+        if stop_s <= bound_s:
+            self.stops_within += 1
+        ratio = stop_s / bound_s
+        if ratio > self.worst_ratio:
+            self.worst_ratio, self.worst_stop_s, self.worst_bound_s = ratio, stop_s, bound_s
+            self.worst_what = what
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sim_hours": self.sim_hours,
+            "treadmills": self.treadmills,
+            "wall_s": round(self.wall_s, 1),
+            "faults_injected": dict(sorted(self.injected.items())),
+            "faults_tripped": dict(sorted(self.tripped.items())),
+            "faults_without_trip": dict(sorted(self.no_effect.items())),
+            "trips_per_interlock": dict(sorted(self.interlocks.items())),
+            "stops_checked": self.stops_checked,
+            "stops_within_bound": self.stops_within,
+            "worst_stop_s": round(self.worst_stop_s, 3),
+            "worst_stop_bound_s": round(self.worst_bound_s, 3),
+            "worst_stop": self.worst_what,
+            "spontaneous_trips": self.spontaneous_trips,
+            "spontaneous_details": self.spontaneous[:50],
+            "link_drops_by_escalation": self.link_drops,
+            "reconnects": self.reconnects,
+            "sessions_recorded": self.sessions,
+            "sessions_finished": self.sessions_finished,
+            "samples_recorded": self.samples,
+            "data_checks": self.data_checks,
+            "violations": len(self.violations),
+            "violation_details": self.violations[:50],
+        }
+
+
+class _CountingRecorder:
+    """Wraps the store's recorder and counts what the controller handed it (the reference
+    for "no session data before the fault was lost")."""
+
+    def __init__(self, inner: ControllerRecorder) -> None:
+        self.inner = inner
+        self.session_id = inner.session_id
+        self.count = 0
+        self.last_t_s: float | None = None
+
+    def sample(self, ctl: Controller, now: float) -> None:
+        self.inner.sample(ctl, now)
+        self.count += 1
+        self.last_t_s = ctl.snapshot.elapsed_s
+
+    def event(self, ctl: Controller, event: dict[str, Any]) -> None:
+        self.inner.event(ctl, event)
+
+    async def finish(self, ctl: Controller, result: SessionResult) -> dict[str, Any]:
+        return await self.inner.finish(ctl, result)
+
+
+class _Deck:
+    """Every fault type once per round, in a random order (even coverage, random times)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.cards: list[str] = []
+
+    def draw(self) -> str:
+        if not self.cards:
+            self.cards = list(ALL_FAULTS)
+            self.rng.shuffle(self.cards)
+        return self.cards.pop()
+
+
+async def _poll(cond: Callable[[], bool], timeout_s: float, step_s: float = 0.02) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        if cond():
+            return True
+        await asyncio.sleep(step_s)
+    return cond()
+
+
+class Lane:
+    """One treadmill of the soak: controller + simulator, programs back to back, faults."""
+
+    def __init__(
+        self,
+        index: int,
+        profile_name: str,
+        *,
+        rng: random.Random,
+        deck: _Deck,
+        store: SessionStore,
+        stats: SoakStats,
+        end_t: float,
+        gap_s: tuple[float, float],
+    ) -> None:
+        self.index = index
+        self.id = f"soak-{index + 1}"
+        self.profile = load_profile(profile_name)
+        self.rng = rng
+        self.deck = deck
+        self.stats = stats
+        self.end_t = end_t
+        self.gap_s = gap_s
+        self.cfg = SafetyConfig()
+        self.site = Limits(max_hr_bpm=MAX_HR_BPM)
+        self.factory = RecorderFactory(
+            store, treadmill_id=self.id, device="sim://", profile=profile_name
+        )
+        self.store = store
+        self.recorders: dict[str, _CountingRecorder] = {}
+        self.ctl: Controller | None = None
+        self.transport: SimTransport | None = None
+        self.trips: list[tuple[float, str, float]] = []  # (sim t, interlock, |v| at trip)
+        self.beating = True
+        self.seed = rng.randrange(1 << 30)
+        self.programs: list[Program] = []
+
+    # ------------------------------------------------------------------ wiring
+    def _recorder(self, ctl: Controller, program: Program, session_id: str) -> _CountingRecorder:
+        rec = _CountingRecorder(self.factory(ctl, program, session_id))
+        self.recorders[rec.session_id] = rec
+        self.stats.sessions += 1
+        return rec
+
+    @property
+    def sim(self) -> Any:
+        assert self.transport is not None
+        return self.transport.sim
+
+    async def connect(self) -> Controller:
+        self.seed += 1
+        self.transport = SimTransport(self.profile, seed=self.seed)
+        ctl = Controller(
+            self.transport,
+            self.profile,
+            site_limits=self.site,
+            safety=self.cfg,
+            treadmill_id=self.id,
+            heartbeat_s=HEARTBEAT_S,
+            recorder_factory=self._recorder,
+        )
+        self.trips = []
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event["type"] == "estop":
+                speed = abs(self.sim.truth().speed_kmh)
+                self.trips.append((self.sim.now_s(), str(event["interlock"]), speed))
+            elif event["type"] == "escalate" and event.get("action") == "drop-link":
+                self.stats.link_drops += 1
+
+        ctl.event_listeners.append(on_event)
+        await ctl.open()
+        self.ctl = ctl
+        if not self.programs:
+            limits = ctl.limits_for(None)
+            for name in builtin_names():
+                prog = load_builtin(name)
+                if not validate_program(prog, ctl.limits_for(prog)) and limits is not None:
+                    self.programs.append(prog)
+        return ctl
+
+    async def disconnect(self) -> None:
+        ctl, self.ctl = self.ctl, None
+        if ctl is not None:
+            await ctl.close()
+        self.transport = None
+
+    async def heartbeats(self) -> None:
+        while True:
+            if self.beating and self.ctl is not None:
+                self.ctl.heartbeat()
+            await asyncio.sleep(1.0)
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    # ------------------------------------------------------------------ main loop
+    async def run(self) -> None:
+        hb = asyncio.create_task(self.heartbeats())
+        try:
+            await self._run()
+        finally:
+            hb.cancel()
+            with contextlib.suppress(BaseException):
+                await hb
+            await self.disconnect()
+
+    async def _run(self) -> None:
+        task: asyncio.Task[SessionResult] | None = None
+        while self.now() < self.end_t:
+            if self.ctl is None:
+                await self.connect()
+            ctl = self.ctl
+            assert ctl is not None
+            if task is None or task.done():
+                task = await self._start(ctl)
+                if task is None:
+                    continue
+            delay = self.rng.uniform(*self.gap_s)
+            delay = min(delay, max(0.1, self.end_t - self.now()))
+            await asyncio.wait({task}, timeout=delay)
+            if self.now() >= self.end_t:
+                break
+            if task.done():
+                result = task.result()
+                if result.outcome.value == "finished":
+                    self.stats.sessions_finished += 1
+                elif ctl.latch.latched:
+                    # Tripped with no fault injected: judged like any other trip.
+                    self.stats.spontaneous_trips += 1
+                    snap = ctl.snapshot
+                    self.stats.spontaneous.append(
+                        f"{self.id} {self.profile.name} t={self.sim.now_s():.1f}s "
+                        f"{ctl.latch.trip.reason if ctl.latch.trip else '?'} "
+                        f"(program {snap.program}, segment {snap.segment})"
+                    )
+                    log.warning("%s: spontaneous trip %s", self.id, ctl.latch.trip)
+                    await self._after_trip("spontaneous", task, None, -1.0)
+                task = None
+                continue
+            task = await self._fault(self.deck.draw(), task)
+        if task is not None and not task.done() and self.ctl is not None:
+            await self.ctl.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), 60)
+
+    async def _start(self, ctl: Controller) -> asyncio.Task[SessionResult] | None:
+        program = self.rng.choice(self.programs)
+        try:
+            return ctl.start(program)
+        except ControlError as exc:
+            log.info("%s: start refused (%s); retrying", self.id, exc)
+            await asyncio.sleep(1.0)
+            if self._link_dead(ctl):
+                await self._reconnect()
+            return None
+
+    def _link_dead(self, ctl: Controller) -> bool:
+        # Like the daemon's link supervision: a link the controller dropped itself (escalation)
+        # is not reported as DISCONNECTED, it just goes silent; rebuild it.
+        silent_s = ctl.clock.now() - ctl.last_rx
+        return ctl.snapshot.state is State.DISCONNECTED or silent_s > LINK_SILENCE_S
+
+    async def _reconnect(self) -> None:
+        await self.disconnect()
+        self.stats.reconnects += 1
+        await self.connect()
+
+    # ------------------------------------------------------------------ one fault
+    async def _fault(
+        self, kind: str, task: asyncio.Task[SessionResult]
+    ) -> asyncio.Task[SessionResult] | None:
+        ctl, sim = self.ctl, self.sim
+        assert ctl is not None and self.transport is not None
+        self.stats.injected[kind] += 1
+        self.trips.clear()
+        t_fault = sim.now_s()
+        running = ctl.snapshot.state is State.RUNNING and abs(sim.truth().speed_kmh) > 1.0
+        window = self._inject(kind, ctl, sim)
+        horizon = (window or 0.0) + 10.0
+        if kind == "garbage":
+            assert window is not None
+            await _poll(lambda: ctl.latch.latched, window + 2.0, step_s=0.1)
+            if ctl.latch.latched:
+                trip = ctl.latch.trip
+                self.stats.violation(f"{self.id}: garbage alone tripped {trip}")
+                self.stats.tripped[kind] += 1
+                await self._after_trip(kind, task, window, t_fault)
+                return None
+            self.stats.no_effect[kind] += 1
+            return task
+        tripped = await _poll(lambda: ctl.latch.latched, horizon, step_s=0.05)
+        self.beating = True
+        if not tripped:
+            self.stats.no_effect[kind] += 1
+            if running and kind in MUST_TRIP:
+                self.stats.violation(
+                    f"{self.id}: {kind} at t={t_fault:.1f}s on a running belt was not detected "
+                    f"({ctl.snapshot.state.value}, belt {sim.truth().speed_kmh:.2f} km/h)"
+                )
+            # Let the fault window end before anything else happens on this lane.
+            if window is not None:
+                await asyncio.sleep(max(0.0, t_fault + window - sim.now_s()) + 0.5)
+            return None if task.done() else task
+        self.stats.tripped[kind] += 1
+        await self._after_trip(kind, task, window, t_fault)
+        return None
+
+    def _inject(self, kind: str, ctl: Controller, sim: Any) -> float | None:
+        """Apply the fault; returns its window length in seconds (None = instantaneous)."""
+        rng = self.rng
+        if kind == "remote-estop":
+            ctl.estop("soak: remote e-stop")
+            return None
+        if kind == "gym-estop":
+            ctl.estop("soak: gym-wide e-stop", Interlock.GYM_ESTOP)
+            return None
+        if kind == "console-stop":
+            sim.press_stop()
+            return None
+        if kind == "heartbeat-missed":
+            self.beating = False
+            return HEARTBEAT_S + 3.0
+        if kind == "link-flap":
+            assert self.transport is not None
+            self.transport.unplug()
+            return None
+        window = {
+            "hr-spike": rng.uniform(60.0, 90.0),
+            "wrong-direction": rng.uniform(30.0, 120.0),
+            "garbage": rng.uniform(5.0, 30.0),
+            "stuck-belt": rng.uniform(15.0, 30.0),
+        }.get(kind, rng.uniform(3.0, 20.0))
+        sim.inject(kind, duration_s=window)
+        if kind in NEEDS_COMMAND and ctl.snapshot.state is State.RUNNING:
+            self._ask_speed_change(ctl)
+        return window
+
+    def _ask_speed_change(self, ctl: Controller) -> None:
+        lim = ctl.limits_for(None)
+        reverse = ctl.commanded_dir.value == "reverse"
+        cap = lim.reverse_max_speed_kmh if reverse else min(lim.max_speed_kmh, 8.0)
+        now = ctl.commanded_kmh
+        target = now - 2.0 if now - 2.0 >= max(lim.min_speed_kmh, 1.0) else now + 2.0
+        target = round(max(lim.min_speed_kmh, min(cap, target)), 1)
+        with contextlib.suppress(ControlError):
+            ctl.set_manual(speed_kmh=target)
+
+    # ------------------------------------------------------------------ the checks
+    async def _after_trip(
+        self, kind: str, task: asyncio.Task[SessionResult], window: float | None, t_fault: float
+    ) -> None:
+        ctl, sim = self.ctl, self.sim
+        assert ctl is not None and ctl.latch.trip is not None
+        interlock = ctl.latch.trip.interlock.value
+        self.stats.interlocks[interlock] += 1
+        if not self.trips:
+            self.stats.violation(f"{self.id}: {kind} latched without an estop event")
+            return
+        t_trip, _, v_trip = self.trips[0]
+        bound = stop_bound_s(self.profile, self.cfg, v_trip)
+        what = f"{self.id} {self.profile.name} {kind} -> {interlock} at {v_trip:.1f} km/h"
+        stopped = await _poll(lambda: sim.truth().speed_kmh == 0.0, bound + 1.0)
+        t_stop = sim.truth().t_s
+        if not stopped:
+            self.stats.violation(f"{what}: belt still at {sim.truth().speed_kmh:.2f} km/h "
+                                 f"{bound + 1.0:.1f} s after the trip")
+        else:
+            self.stats.stop(t_stop - t_trip, bound, what)
+            if t_stop - t_trip > bound:
+                self.stats.violation(f"{what}: stopped after {t_stop - t_trip:.2f} s > {bound:.2f}")
+        # The session ends (e-stopped) and the controller stays latched.
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 60)
+        except TimeoutError:
+            self.stats.violation(f"{what}: session task did not end")
+        except Exception as exc:
+            self.stats.violation(f"{what}: session task raised {exc!r}")
+        # Wait out the fault window, latched: nothing may move meanwhile.
+        end = max(sim.now_s() + 2.0, t_fault + (window or 0.0) + 1.0)
+        await asyncio.sleep(end - sim.now_s())
+        if not ctl.latch.latched:
+            self.stats.violation(f"{what}: latch cleared without reset")
+        if kind == "hr-spike":
+            # Staff let the runner recover before the next session (the interlock would trip
+            # again, correctly, on a heart rate still above the ceiling).
+            await _poll(lambda: sim.truth().hr_bpm < MAX_HR_BPM - 15, 600.0, step_s=1.0)
+        await self._check_still(what, t_trip, t_stop if stopped else None)
+        await self._check_data(what, t_fault, task)
+        if self._link_dead(ctl):
+            await self._reconnect()
+            return
+        # Reset (staff checked the machine): never moves the belt; a new start is needed.
+        t_reset = sim.now_s()
+        for _ in range(30):
+            try:
+                ctl.reset("soak: staff checked the machine")
+                break
+            except ControlError:
+                await asyncio.sleep(1.0)
+        else:
+            self.stats.violation(f"{what}: reset refused for 30 s ({ctl.snapshot})")
+            await self._reconnect()
+            return
+        self.trips.clear()
+        await asyncio.sleep(2.0)
+        await self._check_still(what + " after reset", t_reset, t_reset)
+        if self._link_dead(ctl):
+            await self._reconnect()
+            return
+        self._trim()
+
+    async def _check_still(self, what: str, t_from: float, t_stop: float | None) -> None:
+        sim = self.sim
+        prof = self.profile
+        moved = [(t, u, v.hex()) for (t, u, v) in sim.wire_log
+                 if t > t_from and is_motion_write(prof, u, v)]
+        if moved:
+            self.stats.violation(f"{what}: motion writes while latched/before start: {moved[:3]}")
+        if t_stop is not None:
+            bad = [p for p in sim.trace if p.t_s > t_stop and p.speed_kmh != 0.0]
+            if bad or sim.truth().speed_kmh != 0.0:
+                self.stats.violation(f"{what}: belt moved again after standing still")
+
+    async def _check_data(
+        self, what: str, t_fault: float, task: asyncio.Task[SessionResult]
+    ) -> None:
+        if not task.done() or task.cancelled() or task.exception() is not None:
+            return
+        sid = task.result().session_id
+        rec = self.recorders.pop(sid, None)
+        if rec is None:
+            return
+        # What had been recorded when the fault was injected is a prefix of what we have now;
+        # the session is finished (flushed + committed) so the store must hold all of it.
+        rows = await asyncio.to_thread(self.store.samples, sid)
+        self.stats.data_checks += 1
+        n, last = rec.count, rec.last_t_s
+        if len(rows) < n:
+            self.stats.violation(f"{what}: store has {len(rows)} samples, {n} were recorded")
+        elif n and last is not None and abs(rows[n - 1].t_s - last) > 1e-3:
+            self.stats.violation(f"{what}: sample {n} has t_s {rows[n - 1].t_s}, expected {last}")
+
+    def _trim(self) -> None:
+        # The sim's logs grow without bound; everything before now has been judged.
+        sim = self.sim
+        sim.trace.clear()
+        sim.wire_log.clear()
+
+
+async def soak_virtual(
+    *,
+    hours: float,
+    treadmills: int,
+    seed: int,
+    data_dir: Path,
+    gap_s: tuple[float, float] = (20.0, 240.0),
+    lanes_of: tuple[int, ...] | None = None,
+) -> SoakStats:
+    """The virtual-time campaign of the lanes ``lanes_of`` (default: all) on ONE loop; call
+    inside a virtual-time loop (see :func:`run_soak`)."""
+    indices = tuple(range(treadmills)) if lanes_of is None else lanes_of
+    stats = SoakStats(sim_hours=hours, treadmills=len(indices))
+    deck = _Deck(random.Random(seed * 1000 + indices[0]))
+    store = SessionStore(data_dir / f"soak-{indices[0] + 1}.sqlite")
+    loop = asyncio.get_running_loop()
+    end_t = loop.time() + hours * 3600.0
+    lanes = [
+        Lane(i, PROFILES[i % len(PROFILES)], rng=random.Random(seed * 7919 + i),
+             deck=deck, store=store, stats=stats, end_t=end_t, gap_s=gap_s)
+        for i in indices
+    ]
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for lane in lanes:
+                tg.create_task(lane.run())
+        for lane in lanes:
+            # Sessions still open at the end (or never judged) are flushed and counted.
+            for rec in lane.recorders.values():
+                await rec.inner.recorder.aclose()
+        stats.samples = await asyncio.to_thread(_count_rows, store)
+    finally:
+        await asyncio.to_thread(store.close)
+    return stats
+
+
+def _count_rows(store: SessionStore) -> int:
+    with store._lock:
+        return int(store._conn.execute("SELECT count(*) FROM samples").fetchone()[0])
+
+
+def _run_lanes(
+    hours: float,
+    treadmills: int,
+    seed: int,
+    data_dir: str,
+    gap_s: tuple[float, float],
+    lanes_of: tuple[int, ...],
+) -> SoakStats:
+    async def main() -> SoakStats:
+        return await soak_virtual(hours=hours, treadmills=treadmills, seed=seed,
+                                  data_dir=Path(data_dir), gap_s=gap_s, lanes_of=lanes_of)
+
+    logging.basicConfig(level=logging.CRITICAL)
+    return run_virtual(main)
+
+
+def merge(parts: list[SoakStats]) -> SoakStats:
+    out = SoakStats(sim_hours=parts[0].sim_hours)
+    for p in parts:
+        out.treadmills += p.treadmills
+        for name in ("injected", "tripped", "no_effect", "interlocks"):
+            getattr(out, name).update(getattr(p, name))
+        for name in ("stops_checked", "stops_within", "spontaneous_trips", "link_drops",
+                     "reconnects", "sessions", "sessions_finished", "samples", "data_checks"):
+            setattr(out, name, getattr(out, name) + getattr(p, name))
+        out.violations += p.violations
+        out.spontaneous += p.spontaneous
+        if p.worst_ratio > out.worst_ratio:
+            out.worst_ratio, out.worst_stop_s = p.worst_ratio, p.worst_stop_s
+            out.worst_bound_s, out.worst_what = p.worst_bound_s, p.worst_what
+    return out
+
+
+def run_soak(
+    hours: float = 8.0,
+    treadmills: int = 4,
+    seed: int = 1,
+    data_dir: Path | None = None,
+    gap_s: tuple[float, float] = (20.0, 240.0),
+    workers: int = 1,
+) -> SoakStats:
+    """Run the virtual-time soak to completion and return its statistics.
+
+    Lanes are independent (each has its own simulator; the gym-wide e-stop is applied per
+    lane), so ``workers`` > 1 splits them over processes, each on its own virtual clock."""
+    t0 = time.perf_counter()
+    workers = max(1, min(workers, treadmills))
+    groups = [tuple(range(k, treadmills, workers)) for k in range(workers)]
+    with contextlib.ExitStack() as stack:
+        if data_dir is None:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="soak-")))
+        if workers == 1:
+            parts = [_run_lanes(hours, treadmills, seed, str(data_dir), gap_s, groups[0])]
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                futures = [
+                    pool.submit(_run_lanes, hours, treadmills, seed, str(data_dir), gap_s, g)
+                    for g in groups
+                ]
+                parts = [f.result() for f in futures]
+    stats = merge(parts)
+    stats.wall_s = time.perf_counter() - t0
+    return stats
+
+
+def format_table(stats: SoakStats) -> str:
+    d = stats.as_dict()
+    lines = [
+        f"soak: {stats.sim_hours:g} simulated h x {stats.treadmills} treadmills "
+        f"in {stats.wall_s:.1f} s wall",
+        "",
+        f"{'fault':<18} {'injected':>8} {'tripped':>8} {'no trip':>8}",
+    ]
+    for name in ALL_FAULTS:
+        lines.append(
+            f"{name:<18} {stats.injected[name]:>8} {stats.tripped[name]:>8} "
+            f"{stats.no_effect[name]:>8}"
+        )
+    lines.append(f"{'total':<18} {sum(stats.injected.values()):>8} "
+                 f"{sum(stats.tripped.values()):>8} {sum(stats.no_effect.values()):>8}")
+    lines += ["", f"{'interlock':<20} {'trips':>6}"]
+    for name, n in sorted(stats.interlocks.items()):
+        lines.append(f"{name:<20} {n:>6}")
+    lines += [
+        "",
+        f"stops within bound      {stats.stops_within}/{stats.stops_checked}",
+        f"worst stop vs bound     {stats.worst_stop_s:.2f} s / {stats.worst_bound_s:.2f} s "
+        f"({stats.worst_what})",
+        f"spontaneous trips       {stats.spontaneous_trips}",
+        f"link drops (escalation) {stats.link_drops}",
+        f"reconnects              {stats.reconnects}",
+        f"sessions recorded       {stats.sessions} ({stats.sessions_finished} finished)",
+        f"samples recorded        {stats.samples}",
+        f"data-kept checks        {stats.data_checks}",
+        f"violations              {d['violations']}",
+    ]
+    lines += [f"  - {v}" for v in stats.violations[:20]]
+    if stats.spontaneous:
+        lines.append("spontaneous trips (no fault injected; belt stopped, judged as above):")
+        lines += [f"  - {v}" for v in stats.spontaneous[:20]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m treadctl.soak", description=__doc__.split(
+        "\n")[0])
+    parser.add_argument("--hours", type=float, default=8.0, help="simulated hours (default 8)")
+    parser.add_argument("--treadmills", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="keep the session store here (default: a temp dir)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes to spread the lanes over (default: CPU count)")
+    parser.add_argument("--broker-phase", action="store_true",
+                        help="also run the REAL-TIME daemon + mosquitto phase")
+    parser.add_argument("--broker-minutes", type=float, default=3.0)
+    parser.add_argument("--skip-virtual", action="store_true", help="only the broker phase")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    if args.hours <= 0 or args.treadmills < 1:
+        parser.error("--hours must be > 0 and --treadmills >= 1")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL,
+                        format="%(levelname)s %(name)s: %(message)s")
+    violations = 0
+    out: dict[str, Any] = {}
+    if not args.skip_virtual:
+        stats = run_soak(args.hours, args.treadmills, args.seed, args.data_dir,
+                         workers=args.workers)
+        violations += len(stats.violations)
+        out["virtual"] = stats.as_dict()
+        if not args.json:
+            print(format_table(stats))
+    if args.broker_phase:
+        from treadctl.soak.broker import run_broker_phase
+
+        broker = run_broker_phase(minutes=args.broker_minutes, seed=args.seed)
+        violations += len(broker["violations"])
+        out["broker"] = broker
+        if not args.json:
+            print()
+            print(broker["table"])
+    if args.json:
+        print(json.dumps(out))
+    return 1 if violations else 0
+
+

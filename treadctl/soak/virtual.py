@@ -348,6 +348,13 @@ class Lane:
                     )
                     log.warning("%s: spontaneous trip %s", self.id, ctl.latch.trip)
                     await self._after_trip("spontaneous", task, None, -1.0)
+                    trip = ctl.latch.trip if self.ctl is ctl else None
+                    # Known controller gap (docs/soak.md): after a failed direction change
+                    # the firmware keeps the other direction and every new start trips on
+                    # direction mismatch. Staff power-cycle the treadmill: a new link.
+                    if (trip is None and self.ctl is ctl
+                            and "direction" in self.stats.spontaneous[-1]):
+                        await self._reconnect()
                 task = None
                 continue
             task = await self._fault(self.deck.draw(), task)
@@ -732,7 +739,7 @@ def main(argv: list[str] | None = None) -> int:
         stats = run_soak(args.hours, args.treadmills, args.seed, args.data_dir,
                          workers=args.workers)
         violations += len(stats.violations)
-        out["virtual"] = stats.as_dict()
+        out["virtual"] = {**stats.as_dict(), "table": format_table(stats)}
         if not args.json:
             print(format_table(stats))
     if args.broker_phase:
@@ -746,6 +753,8 @@ def main(argv: list[str] | None = None) -> int:
             print(broker["table"])
     if args.json:
         print(json.dumps(out))
+    elif violations:
+        print(f"\n{violations} violation(s)")
     return 1 if violations else 0
 
 

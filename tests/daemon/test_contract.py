@@ -70,6 +70,15 @@ async def test_status_state_and_full_session_cycle(mosquitto: Any, tmp_path: Pat
         assert fin["outcome"] == "stopped"
         await probe.state(TID, lambda s: s["state"] == "idle", since=mark)
         assert abs(truth(daemon).speed_kmh) < 0.05
+        # The session was recorded in the daemon's store; the event carries its summary.
+        summary = fin["summary"]
+        assert isinstance(summary, dict) and summary, fin
+        assert fin["session_id"] == ack["session_id"]
+        store = daemon.store
+        assert store is not None
+        info = store.get_session(ack["session_id"])
+        assert str(info.outcome) == "stopped" and info.treadmill_id == TID
+        assert store.samples(info.id)
 
 
 async def test_estop_latches_and_reset_never_moves(mosquitto: Any, tmp_path: Path) -> None:

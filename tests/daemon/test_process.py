@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -20,7 +19,6 @@ import pytest
 from daemon_helpers import WALK, Probe
 
 from treadctl.store.db import SessionStore, default_db_path
-from treadctl.store.model import Sample
 
 PY = sys.executable
 TID = "lane-1"
@@ -74,32 +72,6 @@ async def _start_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.DEVNULL, stderr=log.open("ab"), env=_env(), cwd=ROOT)
 
 
-def _has_store_hook() -> bool:
-    try:
-        import treadctl.store.integration  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _seed_running_session(data_dir: Path, owner_pid: int) -> str:
-    """What the recorder of a crashed daemon leaves behind: a 'running' session with data.
-    (Used until the store integration hook records daemon sessions itself.)"""
-    with SessionStore(default_db_path(data_dir)) as store:
-        from treadctl.store.recorder import SessionRecorder
-
-        rec = SessionRecorder.start(store, {"treadmill_id": TID, "program_name": "test-walk"})
-        for i in range(10):
-            rec.record_sample(Sample(t_s=i * 0.25, speed_kmh=3.0, state="running"))
-        assert rec.flush(10)
-        sid = rec.session_id
-    con = sqlite3.connect(default_db_path(data_dir))
-    with con:
-        con.execute("UPDATE sessions SET owner_pid=? WHERE id=?", (owner_pid, sid))
-    con.close()
-    return sid
-
-
 async def test_sigkill_mid_session_then_restart(mosquitto: Any, tcp_sim: str, tmp_path: Path
                                                 ) -> None:
     data_dir = tmp_path / "data"
@@ -114,7 +86,10 @@ async def test_sigkill_mid_session_then_restart(mosquitto: Any, tcp_sim: str, tm
             assert reply["type"] == "ack", reply
             await probe.wait_for(lambda m: m.topic == f"treadctl/{TID}/telemetry"
                                  and m.json["speed_kmh"] > 1.5, 20, what="belt moving")
-            seeded = None if _has_store_hook() else _seed_running_session(data_dir, first.pid)
+            # Let the recorder's writer flush at least one batch (it batches ~1 s).
+            await probe.wait_for(lambda m: m.topic == f"treadctl/{TID}/telemetry"
+                                 and m.json["elapsed_s"] > 2.5, 20, what="2.5 s recorded")
+            session_id = reply["session_id"]
             mark = probe.mark()
             first.kill()  # SIGKILL mid-session
             await first.wait()
@@ -139,13 +114,12 @@ async def test_sigkill_mid_session_then_restart(mosquitto: Any, tcp_sim: str, tm
                       and m.json["speed_kmh"] > 0.05 and m.json["elapsed_s"] > 0]
             assert not moving
             with SessionStore(default_db_path(data_dir)) as store:
-                sessions = store.list_sessions()
-                assert sessions, "the interrupted session is kept"
-                info = sessions[0]
-                if seeded is not None:
-                    assert info.id == seeded
+                info = store.get_session(session_id)  # recorded by the daemon itself
                 assert str(info.outcome) == "aborted", info
-                assert store.samples(info.id), "its samples are kept"
+                assert info.treadmill_id == TID
+                samples = store.samples(info.id)
+                assert samples, "its samples are kept"
+                assert max(s.speed_kmh for s in samples) > 1.0, "data of the moving belt"
         finally:
             second.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(second.wait(), 30) == 0, log.read_text()[-2000:]

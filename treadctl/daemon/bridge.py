@@ -229,6 +229,13 @@ STATE_FIELDS = (
 TELEMETRY_FIELDS = ("speed_kmh", "direction", "incline_pct", "distance_m", "elapsed_s", "hr_bpm")
 
 
+def snapshot_fields(snapshot: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """``names`` read straight off a controller ``Snapshot`` (no ``dataclasses.asdict``
+    deep copy: this runs for every telemetry frame of every treadmill). Enums are StrEnums
+    and encode as their value."""
+    return {name: getattr(snapshot, name) for name in names}
+
+
 def state_payload(snapshot: dict[str, Any], ts: str | None = None, **extra: Any) -> bytes:
     """The retained ``state`` message from ``Snapshot.as_dict()`` (plus ``extra`` fields)."""
     out = {k: snapshot.get(k) for k in STATE_FIELDS}

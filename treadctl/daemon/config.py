@@ -80,6 +80,8 @@ class DaemonSettings:
 class HomeAssistantConfig:
     enabled: bool = False
     prefix: str = "homeassistant"
+    #: Fixed discovery node id: entity ids stay stable whatever the MQTT client id is.
+    node_id: str = "treadctl"
 
 
 @dataclass(frozen=True)
@@ -328,12 +330,17 @@ def parse_config(data: Mapping[str, Any], where: str = "<config>", base: Path | 
             raise ConfigError(str(exc)) from None
     ha = HomeAssistantConfig()
     if top.has("homeassistant"):
-        h = _Table(data["homeassistant"], f"{where}: [homeassistant]", {"enabled", "prefix"})
+        h = _Table(data["homeassistant"], f"{where}: [homeassistant]",
+                   {"enabled", "prefix", "node_id"})
         prefix = h.str_("prefix", ha.prefix)
         assert prefix is not None
         if _TOPIC_LEVEL_FORBIDDEN.search(prefix):
             raise ConfigError(f"{h.where}.prefix: must not contain '+' or '#'")
-        ha = HomeAssistantConfig(enabled=h.bool_("enabled", True), prefix=prefix)
+        node_id = h.str_("node_id", ha.node_id)
+        assert node_id is not None
+        if not _ID_RE.match(node_id):
+            raise ConfigError(f"{h.where}.node_id: {node_id!r} must be 1-64 of [A-Za-z0-9_-]")
+        ha = HomeAssistantConfig(enabled=h.bool_("enabled", True), prefix=prefix, node_id=node_id)
     treadmills = _treadmills(data.get("treadmill"), where)
     return DaemonConfig(
         mqtt=mqtt,

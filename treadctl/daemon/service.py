@@ -7,11 +7,23 @@ Owns the run-time wiring of ``treadctl daemon``:
   lane's failure is caught, its belt is e-stopped, and the task restarts after a backoff;
   no other lane notices. Each lane has its own MQTT client so that its Last Will *is* its
   ``status`` topic (CONTRACT §4) and a command flood on one lane cannot slow another.
-* e-stop topics are intercepted where aiomqtt hands a received message to its queue
-  (``queue_type``), i.e. synchronously in the socket read callback, *before* any payload
-  parsing, size check, rate limit or queue: ``controller.estop()`` puts the stop on the wire
-  in that same call. Other commands are parsed (:mod:`treadctl.daemon.bridge`), rate
-  limited by a token bucket and queued (bounded) for the lane's command worker.
+* e-stop topics are intercepted in paho's own per-topic callback
+  (``message_callback_add``), i.e. synchronously in the socket read callback, *before*
+  aiomqtt builds its message object and before any payload parsing, size check, rate limit
+  or queue: ``controller.estop()`` puts the stop on the wire in that same call. Other
+  commands are parsed (:mod:`treadctl.daemon.bridge`), rate limited by a token bucket and
+  queued (bounded) for the lane's command worker.
+* the gym-wide ``<base>/all/cmd/estop`` is subscribed by every lane's connection as one
+  MQTT *shared* subscription (``$share/<client_id>/...``): the broker hands each message to
+  exactly one connection of this daemon (any that is up: built-in failover), and
+  :meth:`Daemon.gym_estop` stops every lane in one synchronous loop - all Stop frames
+  first, then the latches, then (deferred) one ack per lane.
+* every lane's controller records its sessions into one shared
+  :class:`~treadctl.store.db.SessionStore` (``<data_dir>/sessions.db``); the ``finished``
+  event carries the store's summary.
+* the retained ``state`` carries the link counters (``"link"``: frames, CRC/length/COBS
+  errors, dropped); telemetry carries them every ``LINK_TELEMETRY_S``; a growing ``dropped``
+  count is logged as a warning.
 * broker outage policy: ``stop`` (default) e-stops a lane whose session is still running
   ``broker_grace_s`` after the broker went away (``Interlock.BROKER_LOST``, latched: the
   remote e-stop must not silently disappear); ``continue`` only logs.
@@ -23,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import ssl
@@ -32,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.client import MQTTMessage
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -44,6 +58,8 @@ from treadctl.daemon.config import DaemonConfig, TreadmillConfig
 from treadctl.limits import FIELD_BOUNDS, Limits
 from treadctl.profiles import FirmwareProfile, load_profile
 from treadctl.programs import ProgramError, builtin_names, load_builtin, program_from_dict
+from treadctl.store.db import SessionStore, StoreError, default_db_path
+from treadctl.store.integration import RecorderFactory, controller_recorder_factory
 from treadctl.transport import Transport, open_transport
 
 log = logging.getLogger(__name__)
@@ -61,6 +77,10 @@ MAX_BACKOFF_S = 30.0
 STABLE_LINK_S = 30.0
 #: Nothing received for this long on an open link: rebuild it.
 LINK_SILENCE_S = 5.0
+#: Telemetry carries the link counters this often (they change slowly; keep payloads small).
+LINK_TELEMETRY_S = 10.0
+#: How often the link counters are checked for new drops (logged as a warning).
+LINK_CHECK_S = 1.0
 
 
 class Backoff:
@@ -95,17 +115,11 @@ def _sd_notify() -> Notify:
     return sdnotify.notify
 
 
-def _recorder_factory(config: DaemonConfig, tm: TreadmillConfig) -> Any:
+def _link_counters(transport: Transport) -> dict[str, int]:
     try:
-        from treadctl.store.integration import (  # type: ignore[import-not-found,unused-ignore]
-            controller_recorder_factory,
-        )
-    except ImportError:
-        # TODO: the store hook is being written; until then sessions are not recorded.
-        return None
-    return controller_recorder_factory(
-        data_dir=config.daemon.data_dir, treadmill_id=tm.id, device=tm.device, profile=tm.profile
-    )
+        return dict(transport.counters)
+    except Exception:  # counters are diagnostics: never let them take a lane down
+        return {}
 
 
 @dataclass
@@ -139,6 +153,13 @@ class Lane:
         self._grace_timer: asyncio.TimerHandle | None = None
         self._link_reason: str | None = "connecting"
         self.stats = {"estops": 0, "commands": 0, "errors": 0, "rate_limited": 0}
+        self.recorder: RecorderFactory | None = daemon.recorder_for(tm)
+        self.link: dict[str, int] = {}
+        self._link_checked = -math.inf
+        self._link_in_telemetry = -math.inf
+        self._dropped = 0
+        #: Loop time of the last gym-wide e-stop applied to this lane.
+        self.gym_estop_at = -math.inf
 
     # ------------------------------------------------------------------ device link
     @property
@@ -158,13 +179,15 @@ class Lane:
             tick_hz=self.config.daemon.tick_hz,
             treadmill_id=self.cfg.id,
             heartbeat_s=self.config.daemon.heartbeat_s,
-            recorder_factory=_recorder_factory(self.config, self.cfg),
+            recorder_factory=self.recorder,
         )
         ctrl.state_listeners.append(self._on_state)
         ctrl.telemetry_listeners.append(self._on_telemetry)
         ctrl.event_listeners.append(self._on_event)
         self.link_lost.clear()
         self.controller = ctrl
+        self._dropped = 0
+        self.link = {}
         try:
             await ctrl.open()
         except BaseException:
@@ -242,22 +265,64 @@ class Lane:
         self._publish_state(snap)
 
     def _publish_state(self, snap: Snapshot) -> None:
-        self._last_state = bridge.state_payload(snap.as_dict())
-        self._publish_raw_state()
+        # Encoded in the deferred callback, not here: a state change happens inside an
+        # e-stop, and the JSON can wait until the Stop frame has been handled.
+        if self.client is None:
+            self._last_state = self._encode_state(snap)
+            return
+        asyncio.get_running_loop().call_soon(self._publish_state_now, snap)
+
+    def _publish_state_now(self, snap: Snapshot) -> None:
+        self._last_state = self._encode_state(snap)
+        self._publish_now(self.topics.state, self._last_state, 1, True, None)
+
+    def _encode_state(self, snap: Snapshot) -> bytes:
+        ctrl = self.controller
+        if ctrl is not None:
+            self.link = _link_counters(ctrl.transport)
+        return bridge.state_payload(bridge.snapshot_fields(snap, bridge.STATE_FIELDS),
+                                    link=self.link)
 
     def _publish_raw_state(self) -> None:
         self.publish(self.topics.state, self._last_state, qos=1, retain=True)
 
     def _on_telemetry(self, snap: Snapshot) -> None:
         now = time.monotonic()
+        if now - self._link_checked >= LINK_CHECK_S:
+            self._link_checked = now
+            self._check_link()
         # 0.8: frames arrive with jitter; a strict period would halve the rate.
-        if now - self._last_telemetry < self.telemetry_period_s * 0.8:
+        if now - self._last_telemetry < self.telemetry_period_s * 0.8 or self.client is None:
             return
         self._last_telemetry = now
-        self.publish(self.topics.telemetry, bridge.telemetry_payload(snap.as_dict()), qos=0)
+        fields = bridge.snapshot_fields(snap, bridge.TELEMETRY_FIELDS)
+        if now - self._link_in_telemetry >= LINK_TELEMETRY_S:
+            self._link_in_telemetry = now
+            fields["link"] = self.link
+        # Straight into paho: telemetry never runs inside an e-stop, no need to defer.
+        self._publish_now(self.topics.telemetry, bridge.telemetry_payload(fields), 0, False,
+                          None)
+
+    def _check_link(self) -> None:
+        ctrl = self.controller
+        if ctrl is None:
+            return
+        self.link = _link_counters(ctrl.transport)
+        dropped = self.link.get("dropped", 0)
+        if dropped > self._dropped:
+            log.warning("%s: link dropped %d corrupted frame(s) (%d in total; crc %d, length "
+                        "%d, cobs %d)", self.cfg.id, dropped - self._dropped, dropped,
+                        self.link.get("crc_errors", 0), self.link.get("length_errors", 0),
+                        self.link.get("cobs_errors", 0))
+        self._dropped = dropped
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        self.publish(self.topics.event, bridge.event_payload(event), qos=1)
+        if self.client is None:
+            return
+        asyncio.get_running_loop().call_soon(self._publish_event_now, event)
+
+    def _publish_event_now(self, event: dict[str, Any]) -> None:
+        self._publish_now(self.topics.event, bridge.event_payload(event), 1, False, None)
 
     def publish(
         self,
@@ -311,15 +376,32 @@ class Lane:
             self.publish(response_topic, payload, qos=1, properties=props)
 
     # ------------------------------------------------------------------ MQTT -> controller
-    def intercept(self, message: aiomqtt.Message) -> bool:
-        """Called for every received message before aiomqtt queues it. E-stops act here."""
-        topic = message.topic.value
-        if topic == self.topics.estop or topic == self.topics.gym_estop:
-            self.estop_now(topic == self.topics.gym_estop, message)
-            return True
-        return False
+    def _on_paho_estop(self, client: Any, userdata: Any, message: MQTTMessage) -> None:
+        """paho's callback for ``<prefix>/cmd/estop``: runs in the socket read callback."""
+        try:
+            self.estop_now(False, message.payload, message.properties)
+        except Exception:
+            log.exception("%s: e-stop handling failed", self.cfg.id)
+            self.emergency("e-stop handling failed")
 
-    def estop_now(self, gym: bool, message: aiomqtt.Message | None = None) -> None:
+    def _on_paho_gym_estop(self, client: Any, userdata: Any, message: MQTTMessage) -> None:
+        """paho's callback for the gym-wide e-stop (shared subscription: one copy/daemon)."""
+        try:
+            self.daemon.gym_estop(message.payload, message.properties)
+        except Exception:
+            log.exception("gym-wide e-stop handling failed")
+            for lane in self.daemon.lanes.values():
+                lane.emergency("gym-wide e-stop handling failed")
+
+    def stop_first(self) -> bool:
+        """Put a Stop on the wire now (no latch yet); False when the link is down."""
+        ctrl = self.controller
+        if ctrl is None or not self.link_up.is_set():
+            return False
+        ctrl.client.stop_now()
+        return True
+
+    def latch(self, gym: bool) -> None:
         interlock = Interlock.GYM_ESTOP if gym else Interlock.REMOTE_ESTOP
         detail = "gym-wide e-stop (MQTT)" if gym else "e-stop (MQTT)"
         ctrl = self.controller
@@ -328,17 +410,32 @@ class Lane:
         elif self.pending_trip is None:
             self.pending_trip = Trip(interlock, detail + " while the link was down")
         self.stats["estops"] += 1
-        # Only now look at the payload, for the ack: any payload at all has already stopped.
-        payload = _payload_bytes(message.payload) if message is not None else b""
-        reason, rid = bridge.estop_details(payload, self.config.mqtt.max_payload_bytes)
-        props = message.properties if message is not None else None
+
+    def estop_now(self, gym: bool, payload: Any = b"", properties: Properties | None = None
+                  ) -> None:
+        self.latch(gym)
+        # Only now look at the payload, for the ack (deferred: any payload at all has
+        # already stopped, and the ack must not hold up whatever the loop does next).
+        asyncio.get_running_loop().call_soon(self.estop_ack, gym, payload, properties)
+
+    def estop_ack(self, gym: bool, payload: Any, properties: Properties | None) -> None:
+        reason, rid = bridge.estop_details(_payload_bytes(payload),
+                                           self.config.mqtt.max_payload_bytes)
         self.reply(
-            bridge.ack("estop", rid, reason=reason, scope="all" if gym else self.cfg.id), props
+            bridge.ack("estop", rid, reason=reason, scope="all" if gym else self.cfg.id),
+            properties,
         )
 
     def on_message(self, message: aiomqtt.Message) -> None:
-        kind = self.topics.command_of(message.topic.value)
+        topic = message.topic.value
+        kind = self.topics.command_of(topic)
         if kind is None:
+            ha = self.config.homeassistant
+            if ha.enabled and topic == f"{ha.prefix}/status" and (
+                    _payload_bytes(message.payload).strip() == b"online"):
+                # Home Assistant (re)started: it forgot non-retained state; resend discovery.
+                self._publish_discovery()
+                self._publish_raw_state()
             return
         props = message.properties
         if message.retain:
@@ -416,19 +513,6 @@ class Lane:
     # ------------------------------------------------------------------ broker
     def _make_client(self) -> aiomqtt.Client:
         m = self.config.mqtt
-        lane = self
-
-        class _EstopFirstQueue(asyncio.Queue[aiomqtt.Message]):
-            def put_nowait(self, item: aiomqtt.Message) -> None:
-                try:
-                    if lane.intercept(item):
-                        return
-                except Exception:
-                    log.exception("%s: e-stop handling failed", lane.cfg.id)
-                    lane.emergency(f"e-stop handling failed for {item.topic.value}")
-                    return
-                super().put_nowait(item)
-
         tls_context: ssl.SSLContext | None = None
         if m.tls is not None:
             tls_context = ssl.create_default_context(cafile=m.tls.ca_file)
@@ -436,13 +520,12 @@ class Lane:
                 tls_context.load_cert_chain(m.tls.cert_file, m.tls.key_file)
             if m.tls.insecure:
                 tls_context.check_hostname = False
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             m.host,
             m.port,
             username=m.username,
             password=m.password,
             identifier=f"{m.client_id}-{self.cfg.id}",
-            queue_type=_EstopFirstQueue,
             protocol=aiomqtt.ProtocolVersion.V5,
             will=aiomqtt.Will(self.topics.status, "offline", qos=1, retain=True),
             keepalive=m.keepalive_s,
@@ -450,6 +533,11 @@ class Lane:
             tls_context=tls_context,
             tls_insecure=m.tls.insecure if m.tls is not None else None,
         )
+        # E-stops bypass aiomqtt's queue entirely: paho calls these for matching topics
+        # (instead of aiomqtt's on_message) right where it decoded the PUBLISH.
+        client._client.message_callback_add(self.topics.estop, self._on_paho_estop)
+        client._client.message_callback_add(self.topics.gym_estop, self._on_paho_gym_estop)
+        return client
 
     async def run_mqtt(self) -> None:
         backoff = Backoff()
@@ -463,9 +551,10 @@ class Lane:
                     self.client = client
                     self._broker_back()
                     opts = SubscribeOptions(qos=1)
-                    await client.subscribe(
-                        [(self.topics.commands, opts), (self.topics.gym_estop, opts)]
-                    )
+                    subs = [(self.topics.commands, opts), (self.daemon.gym_filter, opts)]
+                    if self.config.homeassistant.enabled:
+                        subs.append((f"{self.config.homeassistant.prefix}/status", opts))
+                    await client.subscribe(subs)
                     self.publish(self.topics.status, "online", qos=1, retain=True)
                     self._publish_raw_state()
                     self._publish_discovery()
@@ -487,18 +576,21 @@ class Lane:
         ha = self.config.homeassistant
         if not ha.enabled:
             return
+        from treadctl.daemon.discovery import discovery_messages
+
         try:
-            from treadctl.daemon.discovery import discovery_messages
-        except ImportError:
-            log.warning("Home Assistant discovery module missing; not publishing discovery")
+            messages = discovery_messages(
+                self.cfg.id,
+                base_topic=self.config.mqtt.base_topic,
+                node_id=ha.node_id,
+                programs=builtin_names(),
+                prefix=ha.prefix,
+            )
+        except ValueError as exc:
+            # Discovery is a convenience: it never takes a lane (and its e-stop) down.
+            log.error("%s: Home Assistant discovery not published: %s", self.cfg.id, exc)
             return
-        for topic, payload in discovery_messages(
-            self.cfg.id,
-            base_topic=self.config.mqtt.base_topic,
-            node_id=self.config.mqtt.client_id,
-            programs=builtin_names(),
-            prefix=ha.prefix,
-        ):
+        for topic, payload in messages:
             self.publish(topic, payload, qos=1, retain=True)
 
     def _broker_lost(self) -> None:
@@ -619,18 +711,60 @@ class Daemon:
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self.aborted_sessions: list[str] = []
+        self.store: SessionStore | None = None
+        # One shared subscription per daemon: the broker delivers each gym-wide e-stop to
+        # exactly one of our connections. The group name must be a single topic level.
+        group = "".join(c if c.isalnum() or c in "-_" else "_" for c in config.mqtt.client_id)
+        self.gym_filter = f"$share/{group or 'treadctl'}/{config.mqtt.base_topic}/all/cmd/estop"
 
     def request_stop(self) -> None:
         self._stop.set()
 
+    def recorder_for(self, tm: TreadmillConfig) -> RecorderFactory | None:
+        """The recorder factory of one lane: every lane writes into the one shared store."""
+        if self.store is None:
+            return None
+        return controller_recorder_factory(data_dir=self.config.daemon.data_dir,
+                                           treadmill_id=tm.id, device=tm.device,
+                                           profile=tm.profile, store=self.store)
+
+    def gym_estop(self, payload: Any = b"", properties: Properties | None = None) -> None:
+        """Gym-wide e-stop: every lane's Stop on the wire first (one tight loop), then every
+        latch, then one ack per lane (deferred). Runs synchronously in paho's read callback.
+
+        Repeated arrivals are cheap (a latched controller only re-sends Stop) and every
+        arrival stops again: a gym-wide e-stop is never dropped as a "duplicate"."""
+        lanes = list(self.lanes.values())
+        for lane in lanes:
+            lane.stop_first()
+        now = asyncio.get_running_loop().time()
+        for lane in lanes:
+            lane.gym_estop_at = now
+            lane.latch(gym=True)
+        log.warning("gym-wide e-stop: %d treadmill(s) stopped", len(lanes))
+        loop = asyncio.get_running_loop()
+        for lane in lanes:
+            loop.call_soon(lane.estop_ack, True, payload, properties)
+
+    def _open_store(self) -> SessionStore | None:
+        path = default_db_path(self.config.daemon.data_dir)
+        try:
+            return SessionStore(path)
+        except (StoreError, OSError) as exc:
+            # Safety first: the belts still stop and the e-stop still works without a store.
+            log.error("session store %s unusable, sessions are NOT recorded: %s", path, exc)
+            return None
+
     async def run(self) -> int:
+        self.store = await asyncio.to_thread(self._open_store)
         for tm in self.config.treadmills:
             self.lanes[tm.id] = Lane(self, tm)
         lanes = list(self.lanes.values())
         try:
             # 1. Stop to every treadmill before anything else (Controller.open sends it).
             await asyncio.gather(*(self._first_open(lane) for lane in lanes))
-            # 2. Sessions a crash left "running" are closed as aborted (their data kept).
+            # 2. Sessions a crash left "running" are closed as aborted (their data kept),
+            #    before any lane can start (and record) a new one: no command is read yet.
             self.aborted_sessions = await asyncio.to_thread(self._mark_aborted)
             async with asyncio.TaskGroup() as tg:
                 for lane in lanes:
@@ -638,6 +772,10 @@ class Daemon:
                     tg.create_task(lane.supervise("mqtt", lane.run_mqtt))
                     tg.create_task(lane.supervise("commands", lane.run_commands))
                 watchdog = tg.create_task(self._watchdog())
+                # Long-lived start-up objects leave the GC's view: shorter collections, so
+                # fewer and shorter pauses in the middle of an e-stop.
+                gc.collect()
+                gc.freeze()
                 self.ready.set()
                 self.notify("READY=1")
                 self.notify(f"STATUS={self.status_text()}")
@@ -657,6 +795,10 @@ class Daemon:
                 if lane.controller is not None:
                     lane.controller.client.stop_now()
             await asyncio.gather(*(lane.close_link() for lane in lanes), return_exceptions=True)
+            store, self.store = self.store, None
+            if store is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(store.close)
         return 0
 
     async def _first_open(self, lane: Lane) -> None:
@@ -668,11 +810,10 @@ class Daemon:
                         exc or type(exc).__name__)
 
     def _mark_aborted(self) -> list[str]:
+        if self.store is None:
+            return []
         try:
-            from treadctl.store.db import SessionStore, default_db_path
-
-            with SessionStore(default_db_path(self.config.daemon.data_dir)) as store:
-                ids = store.mark_running_as_aborted("daemon restarted: session interrupted")
+            ids = self.store.mark_running_as_aborted("daemon restarted")
         except Exception as exc:
             log.error("session store: %s", exc)
             return []

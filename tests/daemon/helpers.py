@@ -191,7 +191,8 @@ async def running_daemon(config: DaemonConfig, **kw: Any) -> AsyncIterator[Daemo
             task.result()
         assert ready in done, "daemon not ready"
         await asyncio.wait_for(
-            asyncio.gather(*(lane.broker_up.wait() for lane in daemon.lanes.values())), 20)
+            asyncio.gather(daemon.estop_link.up.wait(),
+                           *(lane.broker_up.wait() for lane in daemon.lanes.values())), 20)
         yield daemon
     finally:
         daemon.request_stop()

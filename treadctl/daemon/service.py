@@ -160,6 +160,7 @@ class Lane:
         self._dropped = 0
         #: Loop time of the last gym-wide e-stop applied to this lane.
         self.gym_estop_at = -math.inf
+        self._last_estop: tuple[Any, float] | None = None
 
     # ------------------------------------------------------------------ device link
     @property
@@ -416,7 +417,11 @@ class Lane:
         self.latch(gym)
         # Only now look at the payload, for the ack (deferred: any payload at all has
         # already stopped, and the ack must not hold up whatever the loop does next).
-        asyncio.get_running_loop().call_soon(self.estop_ack, gym, payload, properties)
+        loop = asyncio.get_running_loop()
+        if _duplicate(self._last_estop, payload, loop.time()):
+            return  # the same message via the other connection: stopped again, acked once
+        self._last_estop = (payload, loop.time())
+        loop.call_soon(self.estop_ack, gym, payload, properties)
 
     def estop_ack(self, gym: bool, payload: Any, properties: Properties | None) -> None:
         reason, rid = bridge.estop_details(_payload_bytes(payload),
@@ -513,26 +518,8 @@ class Lane:
     # ------------------------------------------------------------------ broker
     def _make_client(self) -> aiomqtt.Client:
         m = self.config.mqtt
-        tls_context: ssl.SSLContext | None = None
-        if m.tls is not None:
-            tls_context = ssl.create_default_context(cafile=m.tls.ca_file)
-            if m.tls.cert_file is not None:
-                tls_context.load_cert_chain(m.tls.cert_file, m.tls.key_file)
-            if m.tls.insecure:
-                tls_context.check_hostname = False
-        client = aiomqtt.Client(
-            m.host,
-            m.port,
-            username=m.username,
-            password=m.password,
-            identifier=f"{m.client_id}-{self.cfg.id}",
-            protocol=aiomqtt.ProtocolVersion.V5,
-            will=aiomqtt.Will(self.topics.status, "offline", qos=1, retain=True),
-            keepalive=m.keepalive_s,
-            timeout=10.0,
-            tls_context=tls_context,
-            tls_insecure=m.tls.insecure if m.tls is not None else None,
-        )
+        client = mqtt_client(self.config, f"{m.client_id}-{self.cfg.id}",
+                             aiomqtt.Will(self.topics.status, "offline", qos=1, retain=True))
         # E-stops bypass aiomqtt's queue entirely: paho calls these for matching topics
         # (instead of aiomqtt's on_message) right where it decoded the PUBLISH.
         client._client.message_callback_add(self.topics.estop, self._on_paho_estop)
@@ -662,6 +649,90 @@ class Lane:
             await client.publish(self.topics.status, "offline", qos=1, retain=True, timeout=2.0)
 
 
+def mqtt_client(config: DaemonConfig, identifier: str, will: aiomqtt.Will | None
+                ) -> aiomqtt.Client:
+    """An MQTT v5 client with the configured broker, credentials and TLS."""
+    m = config.mqtt
+    tls_context: ssl.SSLContext | None = None
+    if m.tls is not None:
+        tls_context = ssl.create_default_context(cafile=m.tls.ca_file)
+        if m.tls.cert_file is not None:
+            tls_context.load_cert_chain(m.tls.cert_file, m.tls.key_file)
+        if m.tls.insecure:
+            tls_context.check_hostname = False
+    return aiomqtt.Client(
+        m.host,
+        m.port,
+        username=m.username,
+        password=m.password,
+        identifier=identifier,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        will=will,
+        keepalive=m.keepalive_s,
+        timeout=10.0,
+        tls_context=tls_context,
+        tls_insecure=m.tls.insecure if m.tls is not None else None,
+    )
+
+
+class EstopLink:
+    """One extra MQTT connection per daemon that carries nothing but e-stops.
+
+    It subscribes ``<base>/+/cmd/estop`` (every lane's e-stop and the gym-wide one), so a
+    flood of other commands to a lane - which fills that lane connection's queue at the
+    broker, and a full queue makes the broker *drop* QoS 1 messages, e-stops included -
+    never delays or loses an e-stop. The lane connections keep their own e-stop
+    subscriptions as the backup path; the second copy of the same message stops again
+    (cheap: a latched controller only re-sends Stop) but is not acked twice."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.config = daemon.config
+        base = self.config.mqtt.base_topic
+        self.filter = f"{base}/+/cmd/estop"
+        self._head = f"{base}/"
+        self._tail = "/cmd/estop"
+        self.up = asyncio.Event()
+        self.client: aiomqtt.Client | None = None
+
+    def _on_estop(self, client: Any, userdata: Any, message: MQTTMessage) -> None:
+        topic = message.topic
+        tid = topic[len(self._head):-len(self._tail)]
+        try:
+            if tid == bridge.ALL:
+                self.daemon.gym_estop(message.payload, message.properties)
+                return
+            lane = self.daemon.lanes.get(tid)
+            if lane is not None:
+                lane.estop_now(False, message.payload, message.properties)
+        except Exception:
+            log.exception("e-stop handling failed for %s", topic)
+            for lane in self.daemon.lanes.values():
+                if tid in (bridge.ALL, lane.cfg.id):
+                    lane.emergency(f"e-stop handling failed for {topic}")
+
+    async def run(self) -> None:
+        backoff = Backoff()
+        m = self.config.mqtt
+        while True:
+            client = mqtt_client(self.config, f"{m.client_id}-estop", None)
+            client._client.message_callback_add(self.filter, self._on_estop)
+            try:
+                async with client:
+                    backoff.reset()
+                    self.client = client
+                    await client.subscribe(self.filter, qos=1)
+                    self.up.set()
+                    async for _message in client.messages:
+                        pass  # every e-stop is handled in the callback above
+            except aiomqtt.MqttError as exc:
+                log.warning("e-stop connection: %s", exc)
+            finally:
+                self.client = None
+                self.up.clear()
+            await asyncio.sleep(backoff.next())
+
+
 def merge_limits(site: Limits | None, lane: Limits | None) -> Limits | None:
     """Site limits with a treadmill's own limits on top, field by field: tightest wins."""
     if site is None or lane is None:
@@ -674,6 +745,15 @@ def merge_limits(site: Limits | None, lane: Limits | None) -> Limits | None:
         else:
             merged[name] = value
     return Limits(**merged)
+
+
+#: Two copies of the same e-stop message (e-stop connection + lane connection) arrive
+#: within this window; a copy is stopped on again but not acked again.
+ESTOP_DEDUP_S = 1.0
+
+
+def _duplicate(last: tuple[Any, float] | None, payload: Any, now: float) -> bool:
+    return last is not None and last[0] == payload and now - last[1] < ESTOP_DEDUP_S
 
 
 def _payload_bytes(payload: Any) -> bytes:
@@ -712,6 +792,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self.aborted_sessions: list[str] = []
         self.store: SessionStore | None = None
+        self._last_gym: tuple[Any, float] | None = None
+        self.estop_link = EstopLink(self)
         # One shared subscription per daemon: the broker delivers each gym-wide e-stop to
         # exactly one of our connections. The group name must be a single topic level.
         group = "".join(c if c.isalnum() or c in "-_" else "_" for c in config.mqtt.client_id)
@@ -741,8 +823,11 @@ class Daemon:
         for lane in lanes:
             lane.gym_estop_at = now
             lane.latch(gym=True)
-        log.warning("gym-wide e-stop: %d treadmill(s) stopped", len(lanes))
         loop = asyncio.get_running_loop()
+        if _duplicate(self._last_gym, payload, now):
+            return  # the same message via the backup path: stopped again, acked once
+        self._last_gym = (payload, now)
+        log.warning("gym-wide e-stop: %d treadmill(s) stopped", len(lanes))
         for lane in lanes:
             loop.call_soon(lane.estop_ack, True, payload, properties)
 
@@ -771,6 +856,7 @@ class Daemon:
                     tg.create_task(lane.supervise("link", lane.run_link))
                     tg.create_task(lane.supervise("mqtt", lane.run_mqtt))
                     tg.create_task(lane.supervise("commands", lane.run_commands))
+                tg.create_task(self._supervise_estop_link())
                 watchdog = tg.create_task(self._watchdog())
                 # Long-lived start-up objects leave the GC's view: shorter collections, so
                 # fewer and shorter pauses in the middle of an e-stop.
@@ -820,6 +906,17 @@ class Daemon:
         for sid in ids:
             log.warning("session %s was left running by a crash: marked aborted", sid)
         return ids
+
+    async def _supervise_estop_link(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await self.estop_link.run()
+                return
+            except Exception:
+                log.exception("e-stop connection crashed; the lane connections still carry "
+                              "e-stops")
+                await asyncio.sleep(backoff.next())
 
     def status_text(self) -> str:
         lanes = self.lanes.values()

@@ -402,7 +402,10 @@ class Lane:
             await _poll(lambda: ctl.latch.latched, window + 2.0, step_s=0.1)
             if ctl.latch.latched:
                 trip = ctl.latch.trip
-                self.stats.violation(f"{self.id}: garbage alone tripped {trip}")
+                seen = [(round(t, 2), e) for (t, e) in sim.events if t >= t_fault][:6]
+                self.stats.violation(
+                    f"{self.id}: garbage alone tripped {trip}; firmware events {seen}"
+                )
                 self.stats.tripped[kind] += 1
                 await self._after_trip(kind, task, window, t_fault)
                 return None

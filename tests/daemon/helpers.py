@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -170,6 +171,19 @@ class Probe:
         mark = self.mark()
         await self.send(f"treadctl/{tid}/cmd/{cmd}", {**(body or {}), "request_id": rid})
         return await self.reply(tid, rid, since=mark, timeout=timeout)
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    """Run the openssl CLI (certificates for the TLS tests)."""
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def mosquitto_passwd(path: Path, users: dict[str, str]) -> None:
+    """A mosquitto password file with ``users`` (name -> password)."""
+    for i, (user, password) in enumerate(users.items()):
+        flags = ["-b", "-c"] if i == 0 else ["-b"]
+        subprocess.run(["mosquitto_passwd", *flags, str(path), user, password], check=True,
+                       capture_output=True, timeout=60)
 
 
 def response_properties(topic: str, correlation: bytes) -> Properties:

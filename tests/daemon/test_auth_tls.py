@@ -5,38 +5,17 @@ from __future__ import annotations
 
 import shutil
 import ssl
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_helpers import make_config, running_daemon
+from daemon_helpers import make_config, mosquitto_passwd, openssl, running_daemon
 
 from treadctl.daemon.service import Daemon
 
 import aiomqtt  # isort: skip
 
 TID = "lane-1"
-
-
-def _run(*args: str, cwd: Path) -> None:
-    subprocess.run(args, cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Path:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not installed")
-    d = tmp_path / "pki"
-    d.mkdir()
-    _run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=treadctl test CA", cwd=d)
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
-         "-out", "server.csr", "-subj", "/CN=localhost", cwd=d)
-    _run("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-         "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "san.ext", cwd=d)
-    return d
 
 
 async def _online_and_estop(daemon: Daemon, client_kw: dict[str, Any], port: int) -> None:
@@ -79,7 +58,7 @@ async def test_tls_refuses_unknown_ca(mosquitto_factory: Any, pki: Path, tmp_pat
         f"keyfile {pki / 'server.key'}"])
     other = tmp_path / "other"
     other.mkdir()
-    _run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
          "-keyout", "o.key", "-out", "o.crt", "-subj", "/CN=other", cwd=other)
     config = make_config(broker, tmp_path, mqtt={"tls": {"ca_file": str(other / "o.crt")}})
     daemon = Daemon(config)
@@ -99,7 +78,7 @@ async def test_password_auth(mosquitto_factory: Any, tmp_path: Path) -> None:
     if shutil.which("mosquitto_passwd") is None:
         pytest.skip("mosquitto_passwd not installed")
     pw = tmp_path / "passwd"
-    _run("mosquitto_passwd", "-b", "-c", str(pw), "gym", "s3cret-pw", cwd=tmp_path)
+    mosquitto_passwd(pw, {"gym": "s3cret-pw"})
     broker = mosquitto_factory([f"password_file {pw}", "allow_anonymous false"])
     secret = tmp_path / "mqtt.secret"
     secret.write_text("s3cret-pw\n")

@@ -4,9 +4,11 @@ the belt's ground truth from the in-process simulator."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
 from daemon_helpers import WALK, Probe, make_config, response_properties, running_daemon, until
 
 from treadctl.daemon.service import Daemon
@@ -43,8 +45,13 @@ async def test_status_state_and_full_session_cycle(mosquitto: Any, tmp_path: Pat
         await probe.state(TID, lambda s: s["state"] == "running", since=mark)
         tel = await probe.wait_for(lambda m: m.topic == f"treadctl/{TID}/telemetry"
                                    and m.json["speed_kmh"] > 0.5, since=mark, what="telemetry")
-        assert set(tel.json) == {"ts", "speed_kmh", "direction", "incline_pct", "distance_m",
-                                 "elapsed_s", "hr_bpm"}
+        assert set(tel.json) - {"link"} == {"ts", "speed_kmh", "direction", "incline_pct",
+                                            "distance_m", "elapsed_s", "hr_bpm"}
+        # Link counters: in the retained state, and in telemetry at a low rate.
+        assert st["link"]["frames_received"] > 0 and st["link"]["dropped"] == 0, st
+        with_link = [m.json["link"] for m in probe.messages if m.topic.endswith("/telemetry")
+                     and "link" in m.json]
+        assert with_link and with_link[0]["frames_sent"] > 0
         assert not tel.retain
         await probe.event(TID, "segment", since=mark)
 
@@ -184,3 +191,22 @@ async def test_startup_stop_first_ready_watchdog_stopping(mosquitto: Any, tmp_pa
         await until(lambda: sent.count("WATCHDOG=1") >= 2, 5, "watchdog pings")
         assert sent.index("READY=1") < sent.index("WATCHDOG=1")
     assert "STOPPING=1" in sent
+
+
+async def test_corrupted_frames_are_counted_and_logged(mosquitto: Any, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Noise on the link (simulator fault ``garbage``): frames dropped, never acted on,
+    counted in ``state``/telemetry ``link`` and logged as a warning."""
+    config = make_config(mosquitto, tmp_path, devices={TID: "sim://?seed=3&faults=garbage@0.5"})
+    async with Probe(mosquitto.port) as probe, running_daemon(config) as daemon:
+        lane = daemon.lanes[TID]
+        await until(lambda: lane.link.get("dropped", 0) > 0, 15, "dropped frames counted")
+        assert any("corrupted frame" in r.getMessage() and r.levelno == logging.WARNING
+                   for r in caplog.records)
+        # Any state change publishes the counters (an e-stop here: with noise on the link a
+        # session would rightly trip on a timed-out command).
+        await probe.send(f"treadctl/{TID}/cmd/estop", b"")
+        st = await probe.state(TID, lambda s: s["state"] == "estopped"
+                               and s.get("link", {}).get("dropped", 0) > 0)
+        assert st["link"]["crc_errors"] + st["link"]["cobs_errors"] + \
+            st["link"]["length_errors"] > 0

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from daemon_helpers import WALK, Probe, make_config, running_daemon, until
 
 
@@ -68,7 +69,8 @@ async def test_link_loss_and_crash_in_one_lane_do_not_touch_the_others(
                     and m.json["state"] != "running"]
 
 
-async def test_twenty_treadmills_gym_wide_estop(mosquitto: Any, tmp_path: Path) -> None:
+async def test_twenty_treadmills_gym_wide_estop(mosquitto: Any, tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
     ids = [f"t{i:02d}" for i in range(20)]
     config = make_config(mosquitto, tmp_path, ids)
     async with Probe(mosquitto.port) as probe, running_daemon(config) as daemon:
@@ -86,3 +88,12 @@ async def test_twenty_treadmills_gym_wide_estop(mosquitto: Any, tmp_path: Path) 
             await probe.state(tid, lambda s: s["state"] == "estopped", since=mark)
             ack = await probe.event(tid, "ack", since=mark)
             assert ack["command"] == "estop" and ack["scope"] == "all"
+        # Handled once per daemon, although it reaches the daemon on more than one
+        # connection (shared subscription + the e-stop connection): one ack per treadmill.
+        # A later command's reply orders after any straggling copy.
+        await probe.command(ids[-1], "heartbeat")
+        for tid in ids:
+            acks = [m for m in probe.messages[mark:] if m.topic == f"treadctl/{tid}/event"
+                    and m.json.get("command") == "estop"]
+            assert len(acks) == 1, (tid, acks)
+        assert sum("gym-wide e-stop:" in r.getMessage() for r in caplog.records) == 1

@@ -244,9 +244,11 @@ def state_payload(snapshot: dict[str, Any], ts: str | None = None, **extra: Any)
     return _dumps(out)
 
 
-def telemetry_payload(snapshot: dict[str, Any], ts: str | None = None) -> bytes:
+def telemetry_payload(snapshot: dict[str, Any], ts: str | None = None, **extra: Any) -> bytes:
+    """A ``telemetry`` message (plus ``extra`` fields, e.g. the link counters now and then)."""
     out: dict[str, Any] = {"ts": ts or iso_utc()}
     out.update({k: snapshot.get(k) for k in TELEMETRY_FIELDS})
+    out.update(extra)
     return _dumps(out)
 
 

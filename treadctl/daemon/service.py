@@ -297,12 +297,13 @@ class Lane:
             return
         self._last_telemetry = now
         fields = bridge.snapshot_fields(snap, bridge.TELEMETRY_FIELDS)
+        extra: dict[str, Any] = {}
         if now - self._link_in_telemetry >= LINK_TELEMETRY_S:
             self._link_in_telemetry = now
-            fields["link"] = self.link
+            extra["link"] = self.link
         # Straight into paho: telemetry never runs inside an e-stop, no need to defer.
-        self._publish_now(self.topics.telemetry, bridge.telemetry_payload(fields), 0, False,
-                          None)
+        self._publish_now(self.topics.telemetry, bridge.telemetry_payload(fields, **extra), 0,
+                          False, None)
 
     def _check_link(self) -> None:
         ctrl = self.controller

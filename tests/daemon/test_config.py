@@ -48,6 +48,7 @@ def test_full_example_file_is_valid() -> None:
         ({"site_limits": {"max_speed_kmh": "fast"}, **MIN}, "max_speed_kmh"),
         ({"safety": {"bogus": 1}, **MIN}, "bogus"),
         ({"homeassistant": {"enabled": "yes"}, **MIN}, "[homeassistant].enabled"),
+        ({"homeassistant": {"node_id": "gym/north"}, **MIN}, "[homeassistant].node_id"),
         ({"treadmill": [{"id": "lane 1", "device": "sim://"}]}, ".id"),
         ({"treadmill": [{"id": "all", "device": "sim://"}]}, ".id"),
         ({"treadmill": [{"id": "a/b", "device": "sim://"}]}, ".id"),

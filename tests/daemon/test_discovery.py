@@ -666,3 +666,46 @@ def test_example_acl_read_rights(acl_broker: int) -> None:
     finally:
         for client in (backend, daemon, *readers.values()):
             client.close()
+
+
+# --------------------------------------------------------------------------- in the daemon
+
+
+async def test_daemon_uses_the_configured_node_id_and_answers_ha_birth(
+        mosquitto: Any, tmp_path: Path) -> None:
+    from daemon_helpers import Probe, make_config, running_daemon
+
+    config = make_config(mosquitto, tmp_path, extra={
+        "homeassistant": {"enabled": True, "node_id": "gym-north"}})
+    assert config.homeassistant.node_id == "gym-north"
+    async with Probe(mosquitto.port, filters=("homeassistant/#", "treadctl/#")) as probe, \
+            running_daemon(config):
+        first = await probe.wait_for(
+            lambda m: m.topic.startswith("homeassistant/") and m.topic.endswith("/config")
+            and "/gym-north/" in m.topic and m.payload != b"", what="discovery")
+        # node_id is fixed config, not the (random, per-test) MQTT client id.
+        assert config.mqtt.client_id not in first.topic
+        mark = probe.mark()
+        await probe.send("homeassistant/status", "online")  # Home Assistant restarted
+        await probe.wait_for(lambda m: m.topic == first.topic, since=mark,
+                             what="discovery republished after HA birth")
+
+
+async def test_discovery_errors_never_take_a_lane_down(
+        mosquitto: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon_helpers import Probe, make_config, running_daemon
+
+    import treadctl.daemon.discovery as discovery
+
+    def refuse(*args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        raise ValueError("program name cannot be templated")
+
+    monkeypatch.setattr(discovery, "discovery_messages", refuse)
+    config = make_config(mosquitto, tmp_path, extra={"homeassistant": {"enabled": True}})
+    async with Probe(mosquitto.port) as probe, running_daemon(config) as daemon:
+        reply = await probe.command("lane-1", "heartbeat")
+        assert reply["type"] == "ack"  # the lane is up and serving commands
+        await probe.send("treadctl/lane-1/cmd/estop", b"")
+        ctrl = daemon.lanes["lane-1"].controller
+        assert ctrl is not None
+        await probe.state("lane-1", lambda s: s["state"] == "estopped")

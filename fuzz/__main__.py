@@ -109,31 +109,32 @@ def _parse(result: Result, log: str) -> None:
     result.crashes = 1 if crashed or result.returncode != 0 else 0
 
 
-def _spawn(target: str, runs: int, work: Path, merge: bool) -> subprocess.CompletedProcess[str]:
+def _spawn(target: str, runs: int, work: Path, merge: bool, log: Path) -> tuple[int, str]:
+    """Run a worker; its output goes to ``log`` as it runs (tail it to watch progress)."""
     cmd = [sys.executable, "-m", "fuzz", "--worker", target, "--runs", str(runs),
            "--workdir", str(work)]
     if merge:
         cmd.append("--merge")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    with log.open("w") as out:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                              check=False)
+    return proc.returncode, log.read_text(errors="replace")
 
 
 def _run_target(target: str, runs: int, base: Path, update: bool) -> Result:
     work = base / target
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    proc = _spawn(target, runs, work, merge=False)
-    res = Result(target, seconds=time.monotonic() - t0, returncode=proc.returncode)
-    res.log = proc.stdout + proc.stderr
+    rc, log = _spawn(target, runs, work, merge=False, log=work / "fuzz.log")
+    res = Result(target, seconds=time.monotonic() - t0, returncode=rc, log=log)
     _parse(res, res.log)
-    (work / "fuzz.log").write_text(res.log)
     if update and not res.crashes:
         merged = work / "merged"
         shutil.rmtree(merged, ignore_errors=True)
-        m = _spawn(target, 0, work, merge=True)
-        (work / "merge.log").write_text(m.stdout + m.stderr)
-        if m.returncode == 0 and merged.is_dir():
+        mrc, _ = _spawn(target, 0, work, merge=True, log=work / "merge.log")
+        if mrc == 0 and merged.is_dir():
             dest = HERE / "corpus" / target
             shutil.rmtree(dest, ignore_errors=True)
             shutil.copytree(merged, dest)

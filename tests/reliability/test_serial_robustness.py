@@ -106,7 +106,7 @@ class Corrupter:
     def close(self) -> None:
         loop = asyncio.get_running_loop()
         for src, _dst in self.fds.values():
-            loop.remove_reader(src)
+            loop.remove_reader(src)  # no-op when already removed
 
     def _on_readable(self, name: str) -> None:
         src, dst = self.fds[name]
@@ -218,6 +218,7 @@ async def rig() -> AsyncIterator[Rig]:
     sim_fd = -1
     host: SerialTransport | None = None
     corrupter: Corrupter | None = None
+    r: Rig | None = None
     try:
         sim_path = await asyncio.wait_for(path, STEP_TIMEOUT_S)
         sim_fd = os.open(sim_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
@@ -242,8 +243,8 @@ async def rig() -> AsyncIterator[Rig]:
         if host is not None:
             with contextlib.suppress(TransportError, OSError):
                 await host.close()
-        if corrupter is not None:
-            corrupter.close()
+        for relay in {id(x): x for x in (corrupter, r.corrupter if r else None) if x}.values():
+            relay.close()  # the test may have swapped in a fresh relay
         server.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await server

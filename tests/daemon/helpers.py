@@ -1,9 +1,9 @@
-# ruff: noqa: ASYNC109, ASYNC110 - waiting helpers take explicit timeouts by design
 """Helpers for the daemon tests (loaded by conftest.py as the module ``daemon_helpers``).
 
 A ``Probe`` is an independent MQTT v5 client (aiomqtt, like any back-end would use) that
 records everything under ``treadctl/#`` and lets a test wait for a message matching a
-predicate, with a timeout. ``running_daemon`` runs a :class:`Daemon` in the test's loop.
+predicate, within a deadline (``within_s``; a failure names what was awaited).
+``running_daemon`` runs a :class:`Daemon` in the test's loop.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class Probe:
                 self.messages.append(msg)
                 self._changed.notify_all()
 
-    async def wait_for(self, pred: Callable[[Msg], bool], timeout: float = 10.0,
+    async def wait_for(self, pred: Callable[[Msg], bool], within_s: float = 10.0,
                        since: int = 0, what: str = "") -> Msg:
         async def scan() -> Msg:
             seen = since
@@ -120,16 +120,16 @@ class Probe:
                     await self._changed.wait()
 
         try:
-            return await asyncio.wait_for(scan(), timeout)
+            return await asyncio.wait_for(scan(), within_s)
         except TimeoutError:
             tail = [f"{m.topic} {m.payload[:200]!r}" for m in self.messages[-15:]]
-            raise AssertionError(f"no message {what} within {timeout} s; last: {tail}") from None
+            raise AssertionError(f"no message {what} within {within_s} s; last: {tail}") from None
 
     def mark(self) -> int:
         return len(self.messages)
 
     async def event(self, tid: str, type_: str, request_id: Any = None, since: int = 0,
-                    timeout: float = 10.0) -> dict[str, Any]:
+                    within_s: float = 10.0) -> dict[str, Any]:
         def pred(m: Msg) -> bool:
             if m.topic != f"treadctl/{tid}/event":
                 return False
@@ -137,23 +137,23 @@ class Probe:
             return bool(d.get("type") == type_ and
                         (request_id is None or d.get("request_id") == request_id))
 
-        msg = await self.wait_for(pred, timeout, since, f"{tid} event {type_} {request_id}")
+        msg = await self.wait_for(pred, within_s, since, f"{tid} event {type_} {request_id}")
         return dict(msg.json)
 
     async def reply(self, tid: str, request_id: Any, since: int = 0,
-                    timeout: float = 10.0) -> dict[str, Any]:
+                    within_s: float = 10.0) -> dict[str, Any]:
         """The ack or error event of the command with ``request_id``."""
         def pred(m: Msg) -> bool:
             return (m.topic == f"treadctl/{tid}/event" and m.json.get("request_id") == request_id
                     and m.json.get("type") in ("ack", "error"))
 
-        msg = await self.wait_for(pred, timeout, since, f"{tid} reply to {request_id}")
+        msg = await self.wait_for(pred, within_s, since, f"{tid} reply to {request_id}")
         return dict(msg.json)
 
     async def state(self, tid: str, pred: Callable[[dict[str, Any]], bool], since: int = 0,
-                    timeout: float = 10.0) -> dict[str, Any]:
+                    within_s: float = 10.0) -> dict[str, Any]:
         msg = await self.wait_for(
-            lambda m: m.topic == f"treadctl/{tid}/state" and pred(m.json), timeout, since,
+            lambda m: m.topic == f"treadctl/{tid}/state" and pred(m.json), within_s, since,
             f"{tid} state matching")
         return dict(msg.json)
 
@@ -165,12 +165,12 @@ class Probe:
         await self.client.publish(topic, payload, qos=qos, properties=properties, retain=retain)
 
     async def command(self, tid: str, cmd: str, body: dict[str, Any] | None = None,
-                      rid: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+                      rid: str | None = None, within_s: float = 10.0) -> dict[str, Any]:
         """Send ``cmd`` with a fresh request id and return its ack/error event."""
         rid = rid or f"{cmd}-{uuid.uuid4().hex[:8]}"
         mark = self.mark()
         await self.send(f"treadctl/{tid}/cmd/{cmd}", {**(body or {}), "request_id": rid})
-        return await self.reply(tid, rid, since=mark, timeout=timeout)
+        return await self.reply(tid, rid, since=mark, within_s=within_s)
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -217,13 +217,14 @@ async def running_daemon(config: DaemonConfig, **kw: Any) -> AsyncIterator[Daemo
                 task.cancel()
 
 
-async def until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+async def until(pred: Callable[[], bool], within_s: float = 10.0, what: str = "") -> None:
     """Wait for a condition on in-process state (belt truth), checking every 20 ms."""
     async def poll() -> None:
-        while not pred():
+        # Simulator truth and controller fields have no event to await: poll them.
+        while not pred():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
     try:
-        await asyncio.wait_for(poll(), timeout)
+        await asyncio.wait_for(poll(), within_s)
     except TimeoutError:
         raise AssertionError(f"timed out waiting for {what}") from None

@@ -88,3 +88,16 @@ def test_token_bucket() -> None:
     b = bridge.TokenBucket(2.0, burst=2)
     assert b.take(0.0) and b.take(0.0) and not b.take(0.0)
     assert not b.take(0.4) and b.take(0.5)
+
+
+def test_estop_twins_pair_the_copies_from_two_connections() -> None:
+    from treadctl.daemon.service import _Twins
+
+    t = _Twins()
+    assert not t.is_twin(b"", "estop", 0.0)
+    assert t.is_twin(b"", "lane", 0.01)  # its copy via the lane connection: not acked again
+    assert not t.is_twin(b"", "estop", 0.2)  # a new e-stop with the same payload: acked
+    assert not t.is_twin(b"", "estop", 0.3)  # and another one
+    assert t.is_twin(b"", "lane", 0.31) and t.is_twin(b"", "lane", 0.32)
+    assert not t.is_twin(b"x", "lane", 0.33)  # another payload
+    assert not t.is_twin(b"", "lane", 5.0)  # long after: a new e-stop

@@ -39,7 +39,7 @@ async def test_policy_stop_stops_after_grace_and_state_is_republished(
             # Retained messages from the daemon, after its reconnect.
             await probe.wait_for(lambda m: m.topic == f"treadctl/{TID}/status"
                                  and m.text == "online", 20, what="online again")
-            st = await probe.state(TID, lambda s: s["state"] == "estopped", timeout=20)
+            st = await probe.state(TID, lambda s: s["state"] == "estopped", within_s=20)
             assert st["latched"] and "broker-lost" in st["reason"]
             # The latch survives the reconnect; reset (no belt motion) clears it.
             await until(lambda: ctrl.session_task.done(), 10, "session ended")
@@ -60,7 +60,7 @@ async def test_short_outage_within_grace_keeps_the_session(
         await until(lambda: not lane.broker_up.is_set(), 10, "daemon notices the outage")
         broker.start()
         async with Probe(broker.port) as probe:
-            st = await probe.state(TID, lambda s: s["state"] == "running", timeout=20)
+            st = await probe.state(TID, lambda s: s["state"] == "running", within_s=20)
             assert not st["latched"]
             await probe.wait_for(lambda m: m.topic == f"treadctl/{TID}/status"
                                  and m.text == "online", 20, what="online again")

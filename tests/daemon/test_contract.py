@@ -63,17 +63,17 @@ async def test_status_state_and_full_session_cycle(mosquitto: Any, tmp_path: Pat
 
         # pause: the belt comes to a standstill; resume: it runs again
         assert (await probe.command(TID, "pause"))["type"] == "ack"
-        await probe.state(TID, lambda s: s["state"] == "paused", since=mark, timeout=15)
+        await probe.state(TID, lambda s: s["state"] == "paused", since=mark, within_s=15)
         assert abs(truth(daemon).speed_kmh) < 0.05
         assert (await probe.command(TID, "resume"))["type"] == "ack"
         await probe.state(TID, lambda s: s["state"] == "running", since=probe.mark() - 1,
-                          timeout=15)
+                          within_s=15)
         await until(lambda: truth(daemon).speed_kmh > 1.0, 15, "belt moving again")
 
         # controlled stop: the session finishes as stopped, the belt at 0, state idle
         mark = probe.mark()
         assert (await probe.command(TID, "stop"))["type"] == "ack"
-        fin = await probe.event(TID, "finished", since=mark, timeout=20)
+        fin = await probe.event(TID, "finished", since=mark, within_s=20)
         assert fin["outcome"] == "stopped"
         await probe.state(TID, lambda s: s["state"] == "idle", since=mark)
         assert abs(truth(daemon).speed_kmh) < 0.05

@@ -59,7 +59,7 @@ async def test_link_loss_and_crash_in_one_lane_do_not_touch_the_others(
         await probe.send("treadctl/c/cmd/heartbeat", {"request_id": "wake"})
         await probe.event("c", "fault", since=mark)
         await until(lambda: _ctrl(daemon, "c").latch.latched, 10, "c latched")
-        reply = await probe.reply("c", "wake", since=mark, timeout=15)
+        reply = await probe.reply("c", "wake", since=mark, within_s=15)
         assert reply["type"] == "ack"  # restarted worker still serves commands
 
         # b never noticed anything.
@@ -75,7 +75,7 @@ async def test_twenty_treadmills_gym_wide_estop(mosquitto: Any, tmp_path: Path,
     config = make_config(mosquitto, tmp_path, ids)
     async with Probe(mosquitto.port) as probe, running_daemon(config) as daemon:
         replies = await asyncio.gather(
-            *(probe.command(tid, "start", {"program": WALK}, timeout=20) for tid in ids))
+            *(probe.command(tid, "start", {"program": WALK}, within_s=20) for tid in ids))
         assert all(r["type"] == "ack" for r in replies), replies
         await until(lambda: all(_running(daemon, t) for t in ids), 30, "all running")
         mark = probe.mark()

@@ -82,7 +82,7 @@ async def test_sigkill_mid_session_then_restart(mosquitto: Any, tcp_sim: str, tm
         try:
             await probe.wait_for(lambda m: m.topic == f"treadctl/{TID}/status"
                                  and m.text == "online", 20, what="online")
-            reply = await probe.command(TID, "start", {"program": WALK}, timeout=15)
+            reply = await probe.command(TID, "start", {"program": WALK}, within_s=15)
             assert reply["type"] == "ack", reply
             await probe.wait_for(lambda m: m.topic == f"treadctl/{TID}/telemetry"
                                  and m.json["speed_kmh"] > 1.5, 20, what="belt moving")
@@ -105,7 +105,7 @@ async def test_sigkill_mid_session_then_restart(mosquitto: Any, tcp_sim: str, tm
         try:
             await probe.wait_for(lambda m: m.topic == f"treadctl/{TID}/status"
                                  and m.text == "online", 20, since=mark, what="online again")
-            st = await probe.state(TID, lambda s: s["state"] == "idle", since=mark, timeout=20)
+            st = await probe.state(TID, lambda s: s["state"] == "idle", since=mark, within_s=20)
             assert st["session_id"] is None and st["target_speed_kmh"] == 0
             await probe.wait_for(lambda m: m.topic == f"treadctl/{TID}/telemetry"
                                  and m.json["speed_kmh"] == 0, 20, since=mark, what="belt at 0")
@@ -134,7 +134,7 @@ async def test_sigterm_controlled_stop_offline_exit_0(mosquitto: Any, tcp_sim: s
         try:
             await probe.wait_for(lambda m: m.topic == f"treadctl/{TID}/status"
                                  and m.text == "online", 20, what="online")
-            reply = await probe.command(TID, "start", {"program": WALK}, timeout=15)
+            reply = await probe.command(TID, "start", {"program": WALK}, within_s=15)
             assert reply["type"] == "ack", reply
             await probe.wait_for(lambda m: m.topic == f"treadctl/{TID}/telemetry"
                                  and m.json["speed_kmh"] > 1.5, 20, what="belt moving")
@@ -148,7 +148,7 @@ async def test_sigterm_controlled_stop_offline_exit_0(mosquitto: Any, tcp_sim: s
         assert fin["outcome"] == "stopped"
         # idle is published after the controller measured standstill
         await probe.state(TID, lambda s: s["state"] == "idle" and s["speed_kmh"] <= 0.05,
-                          since=mark, timeout=5)
+                          since=mark, within_s=5)
         await probe.wait_for(lambda m: m.topic == f"treadctl/{TID}/status"
                              and m.text == "offline", 10, since=mark, what="offline")
 

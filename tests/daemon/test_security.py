@@ -129,7 +129,7 @@ async def test_flood_does_not_starve_estop_or_telemetry(mosquitto: Any, tmp_path
             for _ in range(3):
                 seen = probe.mark()
                 await probe.wait_for(lambda m: m.topic == f"treadctl/{TID}/telemetry",
-                                     since=seen, timeout=5, what="telemetry during the flood")
+                                     since=seen, within_s=5, what="telemetry during the flood")
             await probe.state(TID, lambda s: s["state"] == "estopped", since=mark)
             assert lane.stats["rate_limited"] > 0
             # Rate limiting kept (almost) all of the flood away from the controller.

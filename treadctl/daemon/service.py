@@ -160,7 +160,7 @@ class Lane:
         self._dropped = 0
         #: Loop time of the last gym-wide e-stop applied to this lane.
         self.gym_estop_at = -math.inf
-        self._last_estop: tuple[Any, float] | None = None
+        self._twins = _Twins()
 
     # ------------------------------------------------------------------ device link
     @property
@@ -381,7 +381,7 @@ class Lane:
     def _on_paho_estop(self, client: Any, userdata: Any, message: MQTTMessage) -> None:
         """paho's callback for ``<prefix>/cmd/estop``: runs in the socket read callback."""
         try:
-            self.estop_now(False, message.payload, message.properties)
+            self.estop_now(False, message.payload, message.properties, source="lane")
         except Exception:
             log.exception("%s: e-stop handling failed", self.cfg.id)
             self.emergency("e-stop handling failed")
@@ -389,7 +389,7 @@ class Lane:
     def _on_paho_gym_estop(self, client: Any, userdata: Any, message: MQTTMessage) -> None:
         """paho's callback for the gym-wide e-stop (shared subscription: one copy/daemon)."""
         try:
-            self.daemon.gym_estop(message.payload, message.properties)
+            self.daemon.gym_estop(message.payload, message.properties, source="lane")
         except Exception:
             log.exception("gym-wide e-stop handling failed")
             for lane in self.daemon.lanes.values():
@@ -413,15 +413,14 @@ class Lane:
             self.pending_trip = Trip(interlock, detail + " while the link was down")
         self.stats["estops"] += 1
 
-    def estop_now(self, gym: bool, payload: Any = b"", properties: Properties | None = None
-                  ) -> None:
+    def estop_now(self, gym: bool, payload: Any = b"", properties: Properties | None = None,
+                  source: str = "lane") -> None:
         self.latch(gym)
         # Only now look at the payload, for the ack (deferred: any payload at all has
         # already stopped, and the ack must not hold up whatever the loop does next).
         loop = asyncio.get_running_loop()
-        if _duplicate(self._last_estop, payload, loop.time()):
+        if self._twins.is_twin(payload, source, loop.time()):
             return  # the same message via the other connection: stopped again, acked once
-        self._last_estop = (payload, loop.time())
         loop.call_soon(self.estop_ack, gym, payload, properties)
 
     def estop_ack(self, gym: bool, payload: Any, properties: Properties | None) -> None:
@@ -701,11 +700,11 @@ class EstopLink:
         tid = topic[len(self._head):-len(self._tail)]
         try:
             if tid == bridge.ALL:
-                self.daemon.gym_estop(message.payload, message.properties)
+                self.daemon.gym_estop(message.payload, message.properties, source="estop")
                 return
             lane = self.daemon.lanes.get(tid)
             if lane is not None:
-                lane.estop_now(False, message.payload, message.properties)
+                lane.estop_now(False, message.payload, message.properties, source="estop")
         except Exception:
             log.exception("e-stop handling failed for %s", topic)
             for lane in self.daemon.lanes.values():
@@ -748,13 +747,28 @@ def merge_limits(site: Limits | None, lane: Limits | None) -> Limits | None:
     return Limits(**merged)
 
 
-#: Two copies of the same e-stop message (e-stop connection + lane connection) arrive
-#: within this window; a copy is stopped on again but not acked again.
+#: The two copies of one e-stop message (e-stop connection + lane connection) arrive
+#: within this window; the second stops again but is not acked again (see ``_Twins``).
 ESTOP_DEDUP_S = 1.0
 
 
-def _duplicate(last: tuple[Any, float] | None, payload: Any, now: float) -> bool:
-    return last is not None and last[0] == payload and now - last[1] < ESTOP_DEDUP_S
+class _Twins:
+    """Pairs the two copies of one e-stop message: they arrive on two different connections
+    (the e-stop connection and a lane connection). A copy is a twin when an unpaired copy
+    with the same payload arrived on the *other* connection within ``ESTOP_DEDUP_S``;
+    two e-stops with the same payload sent one after the other are both acked."""
+
+    def __init__(self) -> None:
+        self._unpaired: list[tuple[Any, float, str]] = []
+
+    def is_twin(self, payload: Any, source: str, now: float) -> bool:
+        self._unpaired = [e for e in self._unpaired if now - e[1] < ESTOP_DEDUP_S]
+        for i, (other, _t, other_source) in enumerate(self._unpaired):
+            if other_source != source and other == payload:
+                del self._unpaired[i]
+                return True
+        self._unpaired.append((payload, now, source))
+        return False
 
 
 def _payload_bytes(payload: Any) -> bytes:
@@ -793,7 +807,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self.aborted_sessions: list[str] = []
         self.store: SessionStore | None = None
-        self._last_gym: tuple[Any, float] | None = None
+        self._gym_twins = _Twins()
         self.estop_link = EstopLink(self)
         # One shared subscription per daemon: the broker delivers each gym-wide e-stop to
         # exactly one of our connections. The group name must be a single topic level.
@@ -811,7 +825,8 @@ class Daemon:
                                            treadmill_id=tm.id, device=tm.device,
                                            profile=tm.profile, store=self.store)
 
-    def gym_estop(self, payload: Any = b"", properties: Properties | None = None) -> None:
+    def gym_estop(self, payload: Any = b"", properties: Properties | None = None,
+                  source: str = "lane") -> None:
         """Gym-wide e-stop: every lane's Stop on the wire first (one tight loop), then every
         latch, then one ack per lane (deferred). Runs synchronously in paho's read callback.
 
@@ -825,9 +840,8 @@ class Daemon:
             lane.gym_estop_at = now
             lane.latch(gym=True)
         loop = asyncio.get_running_loop()
-        if _duplicate(self._last_gym, payload, now):
+        if self._gym_twins.is_twin(payload, source, now):
             return  # the same message via the backup path: stopped again, acked once
-        self._last_gym = (payload, now)
         log.warning("gym-wide e-stop: %d treadmill(s) stopped", len(lanes))
         for lane in lanes:
             loop.call_soon(lane.estop_ack, True, payload, properties)

@@ -120,6 +120,8 @@ class SoakStats:
     data_checks: int = 0
     violations: list[str] = field(default_factory=list)
     spontaneous: list[str] = field(default_factory=list)  # trips with no fault injected
+    findings: list[str] = field(default_factory=list)  # not violations, worth a look
+    ts_regressions: int = 0
     sim_hours: float = 0.0
     treadmills: int = 0
     wall_s: float = 0.0
@@ -153,6 +155,8 @@ class SoakStats:
             "worst_stop": self.worst_what,
             "spontaneous_trips": self.spontaneous_trips,
             "spontaneous_details": self.spontaneous[:50],
+            "sessions_with_t_s_going_backwards": self.ts_regressions,
+            "findings": self.findings[:50],
             "link_drops_by_escalation": self.link_drops,
             "reconnects": self.reconnects,
             "sessions_recorded": self.sessions,
@@ -171,13 +175,15 @@ class _CountingRecorder:
     def __init__(self, inner: ControllerRecorder) -> None:
         self.inner = inner
         self.session_id = inner.session_id
-        self.count = 0
-        self.last_t_s: float | None = None
+        self.t_s: list[float] = []  # t_s of every sample handed to the store, in order
+
+    @property
+    def count(self) -> int:
+        return len(self.t_s)
 
     def sample(self, ctl: Controller, now: float) -> None:
         self.inner.sample(ctl, now)
-        self.count += 1
-        self.last_t_s = ctl.snapshot.elapsed_s
+        self.t_s.append(ctl.snapshot.elapsed_s)
 
     def event(self, ctl: Controller, event: dict[str, Any]) -> None:
         self.inner.event(ctl, event)
@@ -244,6 +250,8 @@ class Lane:
         self.transport: SimTransport | None = None
         self.trips: list[tuple[float, str, float]] = []  # (sim t, interlock, |v| at trip)
         self.beating = True
+        self.n_at_fault: int | None = None
+        self.exercised = True  # the last fault could show (a command was asked where needed)
         self.seed = rng.randrange(1 << 30)
         self.programs: list[Program] = []
 
@@ -394,6 +402,7 @@ class Lane:
         self.stats.injected[kind] += 1
         self.trips.clear()
         t_fault = sim.now_s()
+        self.n_at_fault = self._recorded(ctl)
         running = ctl.snapshot.state is State.RUNNING and abs(sim.truth().speed_kmh) > 1.0
         window = self._inject(kind, ctl, sim)
         horizon = (window or 0.0) + 10.0
@@ -415,7 +424,7 @@ class Lane:
         self.beating = True
         if not tripped:
             self.stats.no_effect[kind] += 1
-            if running and kind in MUST_TRIP:
+            if running and kind in MUST_TRIP and self.exercised:
                 self.stats.violation(
                     f"{self.id}: {kind} at t={t_fault:.1f}s on a running belt was not detected "
                     f"({ctl.snapshot.state.value}, belt {sim.truth().speed_kmh:.2f} km/h)"
@@ -431,6 +440,7 @@ class Lane:
     def _inject(self, kind: str, ctl: Controller, sim: Any) -> float | None:
         """Apply the fault; returns its window length in seconds (None = instantaneous)."""
         rng = self.rng
+        self.exercised = True
         if kind == "remote-estop":
             ctl.estop("soak: remote e-stop")
             return None
@@ -454,25 +464,40 @@ class Lane:
             "stuck-belt": rng.uniform(15.0, 30.0),
         }.get(kind, rng.uniform(3.0, 20.0))
         sim.inject(kind, duration_s=window)
-        if kind in NEEDS_COMMAND and ctl.snapshot.state is State.RUNNING:
-            self._ask_speed_change(ctl)
+        self.exercised = kind not in NEEDS_COMMAND or (
+            ctl.snapshot.state is State.RUNNING and self._ask_speed_change(ctl)
+        )
         return window
 
-    def _ask_speed_change(self, ctl: Controller) -> None:
-        lim = ctl.limits_for(None)
+    def _ask_speed_change(self, ctl: Controller) -> bool:
+        """Ask for a speed 2 km/h away (down if possible, else up) inside the limits of the
+        running program; False when no such change is allowed right now."""
+        lim = getattr(ctl, "_limits", None) or ctl.limits_for(None)
         reverse = ctl.commanded_dir.value == "reverse"
         cap = lim.reverse_max_speed_kmh if reverse else min(lim.max_speed_kmh, 8.0)
         now = ctl.commanded_kmh
-        target = now - 2.0 if now - 2.0 >= max(lim.min_speed_kmh, 1.0) else now + 2.0
-        target = round(max(lim.min_speed_kmh, min(cap, target)), 1)
-        with contextlib.suppress(ControlError):
-            ctl.set_manual(speed_kmh=target)
+        for target in (now - 2.0, now + 2.0, now - 1.5, now + 1.5):
+            target = round(target, 1)
+            if not max(lim.min_speed_kmh, 0.5) <= target <= cap:
+                continue
+            try:
+                ctl.set_manual(speed_kmh=target)
+                return True
+            except ControlError:
+                continue
+        return False
 
     # ------------------------------------------------------------------ the checks
+    def _recorded(self, ctl: Controller) -> int | None:
+        sid = ctl.snapshot.session_id
+        rec = self.recorders.get(sid) if sid is not None else None
+        return rec.count if rec is not None else None
+
     async def _after_trip(
         self, kind: str, task: asyncio.Task[SessionResult], window: float | None, t_fault: float
     ) -> None:
         ctl, sim = self.ctl, self.sim
+        n_at_fault = self.n_at_fault if t_fault >= 0 else None
         assert ctl is not None and ctl.latch.trip is not None
         interlock = ctl.latch.trip.interlock.value
         self.stats.interlocks[interlock] += 1
@@ -508,7 +533,7 @@ class Lane:
             # again, correctly, on a heart rate still above the ceiling).
             await _poll(lambda: sim.truth().hr_bpm < MAX_HR_BPM - 15, 600.0, step_s=1.0)
         await self._check_still(what, t_trip, t_stop if stopped else None)
-        await self._check_data(what, t_fault, task)
+        await self._check_data(what, n_at_fault, task)
         if self._link_dead(ctl):
             await self._reconnect()
             return
@@ -545,7 +570,7 @@ class Lane:
                 self.stats.violation(f"{what}: belt moved again after standing still")
 
     async def _check_data(
-        self, what: str, t_fault: float, task: asyncio.Task[SessionResult]
+        self, what: str, n_at_fault: int | None, task: asyncio.Task[SessionResult]
     ) -> None:
         if not task.done() or task.cancelled() or task.exception() is not None:
             return
@@ -557,11 +582,22 @@ class Lane:
         # the session is finished (flushed + committed) so the store must hold all of it.
         rows = await asyncio.to_thread(self.store.samples, sid)
         self.stats.data_checks += 1
-        n, last = rec.count, rec.last_t_s
-        if len(rows) < n:
-            self.stats.violation(f"{what}: store has {len(rows)} samples, {n} were recorded")
-        elif n and last is not None and abs(rows[n - 1].t_s - last) > 1e-3:
-            self.stats.violation(f"{what}: sample {n} has t_s {rows[n - 1].t_s}, expected {last}")
+        n = n_at_fault if n_at_fault is not None else rec.count
+        before = Counter(round(t, 2) for t in rec.t_s[:n])
+        stored = Counter(round(r.t_s, 2) for r in rows)
+        missing = before - stored
+        if missing:
+            self.stats.violation(
+                f"{what}: {sum(missing.values())} of the {n} samples recorded before the fault "
+                f"are not in the store (e.g. t_s {sorted(missing)[:3]})"
+            )
+        back = sum(1 for a, b in zip(rec.t_s, rec.t_s[1:], strict=False) if b < a - 1e-9)
+        if back:
+            self.stats.ts_regressions += 1
+            self.stats.findings.append(
+                f"{what}: session {sid} has {back} sample(s) whose t_s goes backwards "
+                f"(first t_s {rec.t_s[0]:.2f})"
+            )
 
     def _trim(self) -> None:
         # The sim's logs grow without bound; everything before now has been judged.
@@ -634,10 +670,12 @@ def merge(parts: list[SoakStats]) -> SoakStats:
         for name in ("injected", "tripped", "no_effect", "interlocks"):
             getattr(out, name).update(getattr(p, name))
         for name in ("stops_checked", "stops_within", "spontaneous_trips", "link_drops",
-                     "reconnects", "sessions", "sessions_finished", "samples", "data_checks"):
+                     "reconnects", "sessions", "sessions_finished", "samples", "data_checks",
+                     "ts_regressions"):
             setattr(out, name, getattr(out, name) + getattr(p, name))
         out.violations += p.violations
         out.spontaneous += p.spontaneous
+        out.findings += p.findings
         if p.worst_ratio > out.worst_ratio:
             out.worst_ratio, out.worst_stop_s = p.worst_ratio, p.worst_stop_s
             out.worst_bound_s, out.worst_what = p.worst_bound_s, p.worst_what
@@ -706,12 +744,16 @@ def format_table(stats: SoakStats) -> str:
         f"sessions recorded       {stats.sessions} ({stats.sessions_finished} finished)",
         f"samples recorded        {stats.samples}",
         f"data-kept checks        {stats.data_checks}",
+        f"sessions with t_s going backwards {stats.ts_regressions}",
         f"violations              {d['violations']}",
     ]
     lines += [f"  - {v}" for v in stats.violations[:20]]
     if stats.spontaneous:
         lines.append("spontaneous trips (no fault injected; belt stopped, judged as above):")
         lines += [f"  - {v}" for v in stats.spontaneous[:20]]
+    if stats.findings:
+        lines.append("findings (not violations):")
+        lines += [f"  - {v}" for v in stats.findings[:20]]
     return "\n".join(lines)
 
 

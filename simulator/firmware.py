@@ -292,6 +292,10 @@ class SimTreadmill:
         belt ignores it like the Stop opcode)."""
         self._advance()
         if not (self._running or self._paused):
+            # Nothing to stop, but the console still reports the press: a host about to
+            # start the belt must learn that the runner wants it stopped.
+            self._log("console-stop")
+            self._status(StoppedOrPausedByUser(paused=False))
             return
         self._running = False
         self._paused = False
@@ -507,7 +511,10 @@ class SimTreadmill:
         if self._running:
             return ResultCode.SUCCESS
         if self._target_kmh is None:
-            self._target_kmh = self.profile.speed.min_kmh
+            # Firmware that wants Start before any speed arms the belt at 0 km/h and waits
+            # for the (signed) setpoint, so the first setpoint decides the direction.
+            quirk = self.profile.control.requires_start_before_speed
+            self._target_kmh = 0.0 if quirk else self.profile.speed.min_kmh
         self._running = True
         self._paused = False
         self._stop_reason = None

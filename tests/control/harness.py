@@ -24,7 +24,9 @@ MOTION_OPCODES = {
 }
 
 
-def program(*segments: tuple[float, float, str] | tuple[float, float, str, float], **extra: Any) -> Program:
+def program(
+    *segments: tuple[float, float, str] | tuple[float, float, str, float], **extra: Any
+) -> Program:
     """program((duration_s, speed_kmh, direction[, incline_pct]), ...)"""
     segs = []
     for s in segments:

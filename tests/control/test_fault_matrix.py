@@ -10,13 +10,14 @@ belt reaches the simulated firmware until reset and a new start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
 from harness import motion_writes_after, program, wait_for, with_sim
-from treadctl.control.controller import Controller, ControlError, State
+
+from treadctl.control.controller import ControlError, Controller, State
 from treadctl.control.safety import Interlock, SafetyConfig
 from treadctl.limits import Limits
 from treadctl.profiles import load_profile
@@ -33,7 +34,9 @@ def stop_bound_s(link_timeout_s: float) -> float:
     """Worst case from the trip to a standing belt: the stop is resent once, then the link is
     dropped and the firmware watchdog stops the belt at its controlled-stop deceleration."""
     escalation = CFG.stop_confirm_s * (CFG.escalate_after_resends + 1) + 0.3
-    decel_s = (MAX_SPEED_KMH / 3.6) / min(PROFILE.motion.stop_decel_mps2, PROFILE.reverse.decel_mps2)
+    decel_s = (MAX_SPEED_KMH / 3.6) / min(
+        PROFILE.motion.stop_decel_mps2, PROFILE.reverse.decel_mps2
+    )
     return escalation + link_timeout_s + decel_s + 0.5
 
 
@@ -90,7 +93,9 @@ def _phase_reached(ctl: Controller, sim: Any, direction: str, phase: str) -> boo
     target = PROGRAM.segments[seg - 1].speed_kmh
     if phase == "accelerating":
         return snap.state is State.RUNNING and 1.0 < speed < target - 1.0
-    return snap.state is State.RUNNING and abs(speed - target) < 0.05 and ctl.commanded_kmh == target
+    return (
+        snap.state is State.RUNNING and abs(speed - target) < 0.05 and ctl.commanded_kmh == target
+    )
 
 
 def _inject(case: str, ctl: Controller, sim: Any, transport: Any) -> None:
@@ -119,10 +124,8 @@ def _inject(case: str, ctl: Controller, sim: Any, transport: Any) -> None:
     if case in ("slow-acks", "ignore-commands", "stuck-belt") and ctl.snapshot.phase != "dwell":
         # These only show when a command is sent or the speed must change: ask for one.
         target = 3.0 if ctl.commanded_dir.value == "reverse" else 4.0
-        try:
+        with contextlib.suppress(ControlError):
             ctl.set_manual(speed_kmh=target)
-        except ControlError:
-            pass
 
 
 @pytest.mark.parametrize("phase", PHASES)

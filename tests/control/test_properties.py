@@ -4,12 +4,13 @@ direction never changes while the belt moves."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
+from harness import with_sim
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import with_sim
 from treadctl.control.controller import Controller, Outcome
 from treadctl.limits import effective_limits
 from treadctl.profiles import load_profile
@@ -64,7 +65,7 @@ def _check_trace(trace: list[Any], profile_name: str, prog: Program) -> None:
         v = point.speed_kmh
         cap = lim.reverse_max_speed_kmh if v < 0 else lim.max_speed_kmh
         assert abs(v) <= cap + 1e-6, point
-    for a, b in zip(trace, trace[1:], strict=False):
+    for a, b in itertools.pairwise(trace):
         if a.direction != b.direction:  # the motor turned: only at standstill
             assert a.speed_kmh == 0.0 and b.speed_kmh == 0.0, (a, b)
         assert not (a.speed_kmh > 0 > b.speed_kmh or a.speed_kmh < 0 < b.speed_kmh), (a, b)
@@ -87,8 +88,10 @@ def _check_trace(trace: list[Any], profile_name: str, prog: Program) -> None:
         if dv > 0:
             limit = lim.reverse_accel_mps2 if reverse else lim.accel_mps2
         else:
-            limit = max(lim.reverse_decel_mps2 if reverse else lim.decel_mps2,
-                        load_profile(profile_name).motion.stop_decel_mps2)
+            limit = max(
+                lim.reverse_decel_mps2 if reverse else lim.decel_mps2,
+                load_profile(profile_name).motion.stop_decel_mps2,
+            )
         # Leaving standstill, the firmware ramps to its minimum speed on its own (it cannot
         # be commanded below it): that first step is allowed on top, once.
         slowest = min(abs(p.speed_kmh) for p in trace[i : j + 1])

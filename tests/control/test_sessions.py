@@ -4,13 +4,14 @@ resume, manual set, stop, reset rules; judged from the simulator's ground truth.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
-
 from harness import motion_writes_after, program, wait_for, with_sim
+
 from treadctl import ftms
-from treadctl.control.controller import Controller, ControlError, Outcome, State
+from treadctl.control.controller import ControlError, Controller, Outcome, State
 from treadctl.programs.model import load_program
 
 REVERSE_PROGRAM = program(
@@ -141,7 +142,7 @@ def test_direction_changes_only_at_standstill_with_dwell_and_readback() -> None:
 
     trace, wire = with_sim(scenario)
     # Every change of the motor's direction happened with the belt standing.
-    for a, b in zip(trace, trace[1:], strict=False):
+    for a, b in itertools.pairwise(trace):
         if a.direction != b.direction:
             assert a.speed_kmh == 0.0 and b.speed_kmh == 0.0
     # Between the last stop before a direction write and the write: at least the dwell.

@@ -196,7 +196,8 @@ def test_start_quirk_requires_start_before_speed(sim_run) -> None:
         assert await host.command(SetTargetSpeed(3.0)) == ResultCode.OPERATION_FAILED
         assert await host.command(StartOrResume()) == ResultCode.SUCCESS
         assert StartedOrResumedByUser() in host.statuses()
-        assert sim.truth().target_speed_kmh == pytest.approx(RX2.speed.min_kmh)
+        # This firmware arms the belt at 0 km/h: the first (signed) setpoint decides.
+        assert sim.truth().target_speed_kmh == 0.0
         assert await host.command(SetTargetSpeed(3.0)) == ResultCode.SUCCESS
         await until(sim, 20.0)
         assert sim.truth().speed_kmh == pytest.approx(3.0)
@@ -489,18 +490,21 @@ def test_same_seed_same_trace(sim_run) -> None:
     assert first == second
 
 
-def test_signed_speed_reverse_after_a_stop(sim_run) -> None:
+def test_signed_speed_reverse_from_rest_and_after_a_stop(sim_run) -> None:
     async def body(sim, host):
         assert await host.command(RequestControl()) == ResultCode.SUCCESS
-        assert await host.command(StartOrResume()) == ResultCode.SUCCESS  # first: min speed
+        assert await host.command(StartOrResume()) == ResultCode.SUCCESS  # armed at 0
         await until(sim, 5.0)
-        assert sim.truth().speed_kmh == pytest.approx(RX2.speed.min_kmh)
+        assert sim.truth().speed_kmh == 0.0
+        assert await host.command(SetTargetSpeed(-1.0)) == ResultCode.SUCCESS  # reverse from rest
+        await until(sim, 15.0)
+        assert sim.truth().speed_kmh == pytest.approx(-1.0)
         assert await host.command(StopOrPause()) == ResultCode.SUCCESS
-        await until(sim, 10.0)
+        await until(sim, 25.0)
         assert sim.truth().speed_kmh == 0.0
         assert await host.command(StartOrResume()) == ResultCode.SUCCESS  # target 0: holds
         assert await host.command(SetTargetSpeed(-2.0)) == ResultCode.SUCCESS
-        await until(sim, 30.0)
+        await until(sim, 45.0)
         assert sim.truth().speed_kmh == pytest.approx(-2.0)
 
     sim_run("kinetic-rx2", body)

@@ -114,7 +114,9 @@ def _recorder_factory(args: argparse.Namespace, profile: FirmwareProfile) -> Any
 
     try:
         return controller_recorder_factory(
-            data_dir=args.data_dir, treadmill_id="local", device=str(args.device),
+            data_dir=args.data_dir,
+            treadmill_id="local",
+            device=str(args.device),
             profile=profile.name,
         )
     except (OSError, StoreError) as exc:

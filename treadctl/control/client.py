@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections import deque
 from collections.abc import Callable
 
 from treadctl import ftms
@@ -74,6 +75,9 @@ class FTMSClient:
         self.on_stop_result: Callable[[ftms.ResultCode], None] = lambda r: None
         self.decode_errors = 0
         self.stops_sent = 0
+        #: When we last put a Stop or Pause on the wire (a machine status echoing it is ours).
+        self.last_stop_sent = -math.inf
+        self._own_stops: deque[float] = deque(maxlen=8)
         self._lock = asyncio.Lock()
         self._inflight: tuple[int, asyncio.Future[ftms.ResultCode]] | None = None
         self._stop_pending = 0
@@ -136,7 +140,8 @@ class FTMSClient:
     def stop_now(self) -> None:
         """Put a Stop on the wire now, pre-empting whatever waits. Never raises."""
         self.stops_sent += 1
-        self._last_write = self.clock.now()
+        self._last_write = self.last_stop_sent = self.clock.now()
+        self._own_stops.append(self._last_write)
         self._stop_pending += 1
         self._stops_answered.clear()
         try:
@@ -171,6 +176,9 @@ class FTMSClient:
             fut: asyncio.Future[ftms.ResultCode] = asyncio.get_running_loop().create_future()
             self._inflight = (opcode, fut)
             self._last_write = self.clock.now()
+            if opcode == ftms.OpCode.STOP_OR_PAUSE:
+                self.last_stop_sent = self._last_write
+                self._own_stops.append(self._last_write)
             try:
                 wfut = self.transport.write_nowait(ftms.CONTROL_POINT, payload)
                 wfut.add_done_callback(lambda w: _fail_on_write_error(w, fut))
@@ -189,6 +197,20 @@ class FTMSClient:
             raise CommandError(f"{type(request).__name__}: {result.name.lower()}", result)
         if opcode == ftms.OpCode.REQUEST_CONTROL:
             self.in_control = True
+
+    def stop_is_ours(self, now: float) -> bool:
+        """Is a 'stopped or paused' status arriving now the echo of a stop we sent?
+
+        Each stop we sent explains at most one such status, and only shortly after it was
+        sent; anything else was done at the machine."""
+        window = self._ack_timeout_s + self.profile.control.ack_delay_ms / 1000 + 0.5
+        sent = self._own_stops
+        while sent and now - sent[0] > window:
+            sent.popleft()
+        if sent:
+            sent.popleft()
+            return True
+        return False
 
     async def request_control(self) -> None:
         await self.command(ftms.RequestControl())

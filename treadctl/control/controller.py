@@ -179,8 +179,8 @@ class Controller:
         self.commanded_incline = 0.0
         self.commanded_dir = Direction.FORWARD
         self.belt_running = False
-        self._expect_stop_until = -math.inf
         self._last_speed_sent = -math.inf
+        self._stop_envelope: Ramp | None = None
 
         # Plan being followed
         self._speed_ramp: Ramp | None = None
@@ -215,7 +215,6 @@ class Controller:
         with contextlib.suppress(CommandError):
             await self.client.request_control()
         self.client.stop_now()
-        self._expect_stop_until = self.clock.now() + 2.0
         self.last_rx = self.clock.now()
         self._set_state(State.IDLE if not self.latch.latched else self.snapshot.state)
 
@@ -300,7 +299,6 @@ class Controller:
         """Controlled stop: ramp down, Stop, session ends as 'stopped'. Safe in any state."""
         if self._session_task is None or self._session_task.done():
             self.client.stop_now()
-            self._expect_stop_until = self.clock.now() + 2.0
             return
         self._stop_requested = True
         self._resume.set()
@@ -411,7 +409,6 @@ class Controller:
         # Stop goes out first, whatever else is happening - even when already latched.
         self.client.motion_blocked = True
         self.client.stop_now()
-        self._expect_stop_until = math.inf
         if not first:
             return
         self._monitoring = False
@@ -533,17 +530,35 @@ class Controller:
         for listener in self.telemetry_listeners:
             listener(self.snapshot)
 
+    def _begin_stop_envelope(self) -> None:
+        """After our own Stop/Pause the firmware decelerates at its own rate: until the belt
+        stands, judge it against that deceleration, not against 'commanded 0'."""
+        decel = min(
+            self.profile.motion.stop_decel_mps2,
+            self.profile.motion.decel_mps2,
+            self.profile.reverse.decel_mps2,
+        )
+        start = max(self.measured_kmh, self.commanded_kmh)
+        self._stop_envelope = Ramp(self.clock.now(), start, 0.0, decel * 3.6)
+
+    def _reference_kmh(self, now: float) -> float:
+        """The speed the belt should be at now: the setpoint, or the stop envelope."""
+        if self._stop_envelope is not None:
+            return max(self.commanded_kmh, self._stop_envelope.at(now))
+        return self.commanded_kmh
+
     def _check_telemetry(self, now: float, td: ftms.TreadmillData) -> Trip | None:
         lim = self._limits
         if lim is None:
             return None
         d = self.commanded_dir
         cap = lim.reverse_max_speed_kmh if d is Direction.REVERSE else lim.max_speed_kmh
-        trip = check_overspeed(self.measured_kmh, self.commanded_kmh, cap, self.cfg)
+        reference = self._reference_kmh(now)
+        trip = check_overspeed(self.measured_kmh, reference, cap, self.cfg)
         if trip is None:
             trip = check_direction(self.measured_dir, d, self.measured_kmh, self.cfg)
         if trip is None:
-            trip = self._tracking.update(self.measured_kmh, self.commanded_kmh, now)
+            trip = self._tracking.update(self.measured_kmh, reference, now)
         if trip is None:
             trip, self._hr_above_since = check_heart_rate(
                 td.heart_rate_bpm, lim.max_hr_bpm, self._hr_above_since, now, self.cfg
@@ -571,7 +586,7 @@ class Controller:
         elif (
             isinstance(status, ftms.StoppedOrPausedByUser)
             and self._monitoring
-            and now > self._expect_stop_until
+            and not self.client.stop_is_ours(now)
             and not self.latch.latched
         ):
             what = "paused" if status.paused else "stopped"
@@ -667,8 +682,9 @@ class Controller:
         step = max(round(step, 6), lim.min_speed_kmh)
         ramp = self._speed_ramp
         rate = ramp.rate if ramp is not None and ramp.rate > 0 else math.inf
-        earliest = self._last_speed_sent + abs(step - current) / rate - 1e-6
-        return step, max(0.0, earliest - self.clock.now())
+        wait = self._last_speed_sent + abs(step - current) / rate - self.clock.now()
+        # Below a microsecond a timer could not move the clock (float resolution): go now.
+        return step, (wait if wait > 1e-6 else 0.0)
 
     async def _send_speed(self, speed: float) -> None:
         signed = (
@@ -892,6 +908,7 @@ class Controller:
     async def _start_belt(self, direction: Direction, limits: EffectiveLimits) -> None:
         """From standstill: first setpoint at the minimum speed, Start, wait for motion."""
         self.commanded_dir = direction
+        self._stop_envelope = None
         first = limits.min_speed_kmh
         signed = -first if direction is Direction.REVERSE and self.client.signed_speed else first
         self._tracking.reset()
@@ -946,8 +963,8 @@ class Controller:
             await self._sleep_ramp(self._speed_ramp)
         self._speed_ramp = None
         self._want_speed = None
-        self._expect_stop_until = self.clock.now() + 5.0
         await self.client.command(ftms.StopOrPause(pause=pause))
+        self._begin_stop_envelope()
         self.belt_running = False
         self.commanded_kmh = 0.0
         if not await self.wait_stopped(timeout_s=10.0):
@@ -992,9 +1009,9 @@ class Controller:
         self._monitoring = not quick and self._monitoring
         self._stop_requested = False
         if quick:
-            self._expect_stop_until = self.clock.now() + 10.0
             self._speed_ramp = None
             self.client.stop_now()
+            self._begin_stop_envelope()
             self.belt_running = False
             self.commanded_kmh = 0.0
             await self.wait_stopped(timeout_s=15.0)

@@ -46,7 +46,7 @@ class SafetyConfig:
     tracking_time_s: float = 1.5
     overspeed_margin_kmh: float = 0.8
     direction_min_speed_kmh: float = 0.3  # below this a direction read is not trusted
-    standstill_kmh: float = 0.05
+    standstill_kmh: float = 0.0  # telemetry must read exactly 0 (its resolution is 0.01)
     hr_hold_s: float = 3.0  # heart rate must stay above the ceiling this long
     stop_confirm_s: float = 0.6  # after a stop, the belt must be decelerating by then
     escalate_after_resends: int = 1  # resend the stop this many times, then drop the link

@@ -38,6 +38,7 @@ class SimTransport(FramedTransport):
         name = f"sim://?profile={self.profile.name}"
         super().__init__(self._open, name)
         self._sim: SimTreadmill | None = None
+        self._device: ByteStream | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
     @property
@@ -52,11 +53,18 @@ class SimTransport(FramedTransport):
         loop = asyncio.get_running_loop()
         self._sim = sim = SimTreadmill(self.profile, faults=self.faults, seed=self.seed)
         host, device = memory_pipe()
+        self._device = device
         self._tasks = [
             loop.create_task(sim.run(), name="sim-run"),
             loop.create_task(serve_stream(sim, device), name="sim-serve"),
         ]
         return host
+
+    def unplug(self) -> None:
+        """Pull the cable at the treadmill's end (tests: the host sees the link die, the
+        firmware sees the host fall silent)."""
+        if self._device is not None:
+            self._device.close()
 
     async def close(self) -> None:
         await super().close()

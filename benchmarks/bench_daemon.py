@@ -117,7 +117,11 @@ def _hook_stop(daemon: Daemon) -> dict[str, asyncio.Event | float]:
         ctrl = lane.controller
         assert ctrl is not None
         sim = ctrl.transport.sim  # type: ignore[attr-defined]
-        inner = sim.handle_write
+        # Wrap the original once: re-wrapping the previous trial's wrapper would nest a
+        # call per trial (slower each trial, RecursionError after ~1000 trials).
+        if not hasattr(sim, "_bench_handle_write"):
+            sim._bench_handle_write = sim.handle_write
+        inner = sim._bench_handle_write
         event = asyncio.Event()
         marks[tid] = {"event": event, "t": 0.0, "wire": 0.0}
         transport: Any = ctrl.transport

@@ -464,6 +464,8 @@ class Controller:
                 "belt not decelerating after stop: dropping the link for the firmware watchdog"
             )
             self.transport.drop()
+            # drop() is deliberate, so the transport reports no loss: we do.
+            self._set_snapshot(state=State.DISCONNECTED)
             return
 
     def _trip_command(self, exc: CommandError) -> None:

@@ -10,11 +10,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness import program
 from treadctl import clock
 from treadctl.control.controller import Controller, Outcome
 from treadctl.profiles import load_profile
 from treadctl.transport import open_transport
+
+from harness import program
 
 SPEEDUP = 3.0
 PROGRAM = program((8, 4.0, "forward"), (8, 3.0, "reverse"), (6, 4.0, "forward"))

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from harness import motion_writes_after, program, wait_for, with_sim
 
 from treadctl.control.controller import ControlError, Controller, State
 from treadctl.control.safety import Interlock, SafetyConfig
 from treadctl.limits import Limits
 from treadctl.profiles import load_profile
+
+from harness import motion_writes_after, program, wait_for, with_sim
 
 PROFILE = load_profile("treadctl-reference")
 CFG = SafetyConfig()

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness import is_motion_write, program, wait_for, with_sim
 from treadctl import ftms
 from treadctl.control.controller import Controller
+
+from harness import is_motion_write, program, wait_for, with_sim
 
 STOP = ftms.encode_control_point(ftms.StopOrPause(pause=False))
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from harness import with_sim
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +15,8 @@ from treadctl.limits import effective_limits
 from treadctl.profiles import load_profile
 from treadctl.programs.model import Program, program_from_dict
 from treadctl.programs.validate import validate_program
+
+from harness import with_sim
 
 PROFILES = ["treadctl-reference", "kinetic-rx2"]
 

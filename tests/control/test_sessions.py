@@ -8,11 +8,12 @@ import itertools
 from typing import Any
 
 import pytest
-from harness import motion_writes_after, program, wait_for, with_sim
 
 from treadctl import ftms
 from treadctl.control.controller import ControlError, Controller, Outcome, State
 from treadctl.programs.model import load_program
+
+from harness import motion_writes_after, program, wait_for, with_sim
 
 REVERSE_PROGRAM = program(
     (20, 4.0, "forward"), (20, 3.0, "reverse", 2.0), (10, 0.0, "forward"), (20, 4.5, "forward", 1.0)

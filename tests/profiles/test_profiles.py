@@ -63,7 +63,7 @@ def test_bad_profile_names_file_and_field(tmp_path: Path, text: str, message: st
 
 
 def test_unknown_profile_lists_known_ones() -> None:
-    with pytest.raises(ProfileError, match="known: .*treadctl-reference"):
+    with pytest.raises(ProfileError, match=r"known: .*treadctl-reference"):
         load_profile("no-such-firmware")
 
 

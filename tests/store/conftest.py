@@ -9,9 +9,9 @@ import pytest
 # Helpers next to the tests import as plain modules whatever the package layout of tests/.
 sys.path.insert(0, str(Path(__file__).parent))
 
-import store_synth as synth
-
 from treadctl.store.db import SessionStore
+
+import store_synth as synth
 
 
 @pytest.fixture

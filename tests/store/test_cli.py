@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import store_synth as synth  # conftest puts it on sys.path
 
 from treadctl.cli import main
 from treadctl.store.db import open_store
 from treadctl.store.summary import print_summary
+
+import store_synth as synth  # conftest puts it on sys.path
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import store_synth as synth  # conftest puts it on sys.path
 
 from treadctl.store import db as dbmod
 from treadctl.store.db import (
@@ -23,6 +22,8 @@ from treadctl.store.db import (
 from treadctl.store.model import Outcome, SessionMeta
 from treadctl.store.recorder import Event, Sample, SessionRecorder
 from treadctl.types import Direction
+
+import store_synth as synth  # conftest puts it on sys.path
 
 
 def test_new_file_is_migrated_wal_and_normal_sync(tmp_path: Path) -> None:

@@ -10,11 +10,12 @@ from typing import Any
 
 import fitdecode
 import pytest
-import store_synth as synth  # conftest puts it on sys.path
 
 from treadctl.store.db import SessionStore
 from treadctl.store.export import ExportError, export_session
 from treadctl.types import KMH_PER_MPS
+
+import store_synth as synth  # conftest puts it on sys.path
 
 NS = {
     "tcx": "http://www.garmin.com/xmlschemas/TrainingCenterDatabase/v2",

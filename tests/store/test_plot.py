@@ -5,12 +5,12 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-import store_synth as synth  # conftest puts it on sys.path
-
 from treadctl.store.db import SessionStore
 from treadctl.store.plot import plot_session
 from treadctl.store.recorder import Event, Sample, SessionRecorder
 from treadctl.types import Direction
+
+import store_synth as synth  # conftest puts it on sys.path
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

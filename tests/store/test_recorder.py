@@ -7,13 +7,14 @@ import threading
 from pathlib import Path
 
 import pytest
-import store_synth as synth  # conftest puts it on sys.path
 
 from treadctl.clock import run_virtual
 from treadctl.store.db import SessionStore
 from treadctl.store.model import Outcome
 from treadctl.store.recorder import Event, Sample, SessionRecorder, StoreWriter, summarize
 from treadctl.types import Direction
+
+import store_synth as synth  # conftest puts it on sys.path
 
 
 def _writer_threads() -> list[threading.Thread]:

@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import fake_bleak
 import pytest
 
 from simulator import SimTreadmill
@@ -46,6 +45,8 @@ from treadctl.ftms import (
 from treadctl.profiles import load_profile
 from treadctl.transport import LinkLost, Transport, WriteRejected, open_transport
 from treadctl.transport.ble import BleTransport
+
+import fake_bleak
 
 PROFILE = "treadctl-reference"
 REPO = Path(__file__).resolve().parents[2]

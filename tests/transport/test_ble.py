@@ -8,7 +8,6 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import fake_bleak
 import pytest
 from bleak.exc import BleakDBusError, BleakError, BleakGATTProtocolError
 
@@ -37,6 +36,8 @@ from treadctl.transport import (
 )
 from treadctl.transport import ble as ble_mod
 from treadctl.transport.ble import BleTransport, att_status, scan
+
+import fake_bleak
 
 FTMS = full_uuid(FITNESS_MACHINE_SERVICE)
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite, exactly as CI runs it: set up, lint, then pytest.
+# The whole test suite, exactly as CI runs it: set up, lint (ruff, mypy --strict on the
+# codec and control core), then pytest.
 # pytest's exit 5 ("no tests collected") is a failure here, never a pass.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
-.venv/bin/ruff check treadctl simulator benchmarks tests || exit 1
+.venv/bin/ruff check treadctl simulator benchmarks tests fuzz || exit 1
+.venv/bin/mypy treadctl/ftms treadctl/control || exit 1
 .venv/bin/python -m pytest "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then

@@ -60,9 +60,15 @@ def _worker(target: str, runs: int, workdir: Path, merge: bool, passthrough: lis
         from fuzz import seeds, targets
     t = targets.TARGETS[target]
     run = t.run
+    count = 0
 
     def one_input(data: bytes) -> None:
+        nonlocal count
         run(data)
+        count += 1
+        if target == "lane" and (count % 100_000 == 0 or count == runs):
+            # What the state-change oracle checked so far (refusals, acks, e-stops).
+            print(f"lane outcomes after {count}: {targets.lane_harness().stats}", flush=True)
 
     seed_dir = workdir / "seeds"
     new_dir = workdir / "new"

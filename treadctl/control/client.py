@@ -146,7 +146,7 @@ class FTMSClient:
         self._stops_answered.clear()
         try:
             wfut = self.transport.write_nowait(ftms.CONTROL_POINT, self._stop_bytes)
-            wfut.add_done_callback(_consume)
+            wfut.add_done_callback(consume_result)
         except Exception as exc:  # the link may be gone; the watchdog is the backstop
             log.warning("stop could not be written: %s", exc)
         if self._inflight is not None and not self._inflight[1].done():
@@ -238,7 +238,8 @@ class FTMSClient:
         return Direction.REVERSE if reverse else Direction.FORWARD
 
 
-def _consume(fut: asyncio.Future[None]) -> None:
+def consume_result(fut: asyncio.Future[None]) -> None:
+    """Done-callback for fire-and-forget writes: retrieve the outcome so nothing warns."""
     with contextlib.suppress(BaseException):
         fut.result()
 

@@ -30,8 +30,14 @@ from typing import Any
 
 from treadctl import ftms
 from treadctl.clock import Clock, LoopClock
-from treadctl.control.client import CommandError, CommandTimeout, FTMSClient, MotionBlocked
-from treadctl.control.planner import Ramp, incline_ramp, quantize_toward, speed_ramp
+from treadctl.control.client import (
+    CommandError,
+    CommandTimeout,
+    FTMSClient,
+    MotionBlocked,
+    consume_result,
+)
+from treadctl.control.planner import Ramp, incline_ramp, on_grid, quantize_toward, speed_ramp
 from treadctl.control.safety import (
     Interlock,
     Latch,
@@ -200,6 +206,7 @@ class Controller:
         self._resume = asyncio.Event()
         self._last_heartbeat = -math.inf
         self._paused_since: float | None = None
+        self._last_pause_s = 0.0  # length of the last pause cycle (extends the segment)
         self._session_started = 0.0
         self._paused_total = 0.0
         self._recorder: Any = None
@@ -330,7 +337,7 @@ class Controller:
                 raise ControlError(
                     f"speed_kmh {speed_kmh} outside {lim.min_speed_kmh}..{cap} km/h ({d.value})"
                 )
-            if not _on_grid(speed_kmh, lim.speed_increment_kmh):
+            if not on_grid(speed_kmh, lim.speed_increment_kmh):
                 raise ControlError(
                     f"speed_kmh {speed_kmh} is not a multiple of {lim.speed_increment_kmh} km/h"
                 )
@@ -342,7 +349,7 @@ class Controller:
             )
             if not lo <= incline_pct <= hi:
                 raise ControlError(f"incline_pct {incline_pct} outside {lo}..{hi} %")
-            if not _on_grid(incline_pct, lim.incline_increment_pct):
+            if not on_grid(incline_pct, lim.incline_increment_pct):
                 raise ControlError(
                     f"incline_pct {incline_pct} is not a multiple of {lim.incline_increment_pct} %"
                 )
@@ -483,7 +490,7 @@ class Controller:
     def _send_request_control(self) -> None:
         data = ftms.encode_control_point(ftms.RequestControl())
         with contextlib.suppress(Exception):
-            self.transport.write_nowait(ftms.CONTROL_POINT, data).add_done_callback(_consume)
+            self.transport.write_nowait(ftms.CONTROL_POINT, data).add_done_callback(consume_result)
 
     def _on_stop_result(self, result: ftms.ResultCode) -> None:
         if result == ftms.ResultCode.CONTROL_NOT_PERMITTED:
@@ -828,7 +835,6 @@ class Controller:
                 return
             await asyncio.sleep(min(self.tick_s, deadline - now))
 
-    _last_pause_s = 0.0
 
     async def _pause_cycle(self) -> None:
         assert self._limits is not None
@@ -1060,16 +1066,6 @@ def _current_task() -> asyncio.Task[Any] | None:
         return asyncio.current_task()
     except RuntimeError:
         return None
-
-
-def _on_grid(value: float, increment: float) -> bool:
-    steps = value / increment
-    return abs(steps - round(steps)) < 1e-6
-
-
-def _consume(fut: asyncio.Future[None]) -> None:
-    with contextlib.suppress(BaseException):
-        fut.result()
 
 
 def _new_session_id(treadmill_id: str, clock: Clock) -> str:

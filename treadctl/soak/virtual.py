@@ -39,6 +39,7 @@ import multiprocessing
 import os
 import random
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -122,6 +123,7 @@ class SoakStats:
     spontaneous: list[str] = field(default_factory=list)  # trips with no fault injected
     findings: list[str] = field(default_factory=list)  # not violations, worth a look
     ts_regressions: int = 0
+    time_stalls: int = 0
     sim_hours: float = 0.0
     treadmills: int = 0
     wall_s: float = 0.0
@@ -156,6 +158,7 @@ class SoakStats:
             "spontaneous_trips": self.spontaneous_trips,
             "spontaneous_details": self.spontaneous[:50],
             "sessions_with_t_s_going_backwards": self.ts_regressions,
+            "virtual_time_stalls": self.time_stalls,
             "findings": self.findings[:50],
             "link_drops_by_escalation": self.link_drops,
             "reconnects": self.reconnects,
@@ -655,12 +658,56 @@ def _run_lanes(
     gap_s: tuple[float, float],
     lanes_of: tuple[int, ...],
 ) -> SoakStats:
+    stalls: list[float] = []
+
     async def main() -> SoakStats:
-        return await soak_virtual(hours=hours, treadmills=treadmills, seed=seed,
-                                  data_dir=Path(data_dir), gap_s=gap_s, lanes_of=lanes_of)
+        guard = _StallGuard(asyncio.get_running_loop(), stalls)
+        try:
+            stats = await soak_virtual(hours=hours, treadmills=treadmills, seed=seed,
+                                       data_dir=Path(data_dir), gap_s=gap_s, lanes_of=lanes_of)
+        finally:
+            guard.stop()
+        stats.time_stalls = len(stalls)
+        stats.findings += [
+            f"virtual time stood still at t={t:.6f} s (a sub-nanosecond sleep loop, see "
+            f"docs/soak.md); nudged by 1 us" for t in stalls[:10]
+        ]
+        return stats
 
     logging.basicConfig(level=logging.CRITICAL)
     return run_virtual(main)
+
+
+class _StallGuard:
+    """Watches the virtual clock from a thread. A coroutine that sleeps less than the loop's
+    clock resolution (1 ns) never lets virtual time advance, and the loop spins forever (the
+    simulator's garbage noise loop can do this when ``now % period`` lands within 1 ns of the
+    period). When virtual time has not moved for 2 s of real time while nothing runs in an
+    executor, the guard nudges it by 1 us and records the stall as a finding."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stalls: list[float]) -> None:
+        self.loop = loop
+        self.stalls = stalls
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="soak-stall-guard", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        last = self.loop.time()
+        while not self._stop.wait(2.0):
+            now = self.loop.time()
+            busy = getattr(self.loop, "_executor_jobs", 0)
+            if now == last and not busy:
+                self.loop.call_soon_threadsafe(self._nudge, now)
+            last = now
+
+    def _nudge(self, at: float) -> None:
+        if self.loop.time() == at and hasattr(self.loop, "_virtual"):
+            self.loop._virtual += 1e-6
+            self.stalls.append(at)
 
 
 def merge(parts: list[SoakStats]) -> SoakStats:
@@ -671,7 +718,7 @@ def merge(parts: list[SoakStats]) -> SoakStats:
             getattr(out, name).update(getattr(p, name))
         for name in ("stops_checked", "stops_within", "spontaneous_trips", "link_drops",
                      "reconnects", "sessions", "sessions_finished", "samples", "data_checks",
-                     "ts_regressions"):
+                     "ts_regressions", "time_stalls"):
             setattr(out, name, getattr(out, name) + getattr(p, name))
         out.violations += p.violations
         out.spontaneous += p.spontaneous
@@ -745,6 +792,7 @@ def format_table(stats: SoakStats) -> str:
         f"samples recorded        {stats.samples}",
         f"data-kept checks        {stats.data_checks}",
         f"sessions with t_s going backwards {stats.ts_regressions}",
+        f"virtual-time stalls     {stats.time_stalls}",
         f"violations              {d['violations']}",
     ]
     lines += [f"  - {v}" for v in stats.violations[:20]]

@@ -883,12 +883,16 @@ class Controller:
         )
         needs_turn = seg.direction is not self.commanded_dir
         if needs_turn or seg.speed_kmh == 0:
+            # Heading for standstill first: that is the target until the turn is done.
+            self._set_snapshot(target_speed_kmh=0.0)
             if self.belt_running or self.measured_kmh > self.cfg.standstill_kmh:
                 phase = "direction-change" if needs_turn else "stopping"
                 self._set_snapshot(state=State.STOPPING, phase=phase)
                 await self._to_standstill(limits)
             if needs_turn:
                 await self._change_direction(seg.direction, limits)
+            # The machine confirmed the new direction (read-back): show it from now on.
+            self._set_snapshot(target_speed_kmh=seg.speed_kmh, direction=seg.direction)
         t_seg = self.clock.now()
         now = t_seg
         if seg.speed_kmh > 0:

@@ -199,3 +199,12 @@ def test_load_program_by_builtin_name_and_unknown_name() -> None:
         load_program("nope")
     with pytest.raises(ProgramError, match="unknown built-in program"):
         load_builtin("../limits")
+
+
+def test_remote_program_name_never_reaches_the_file_system() -> None:
+    """Fuzz finding: a 400-character name raised OSError (file name too long)."""
+    from treadctl.programs.model import ProgramError, load_builtin
+
+    for name in ("x" * 400, "../../etc/passwd", "quick-demo\x00", "a/b"):
+        with pytest.raises(ProgramError, match="unknown built-in program"):
+            load_builtin(name)

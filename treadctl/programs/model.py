@@ -314,13 +314,15 @@ def builtin_names() -> list[str]:
 
 def load_builtin(name: str) -> Program:
     """A built-in program by name; :class:`ProgramError` listing the known ones otherwise."""
-    entry = _builtin_root().joinpath(f"{name}.toml")
-    if "/" in name or os.sep in name or not entry.is_file():
+    # Check the name against the list first: a remote name must never reach the file system
+    # as a path (too long, odd characters) before we know it is one of ours.
+    if name not in builtin_names():
         known = ", ".join(builtin_names())
         raise ProgramError(
             [Violation(None, "program", f"unknown built-in program {name!r} (built-in: {known})")]
         )
     where = f"builtin:{name}"
+    entry = _builtin_root().joinpath(f"{name}.toml")
     try:
         data = tomllib.loads(entry.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

@@ -154,12 +154,40 @@ class _Monitor:
         self.watch: dict[str, _Watch] = {tid: _Watch() for tid in treadmills}
         self.cfg: SafetyConfig = daemon.config.safety or SafetyConfig()
         self.start_sent: dict[str, float] = {}
+        #: Link flaps being judged: (lane, sim t of the unplug, bound). The daemon swaps the
+        #: controller at once, so the LINK_LOST latch is judged from here, not from the latch.
+        self.flaps: list[tuple[str, float, float]] = []
+
+    def flap(self, tid: str) -> None:
+        tm = self.treadmills[tid]
+        speed = abs(tm.sim.truth().speed_kmh)
+        bound = stop_bound_s(tm.profile, self.cfg, speed) + POLL_S * 2
+        self.stats.interlocks["link-lost (flap)"] += 1
+        self.flaps.append((tid, tm.sim.now_s(), bound))
 
     async def run(self) -> None:
         while True:
             for tid, tm in self.treadmills.items():
                 self.check(tid, tm)
+            self.check_flaps()
             await asyncio.sleep(POLL_S)
+
+    def check_flaps(self) -> None:
+        still: list[tuple[str, float, float]] = []
+        for tid, t0, bound in self.flaps:
+            sim = self.treadmills[tid].sim
+            now = sim.now_s()
+            if sim.truth().speed_kmh == 0.0:
+                self._stopped(tid, now - t0, bound)
+                # Until the back-end starts again nothing may move (new link: Stop first).
+                if self.start_sent.get(tid, -1.0) < t0:
+                    self._no_motion(tid, self.treadmills[tid], t0, now, "after a link flap")
+            elif now - t0 > bound:
+                self.stats.violation(f"{tid}: belt at {sim.truth().speed_kmh:.2f} km/h "
+                                     f"{now - t0:.2f} s after the link was cut")
+            else:
+                still.append((tid, t0, bound))
+        self.flaps = still
 
     def check(self, tid: str, tm: _Treadmill) -> None:
         lane = self.daemon.lanes.get(tid)
@@ -276,7 +304,7 @@ async def _phase(minutes: float, seed: int, workdir: Path, treadmills: int) -> d
             for tid in ids:
                 await _drive(tid, daemon, monitor, tms[tid], broker.port, rng, stats)
             if time.monotonic() >= next_action:
-                await _act(rng, broker, daemon, tms, stats)
+                await _act(rng, broker, daemon, tms, stats, monitor)
                 next_action = time.monotonic() + rng.uniform(12, 25)
             await asyncio.sleep(0.5)
         mon.cancel()
@@ -330,7 +358,7 @@ async def _drive(tid: str, daemon: Any, monitor: _Monitor, tm: _Treadmill, port:
 
 
 async def _act(rng: random.Random, broker: Broker, daemon: Any, tms: dict[str, _Treadmill],
-               stats: BrokerStats) -> None:
+               stats: BrokerStats, monitor: _Monitor) -> None:
     if rng.random() < 0.5:
         outage = rng.uniform(2.0, 8.0)
         stats.actions["broker-kill"] += 1
@@ -347,6 +375,7 @@ async def _act(rng: random.Random, broker: Broker, daemon: Any, tms: dict[str, _
         log.info("unplugging %s", tid)
         transport = ctrl.transport
         if isinstance(transport, SimTransport):
+            monitor.flap(tid)
             transport.unplug()
 
 

@@ -91,6 +91,10 @@ async def test_acl_read_only_client_cannot_move_a_belt_but_sees_telemetry(
         # The gym-wide e-stop: the daemon's own subscriptions for it pass the ACL too.
         await backend.send("treadctl/all/cmd/estop", b"")
         await backend.state(TID, lambda s: s["state"] == "estopped", since=mark)
+        # The documented ACL lets the daemon's dedicated e-stop connection subscribe: the
+        # e-stop arrived there (not only on the backup path).
+        await until(lambda: daemon.estop_link.handled >= 1, 5, "e-stop on its connection")
+    assert not [r for r in caplog.records if "refused the subscription" in r.getMessage()]
     # Secrets never logged, at any level, by us or by the MQTT libraries.
     assert caplog.records, "nothing was logged at all?"
     for secret in PASSWORDS.values():

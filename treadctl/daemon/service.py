@@ -541,7 +541,8 @@ class Lane:
                     subs = [(self.topics.commands, opts), (self.daemon.gym_filter, opts)]
                     if self.config.homeassistant.enabled:
                         subs.append((f"{self.config.homeassistant.prefix}/status", opts))
-                    await client.subscribe(subs)
+                    granted = await client.subscribe(subs)
+                    _check_granted(f"{self.cfg.id}", [t for t, _ in subs], granted)
                     self.publish(self.topics.status, "online", qos=1, retain=True)
                     self._publish_raw_state()
                     self._publish_discovery()
@@ -694,10 +695,12 @@ class EstopLink:
         self._tail = "/cmd/estop"
         self.up = asyncio.Event()
         self.client: aiomqtt.Client | None = None
+        self.handled = 0  # e-stop messages that arrived on this connection
 
     def _on_estop(self, client: Any, userdata: Any, message: MQTTMessage) -> None:
         topic = message.topic
         tid = topic[len(self._head):-len(self._tail)]
+        self.handled += 1
         try:
             if tid == bridge.ALL:
                 self.daemon.gym_estop(message.payload, message.properties, source="estop")
@@ -721,7 +724,8 @@ class EstopLink:
                 async with client:
                     backoff.reset()
                     self.client = client
-                    await client.subscribe(self.filter, qos=1)
+                    granted = await client.subscribe(self.filter, qos=1)
+                    _check_granted("e-stop connection", [self.filter], granted)
                     self.up.set()
                     async for _message in client.messages:
                         pass  # every e-stop is handled in the callback above
@@ -745,6 +749,16 @@ def merge_limits(site: Limits | None, lane: Limits | None) -> Limits | None:
         else:
             merged[name] = value
     return Limits(**merged)
+
+
+def _check_granted(who: str, filters: list[str], granted: Any) -> None:
+    """A subscription the broker refused (ACL) means commands - or e-stops - that never
+    arrive: say so loudly."""
+    for topic, code in zip(filters, granted or (), strict=False):
+        value = getattr(code, "value", code)
+        if isinstance(value, int) and value >= 0x80:
+            log.error("%s: the broker refused the subscription to %s (%s): check the ACL",
+                      who, topic, code)
 
 
 #: The two copies of one e-stop message (e-stop connection + lane connection) arrive

@@ -80,9 +80,9 @@ class FTMSClient:
         self._own_stops: deque[float] = deque(maxlen=8)
         self._lock = asyncio.Lock()
         self._inflight: tuple[int, asyncio.Future[ftms.ResultCode]] | None = None
-        self._stop_pending = 0
-        self._stops_answered = asyncio.Event()
-        self._stops_answered.set()
+        self._unanswered: list[tuple[int, float]] = []  # (opcode, sent at) not yet answered
+        self._all_answered = asyncio.Event()
+        self._all_answered.set()
         self._last_write = -math.inf
         self._ack_timeout_s = profile.control.ack_timeout_ms / 1000
         self._min_interval_s = profile.control.min_command_interval_ms / 1000
@@ -124,17 +124,36 @@ class FTMSClient:
             log.warning("dropped undecodable notification on 0x%04X: %s", uuid, exc)
 
     def _on_response(self, resp: ftms.ControlPointResponse) -> None:
-        if resp.request_opcode == ftms.OpCode.STOP_OR_PAUSE and self._stop_pending:
-            self._stop_pending -= 1
-            if self._stop_pending == 0:
-                self._stops_answered.set()
-            self.on_stop_result(resp.result)
-            if self._inflight is None or self._inflight[0] != ftms.OpCode.STOP_OR_PAUSE:
-                return
-        if self._inflight is not None and self._inflight[0] == resp.request_opcode:
-            fut = self._inflight[1]
-            if not fut.done():
-                fut.set_result(resp.result)
+        opcode = resp.request_opcode
+        for i, (sent_op, _) in enumerate(self._unanswered):
+            if sent_op == opcode:
+                del self._unanswered[i]
+                break
+        if not self._unanswered:
+            self._all_answered.set()
+        inflight = self._inflight
+        if inflight is not None and inflight[0] == opcode and not inflight[1].done():
+            inflight[1].set_result(resp.result)
+        elif opcode == ftms.OpCode.STOP_OR_PAUSE:
+            self.on_stop_result(resp.result)  # the answer to a stop_now()
+
+    def _sent(self, opcode: int) -> None:
+        self._unanswered.append((opcode, self.clock.now()))
+        self._all_answered.clear()
+
+    async def _wait_answered(self) -> None:
+        """FTMS allows one procedure at a time, and a stop we sent or a procedure a stop
+        pre-empted is still one the firmware will answer: wait for those answers (each
+        at most the ack timeout; an unanswered one is then the firmware's business)."""
+        while self._unanswered:
+            oldest = self._unanswered[0][1]
+            remaining = oldest + self._ack_timeout_s - self.clock.now()
+            if remaining <= 0:
+                self._unanswered.pop(0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_answered.wait(), remaining)
+        self._all_answered.set()
 
     # -- commands ------------------------------------------------------------------------
     def stop_now(self) -> None:
@@ -142,8 +161,7 @@ class FTMSClient:
         self.stops_sent += 1
         self._last_write = self.last_stop_sent = self.clock.now()
         self._own_stops.append(self._last_write)
-        self._stop_pending += 1
-        self._stops_answered.clear()
+        self._sent(ftms.OpCode.STOP_OR_PAUSE)
         try:
             wfut = self.transport.write_nowait(ftms.CONTROL_POINT, self._stop_bytes)
             wfut.add_done_callback(consume_result)
@@ -159,13 +177,7 @@ class FTMSClient:
         if motion and self.motion_blocked:
             raise MotionBlocked(f"{type(request).__name__} refused: controller is latched")
         async with self._lock:
-            if self._stop_pending:
-                # A stop we put on the wire is itself an outstanding procedure.
-                try:
-                    await asyncio.wait_for(self._stops_answered.wait(), self._ack_timeout_s)
-                except TimeoutError:
-                    self._stop_pending = 0  # unanswered: the firmware will say if it is busy
-                    self._stops_answered.set()
+            await self._wait_answered()
             wait = self._last_write + self._min_interval_s - self.clock.now()
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -176,6 +188,7 @@ class FTMSClient:
             fut: asyncio.Future[ftms.ResultCode] = asyncio.get_running_loop().create_future()
             self._inflight = (opcode, fut)
             self._last_write = self.clock.now()
+            self._sent(opcode)
             if opcode == ftms.OpCode.STOP_OR_PAUSE:
                 self.last_stop_sent = self._last_write
                 self._own_stops.append(self._last_write)

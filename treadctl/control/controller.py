@@ -367,10 +367,17 @@ class Controller:
         self._event("command", command="set", speed_kmh=speed_kmh, incline_pct=incline_pct)
 
     def estop(
-        self, reason: str = "remote e-stop", interlock: Interlock = Interlock.REMOTE_ESTOP
+        self,
+        reason: str = "remote e-stop",
+        interlock: Interlock = Interlock.REMOTE_ESTOP,
+        *,
+        stop_sent: bool = False,
     ) -> None:
-        """Emergency stop: synchronous, from any state, any caller."""
-        self._trip(Trip(interlock, reason))
+        """Emergency stop: synchronous, from any state, any caller.
+
+        ``stop_sent=True`` only when the caller put ``client.stop_now()`` on the wire in the
+        same synchronous step (a gym-wide fan-out sends every Stop first, then latches)."""
+        self._trip(Trip(interlock, reason), stop_sent=stop_sent)
 
     def reset(self, reason: str = "reset") -> None:
         """Clear the latch. Never moves the belt; a new start is needed afterwards."""
@@ -411,11 +418,12 @@ class Controller:
         return self._escalation
 
     # ====================================================================== trips
-    def _trip(self, trip: Trip) -> None:
+    def _trip(self, trip: Trip, *, stop_sent: bool = False) -> None:
         first = self.latch.set(trip)
         # Stop goes out first, whatever else is happening - even when already latched.
         self.client.motion_blocked = True
-        self.client.stop_now()
+        if not stop_sent:
+            self.client.stop_now()
         if not first:
             return
         self._monitoring = False
@@ -834,7 +842,6 @@ class Controller:
             if now >= deadline:
                 return
             await asyncio.sleep(min(self.tick_s, deadline - now))
-
 
     async def _pause_cycle(self) -> None:
         assert self._limits is not None

@@ -403,12 +403,14 @@ class Lane:
         ctrl.client.stop_now()
         return True
 
-    def latch(self, gym: bool) -> None:
+    def latch(self, gym: bool, stop_sent: bool = False) -> None:
         interlock = Interlock.GYM_ESTOP if gym else Interlock.REMOTE_ESTOP
         detail = "gym-wide e-stop (MQTT)" if gym else "e-stop (MQTT)"
         ctrl = self.controller
         if ctrl is not None and self.link_up.is_set():
-            ctrl.estop(detail, interlock)  # the stop frame is on the wire when this returns
+            # The stop frame is on the wire when this returns (sent here unless stop_first()
+            # already sent it in this same synchronous step).
+            ctrl.estop(detail, interlock, stop_sent=stop_sent)
         elif self.pending_trip is None:
             self.pending_trip = Trip(interlock, detail + " while the link was down")
         self.stats["estops"] += 1
@@ -844,15 +846,14 @@ class Daemon:
         """Gym-wide e-stop: every lane's Stop on the wire first (one tight loop), then every
         latch, then one ack per lane (deferred). Runs synchronously in paho's read callback.
 
-        Repeated arrivals are cheap (a latched controller only re-sends Stop) and every
+        Repeated arrivals are cheap (one Stop per lane per arrival) and every
         arrival stops again: a gym-wide e-stop is never dropped as a "duplicate"."""
         lanes = list(self.lanes.values())
-        for lane in lanes:
-            lane.stop_first()
+        sent = [lane.stop_first() for lane in lanes]
         now = asyncio.get_running_loop().time()
-        for lane in lanes:
+        for lane, stop_sent in zip(lanes, sent, strict=True):
             lane.gym_estop_at = now
-            lane.latch(gym=True)
+            lane.latch(gym=True, stop_sent=stop_sent)
         loop = asyncio.get_running_loop()
         if self._gym_twins.is_twin(payload, source, now):
             return  # the same message via the backup path: stopped again, acked once

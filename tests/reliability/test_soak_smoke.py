@@ -35,8 +35,11 @@ def test_short_soak_has_no_violations(tmp_path: Path) -> None:
     assert stats.sessions > 0 and stats.samples > 0
 
 
-@pytest.mark.xfail(reason="known gap: a corrupted ack/keepalive burst can trip command-timeout "
-                   "or the firmware watchdog (docs/soak.md)", strict=False)
+@pytest.mark.xfail(
+    reason="known gap: a corrupted ack/keepalive burst can trip command-timeout "
+    "or the firmware watchdog (docs/soak.md)",
+    strict=False,
+)
 def test_garbage_alone_never_trips(tmp_path: Path) -> None:
     stats = _soak(tmp_path)
     assert stats.injected["garbage"] > 0

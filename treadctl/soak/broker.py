@@ -61,20 +61,27 @@ class Broker:
     def __init__(self, workdir: Path) -> None:
         self.port = _free_port()
         self.conf = workdir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
-                 "persistence false", "log_dest stderr", "log_type error"]
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence false",
+            "log_dest stderr",
+            "log_type error",
+        ]
         if os.geteuid() == 0:
             lines.append("user root")
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), 0.2
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
             ):
                 return
             time.sleep(0.02)  # polling the port, not waiting for time to pass
@@ -183,8 +190,10 @@ class _Monitor:
                 if self.start_sent.get(tid, -1.0) < t0:
                     self._no_motion(tid, self.treadmills[tid], t0, now, "after a link flap")
             elif now - t0 > bound:
-                self.stats.violation(f"{tid}: belt at {sim.truth().speed_kmh:.2f} km/h "
-                                     f"{now - t0:.2f} s after the link was cut")
+                self.stats.violation(
+                    f"{tid}: belt at {sim.truth().speed_kmh:.2f} km/h "
+                    f"{now - t0:.2f} s after the link was cut"
+                )
             else:
                 still.append((tid, t0, bound))
         self.flaps = still
@@ -227,8 +236,10 @@ class _Monitor:
                     f"{tid}: belt at {sim.truth().speed_kmh:.2f} km/h {now - w.t_trip:.2f} s "
                     f"after the trip (bound {w.bound_s:.2f} s)"
                 )
-        if w.t_unlatched is not None and ctrl is not None and ctrl.snapshot.state in (
-            State.STARTING, State.RUNNING
+        if (
+            w.t_unlatched is not None
+            and ctrl is not None
+            and ctrl.snapshot.state in (State.STARTING, State.RUNNING)
         ):
             sent = self.start_sent.get(tid, -1.0)
             if sent < w.t_unlatched:
@@ -246,8 +257,11 @@ class _Monitor:
             self.stats.worst_stop_s, self.stats.worst_bound_s = stop_s, bound_s
 
     def _no_motion(self, tid: str, tm: _Treadmill, t0: float, t1: float, what: str) -> None:
-        moved = [(round(t, 3), u, v.hex()) for (t, u, v) in tm.sim.wire_log
-                 if t0 < t < t1 and is_motion_write(tm.profile, u, v)]
+        moved = [
+            (round(t, 3), u, v.hex())
+            for (t, u, v) in tm.sim.wire_log
+            if t0 < t < t1 and is_motion_write(tm.profile, u, v)
+        ]
         if moved:
             self.stats.violation(f"{tid}: motion writes {what}: {moved[:3]}")
 
@@ -256,8 +270,9 @@ async def _publish(port: int, topic: str, payload: dict[str, Any]) -> bool:
     import aiomqtt
 
     try:
-        async with aiomqtt.Client("127.0.0.1", port, identifier=f"soak-{os.getpid()}",
-                                  timeout=2) as client:
+        async with aiomqtt.Client(
+            "127.0.0.1", port, identifier=f"soak-{os.getpid()}", timeout=2
+        ) as client:
             await client.publish(topic, json.dumps(payload), qos=1)
         return True
     except Exception:
@@ -278,13 +293,21 @@ async def _phase(minutes: float, seed: int, workdir: Path, treadmills: int) -> d
         tid: _Treadmill(load_profile(PROFILES[i % len(PROFILES)]), seed + i)
         for i, tid in enumerate(ids)
     }
-    config = parse_config({
-        "mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": f"soak-{seed}",
-                 "keepalive_s": 5},
-        "daemon": {"data_dir": str(workdir / "data"), "broker_grace_s": BROKER_GRACE_S},
-        "treadmill": [{"id": tid, "device": "sim://", "profile": tms[tid].profile.name}
-                      for tid in ids],
-    }, "soak.toml")
+    config = parse_config(
+        {
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": broker.port,
+                "client_id": f"soak-{seed}",
+                "keepalive_s": 5,
+            },
+            "daemon": {"data_dir": str(workdir / "data"), "broker_grace_s": BROKER_GRACE_S},
+            "treadmill": [
+                {"id": tid, "device": "sim://", "profile": tms[tid].profile.name} for tid in ids
+            ],
+        },
+        "soak.toml",
+    )
 
     def factory(tm_cfg: Any, profile: FirmwareProfile) -> _LaneTransport:
         transport = _LaneTransport(tms[tm_cfg.id])
@@ -338,8 +361,15 @@ async def _phase(minutes: float, seed: int, workdir: Path, treadmills: int) -> d
     }
 
 
-async def _drive(tid: str, daemon: Any, monitor: _Monitor, tm: _Treadmill, port: int,
-                 rng: random.Random, stats: BrokerStats) -> None:
+async def _drive(
+    tid: str,
+    daemon: Any,
+    monitor: _Monitor,
+    tm: _Treadmill,
+    port: int,
+    rng: random.Random,
+    stats: BrokerStats,
+) -> None:
     """The gym back-end: start idle lanes, reset latched ones once their belt stands."""
     lane = daemon.lanes.get(tid)
     ctrl = lane.controller if lane is not None else None
@@ -357,8 +387,14 @@ async def _drive(tid: str, daemon: Any, monitor: _Monitor, tm: _Treadmill, port:
             stats.starts += 1
 
 
-async def _act(rng: random.Random, broker: Broker, daemon: Any, tms: dict[str, _Treadmill],
-               stats: BrokerStats, monitor: _Monitor) -> None:
+async def _act(
+    rng: random.Random,
+    broker: Broker,
+    daemon: Any,
+    tms: dict[str, _Treadmill],
+    stats: BrokerStats,
+    monitor: _Monitor,
+) -> None:
     if rng.random() < 0.5:
         outage = rng.uniform(2.0, 8.0)
         stats.actions["broker-kill"] += 1

@@ -363,8 +363,11 @@ class Lane:
                     # Known controller gap (docs/soak.md): after a failed direction change
                     # the firmware keeps the other direction and every new start trips on
                     # direction mismatch. Staff power-cycle the treadmill: a new link.
-                    if (trip is None and self.ctl is ctl
-                            and "direction" in self.stats.spontaneous[-1]):
+                    if (
+                        trip is None
+                        and self.ctl is ctl
+                        and "direction" in self.stats.spontaneous[-1]
+                    ):
                         await self._reconnect()
                 task = None
                 continue
@@ -513,8 +516,10 @@ class Lane:
         stopped = await _poll(lambda: sim.truth().speed_kmh == 0.0, bound + 1.0)
         t_stop = sim.truth().t_s
         if not stopped:
-            self.stats.violation(f"{what}: belt still at {sim.truth().speed_kmh:.2f} km/h "
-                                 f"{bound + 1.0:.1f} s after the trip")
+            self.stats.violation(
+                f"{what}: belt still at {sim.truth().speed_kmh:.2f} km/h "
+                f"{bound + 1.0:.1f} s after the trip"
+            )
         else:
             self.stats.stop(t_stop - t_trip, bound, what)
             if t_stop - t_trip > bound:
@@ -563,8 +568,11 @@ class Lane:
     async def _check_still(self, what: str, t_from: float, t_stop: float | None) -> None:
         sim = self.sim
         prof = self.profile
-        moved = [(t, u, v.hex()) for (t, u, v) in sim.wire_log
-                 if t > t_from and is_motion_write(prof, u, v)]
+        moved = [
+            (t, u, v.hex())
+            for (t, u, v) in sim.wire_log
+            if t > t_from and is_motion_write(prof, u, v)
+        ]
         if moved:
             self.stats.violation(f"{what}: motion writes while latched/before start: {moved[:3]}")
         if t_stop is not None:
@@ -627,8 +635,16 @@ async def soak_virtual(
     loop = asyncio.get_running_loop()
     end_t = loop.time() + hours * 3600.0
     lanes = [
-        Lane(i, PROFILES[i % len(PROFILES)], rng=random.Random(seed * 7919 + i),
-             deck=deck, store=store, stats=stats, end_t=end_t, gap_s=gap_s)
+        Lane(
+            i,
+            PROFILES[i % len(PROFILES)],
+            rng=random.Random(seed * 7919 + i),
+            deck=deck,
+            store=store,
+            stats=stats,
+            end_t=end_t,
+            gap_s=gap_s,
+        )
         for i in indices
     ]
     try:
@@ -663,14 +679,21 @@ def _run_lanes(
     async def main() -> SoakStats:
         guard = _StallGuard(asyncio.get_running_loop(), stalls)
         try:
-            stats = await soak_virtual(hours=hours, treadmills=treadmills, seed=seed,
-                                       data_dir=Path(data_dir), gap_s=gap_s, lanes_of=lanes_of)
+            stats = await soak_virtual(
+                hours=hours,
+                treadmills=treadmills,
+                seed=seed,
+                data_dir=Path(data_dir),
+                gap_s=gap_s,
+                lanes_of=lanes_of,
+            )
         finally:
             guard.stop()
         stats.time_stalls = len(stalls)
         stats.findings += [
             f"virtual time stood still at t={t:.6f} s (a sub-nanosecond sleep loop, see "
-            f"docs/soak.md); nudged by 1 us" for t in stalls[:10]
+            f"docs/soak.md); nudged by 1 us"
+            for t in stalls[:10]
         ]
         return stats
 
@@ -716,9 +739,19 @@ def merge(parts: list[SoakStats]) -> SoakStats:
         out.treadmills += p.treadmills
         for name in ("injected", "tripped", "no_effect", "interlocks"):
             getattr(out, name).update(getattr(p, name))
-        for name in ("stops_checked", "stops_within", "spontaneous_trips", "link_drops",
-                     "reconnects", "sessions", "sessions_finished", "samples", "data_checks",
-                     "ts_regressions", "time_stalls"):
+        for name in (
+            "stops_checked",
+            "stops_within",
+            "spontaneous_trips",
+            "link_drops",
+            "reconnects",
+            "sessions",
+            "sessions_finished",
+            "samples",
+            "data_checks",
+            "ts_regressions",
+            "time_stalls",
+        ):
             setattr(out, name, getattr(out, name) + getattr(p, name))
         out.violations += p.violations
         out.spontaneous += p.spontaneous
@@ -775,8 +808,10 @@ def format_table(stats: SoakStats) -> str:
             f"{name:<18} {stats.injected[name]:>8} {stats.tripped[name]:>8} "
             f"{stats.no_effect[name]:>8}"
         )
-    lines.append(f"{'total':<18} {sum(stats.injected.values()):>8} "
-                 f"{sum(stats.tripped.values()):>8} {sum(stats.no_effect.values()):>8}")
+    lines.append(
+        f"{'total':<18} {sum(stats.injected.values()):>8} "
+        f"{sum(stats.tripped.values()):>8} {sum(stats.no_effect.values()):>8}"
+    )
     lines += ["", f"{'interlock':<20} {'trips':>6}"]
     for name, n in sorted(stats.interlocks.items()):
         lines.append(f"{name:<20} {n:>6}")
@@ -806,31 +841,46 @@ def format_table(stats: SoakStats) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m treadctl.soak", description=__doc__.split(
-        "\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m treadctl.soak", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--hours", type=float, default=8.0, help="simulated hours (default 8)")
     parser.add_argument("--treadmills", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="keep the session store here (default: a temp dir)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="processes to spread the lanes over (default: CPU count)")
-    parser.add_argument("--broker-phase", action="store_true",
-                        help="also run the REAL-TIME daemon + mosquitto phase")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="keep the session store here (default: a temp dir)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes to spread the lanes over (default: CPU count)",
+    )
+    parser.add_argument(
+        "--broker-phase",
+        action="store_true",
+        help="also run the REAL-TIME daemon + mosquitto phase",
+    )
     parser.add_argument("--broker-minutes", type=float, default=3.0)
     parser.add_argument("--skip-virtual", action="store_true", help="only the broker phase")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     if args.hours <= 0 or args.treadmills < 1:
         parser.error("--hours must be > 0 and --treadmills >= 1")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.CRITICAL,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     violations = 0
     out: dict[str, Any] = {}
     if not args.skip_virtual:
-        stats = run_soak(args.hours, args.treadmills, args.seed, args.data_dir,
-                         workers=args.workers)
+        stats = run_soak(
+            args.hours, args.treadmills, args.seed, args.data_dir, workers=args.workers
+        )
         violations += len(stats.violations)
         out["virtual"] = {**stats.as_dict(), "table": format_table(stats)}
         if not args.json:
@@ -849,5 +899,3 @@ def main(argv: list[str] | None = None) -> int:
     elif violations:
         print(f"\n{violations} violation(s)")
     return 1 if violations else 0
-
-

@@ -113,7 +113,10 @@ async def serve_stream(sim: SimTreadmill, stream: ByteStream) -> None:
                     dispatch(frame)  # noise that happens to be a valid frame is acted on
                 await sim.clock.sleep(NOISE_INTERVAL_S)
             else:
-                await sim.clock.sleep(GARBAGE_PERIOD_S - sim.now_s() % GARBAGE_PERIOD_S)
+                # At least 1 ms: a sleep below the clock's resolution would not move virtual
+                # time, and this loop would spin at the burst boundary forever.
+                remaining = GARBAGE_PERIOD_S - sim.now_s() % GARBAGE_PERIOD_S
+                await sim.clock.sleep(max(remaining, 1e-3))
 
     sim.attach(notify)
     sim.add_fault_listener(on_fault)

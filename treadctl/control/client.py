@@ -26,10 +26,12 @@ from collections.abc import Callable
 from treadctl import ftms
 from treadctl.clock import Clock
 from treadctl.profiles import FirmwareProfile
-from treadctl.transport.base import Transport, TransportError, WriteRejected
+from treadctl.transport.base import ResponseTimeout, Transport, TransportError, WriteRejected
 from treadctl.types import Direction
 
 log = logging.getLogger(__name__)
+
+ATT_PROCEDURE_IN_PROGRESS = 0xFE
 
 _MOTION_OPCODES = frozenset(
     {
@@ -43,9 +45,12 @@ _MOTION_OPCODES = frozenset(
 class CommandError(Exception):
     """A control-point procedure did not succeed."""
 
-    def __init__(self, message: str, result: ftms.ResultCode | None = None) -> None:
+    def __init__(
+        self, message: str, result: ftms.ResultCode | None = None, att_status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.result = result
+        self.att_status = att_status
 
 
 class CommandTimeout(CommandError):
@@ -74,6 +79,7 @@ class FTMSClient:
         self.on_direction: Callable[[Direction], None] = lambda d: None
         self.on_stop_result: Callable[[ftms.ResultCode], None] = lambda r: None
         self.decode_errors = 0
+        self.retries = 0
         self.stops_sent = 0
         #: When we last put a Stop or Pause on the wire (a machine status echoing it is ours).
         self.last_stop_sent = -math.inf
@@ -148,7 +154,7 @@ class FTMSClient:
         while self._unanswered:
             oldest = self._unanswered[0][1]
             remaining = oldest + self._ack_timeout_s - self.clock.now()
-            if remaining <= 0:
+            if remaining <= 1e-6:
                 self._unanswered.pop(0)
                 continue
             with contextlib.suppress(TimeoutError):
@@ -171,7 +177,29 @@ class FTMSClient:
             self._inflight[1].set_exception(Preempted("pre-empted by stop"))
 
     async def command(self, request: ftms.ControlPointRequest) -> None:
-        """Run one control-point procedure to success or raise CommandError."""
+        """Run one control-point procedure to success or raise CommandError.
+
+        A procedure whose answer does not come in time is sent once more before giving up:
+        every opcode we use is idempotent (the same setpoint, Start while running, Stop),
+        and a single frame lost to line noise is not a reason to stop a runner. A firmware
+        that really stopped answering times out twice and trips command-timeout."""
+        name = type(request).__name__
+        try:
+            await self._command_once(request)
+        except CommandTimeout:
+            self.retries += 1
+            log.warning("%s not answered; sending it once more", name)
+            try:
+                await self._command_once(request)
+            except CommandError as exc:
+                if exc.att_status == ATT_PROCEDURE_IN_PROGRESS:
+                    # Still busy with the first one: the firmware is too slow, not refusing.
+                    raise CommandTimeout(
+                        f"{name}: firmware still busy after the ack timeout"
+                    ) from None
+                raise
+
+    async def _command_once(self, request: ftms.ControlPointRequest) -> None:
         opcode = request.opcode
         motion = opcode in _MOTION_OPCODES
         if motion and self.motion_blocked:
@@ -201,7 +229,9 @@ class FTMSClient:
                     f"{type(request).__name__}: no response within {self._ack_timeout_s:.2f} s"
                 ) from None
             except WriteRejected as exc:
-                raise CommandError(f"{type(request).__name__}: {exc}") from None
+                raise CommandError(
+                    f"{type(request).__name__}: {exc}", att_status=exc.status
+                ) from None
             except TransportError as exc:
                 raise CommandError(f"{type(request).__name__}: link error: {exc}") from None
             finally:
@@ -233,18 +263,24 @@ class FTMSClient:
         if self.motion_blocked:
             raise MotionBlocked("direction change refused: controller is latched")
         value = ftms.encode_belt_direction(ftms.BeltDirection(direction is Direction.REVERSE))
+        uuid = self.profile.reverse.characteristic
         try:
-            await self.transport.write(
-                self.profile.reverse.characteristic, value, timeout_s=self._ack_timeout_s
-            )
+            try:
+                await self.transport.write(uuid, value, timeout_s=self._ack_timeout_s)
+            except ResponseTimeout:  # lost write-response: the write is idempotent, once more
+                self.retries += 1
+                await self.transport.write(uuid, value, timeout_s=self._ack_timeout_s)
         except TransportError as exc:
             raise CommandError(f"direction write: {exc}") from None
 
     async def read_direction(self) -> Direction:
+        uuid = self.profile.reverse.characteristic
         try:
-            value = await self.transport.read(
-                self.profile.reverse.characteristic, timeout_s=self._ack_timeout_s
-            )
+            try:
+                value = await self.transport.read(uuid, timeout_s=self._ack_timeout_s)
+            except ResponseTimeout:  # a read is harmless to repeat once
+                self.retries += 1
+                value = await self.transport.read(uuid, timeout_s=self._ack_timeout_s)
             reverse = ftms.decode_belt_direction(value).reverse
         except (TransportError, ftms.FTMSDecodeError) as exc:
             raise CommandError(f"direction read-back: {exc}") from None

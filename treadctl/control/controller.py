@@ -926,8 +926,15 @@ class Controller:
 
     async def _start_belt(self, direction: Direction, limits: EffectiveLimits) -> None:
         """From standstill: first setpoint at the minimum speed, Start, wait for motion."""
-        self.commanded_dir = direction
         self._stop_envelope = None
+        # Trust the machine, not our memory: after a failed direction change the firmware
+        # may hold the other direction. Ask it before every start.
+        if (
+            self.profile.reverse.method == "vendor-characteristic"
+            and await self.client.read_direction() is not direction
+        ):
+            await self._change_direction(direction, limits)
+        self.commanded_dir = direction
         first = limits.min_speed_kmh
         signed = -first if direction is Direction.REVERSE and self.client.signed_speed else first
         self._tracking.reset()

@@ -205,10 +205,16 @@ class FTMSClient:
         if motion and self.motion_blocked:
             raise MotionBlocked(f"{type(request).__name__} refused: controller is latched")
         async with self._lock:
-            await self._wait_answered()
-            wait = self._last_write + self._min_interval_s - self.clock.now()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            # Until the firmware has answered everything and the interval has passed, with
+            # no await between the last check and the write (a stop_now() may slip in).
+            while True:
+                await self._wait_answered()
+                wait = self._last_write + self._min_interval_s - self.clock.now()
+                if wait > 1e-6:
+                    await asyncio.sleep(wait)
+                    continue
+                if not self._unanswered:
+                    break
             # Re-check: a latch may have tripped while we waited our turn.
             if motion and self.motion_blocked:
                 raise MotionBlocked(f"{type(request).__name__} refused: controller is latched")

@@ -77,8 +77,16 @@ async def _fault_to_stop(trials: int) -> tuple[list[float], list[float]]:
             while True:
                 data = await device.read()
                 for frame in decoder.feed(data):
+                    if frame.type is FrameType.WRITE:
+                        # Answer like a firmware would, so no request stays in flight.
+                        device.write(
+                            encode_frame(
+                                Frame(FrameType.WRITE_RESPONSE, frame.uuid, b"\x00", frame.seq)
+                            )
+                        )
                     if frame.type is FrameType.WRITE and frame.value == stop:
-                        fut.set_result(time.perf_counter())
+                        if not fut.done():
+                            fut.set_result(time.perf_counter())
                         return
 
         waiter = loop.create_task(wait_stop())

@@ -157,8 +157,11 @@ class FTMSClient:
             if remaining <= 1e-6:
                 self._unanswered.pop(0)
                 continue
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that lands as the inner wait completes, and a stopping task must stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._all_answered.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._all_answered.wait()
         self._all_answered.set()
 
     # -- commands ------------------------------------------------------------------------
@@ -229,7 +232,8 @@ class FTMSClient:
             try:
                 wfut = self.transport.write_nowait(ftms.CONTROL_POINT, payload)
                 wfut.add_done_callback(lambda w: _fail_on_write_error(w, fut))
-                result = await asyncio.wait_for(fut, self._ack_timeout_s)
+                async with asyncio.timeout(self._ack_timeout_s):
+                    result = await fut
             except TimeoutError:
                 raise CommandTimeout(
                     f"{type(request).__name__}: no response within {self._ack_timeout_s:.2f} s"

@@ -240,9 +240,9 @@ class Controller:
         if self._escalation is not None:
             self._escalation.cancel()
         pending = [t for t in [*self._tasks, self._escalation] if t is not None]
-        for pending_task in pending:
-            with contextlib.suppress(BaseException):
-                await pending_task
+        if pending:
+            # Bounded: closing must never hang on a task that will not finish.
+            await asyncio.wait(pending, timeout=2.0)
         self._tasks.clear()
         await self.client.close()
         self._opened = False
@@ -575,7 +575,10 @@ class Controller:
         if trip is None:
             trip = check_direction(self.measured_dir, d, self.measured_kmh, self.cfg)
         if trip is None:
-            trip = self._tracking.update(self.measured_kmh, reference, now)
+            # While stopping, anything between the setpoint and the envelope is on track
+            # (a firmware may brake harder than the envelope assumes).
+            tracked = min(max(self.measured_kmh, self.commanded_kmh), reference)
+            trip = self._tracking.update(self.measured_kmh, tracked, now)
         if trip is None:
             trip, self._hr_above_since = check_heart_rate(
                 td.heart_rate_bpm, lim.max_hr_bpm, self._hr_above_since, now, self.cfg
@@ -679,7 +682,8 @@ class Controller:
                     step, wait = self._next_speed_step(speed)
                     if wait > 0:
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._want_changed.wait(), wait)
+                            async with asyncio.timeout(wait):
+                                await self._want_changed.wait()
                         self._want_changed.clear()
                         continue
                     await self._send_speed(step)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from treadctl.soak import ALL_FAULTS, SoakStats, format_table, run_soak
 
 _cache: dict[str, SoakStats] = {}
@@ -24,9 +22,7 @@ def _soak(tmp_path: Path) -> SoakStats:
 def test_short_soak_has_no_violations(tmp_path: Path) -> None:
     stats = _soak(tmp_path)
     table = format_table(stats)
-    # Garbage-only trips are tracked by the xfail test below (docs/soak.md, known gaps).
-    others = [v for v in stats.violations if "garbage alone tripped" not in v]
-    assert others == [], table
+    assert stats.violations == [], table
     missing = [name for name in ALL_FAULTS if stats.injected[name] == 0]
     assert missing == [], f"fault types never injected: {missing}\n{table}"
     assert stats.stops_checked > 0
@@ -35,11 +31,6 @@ def test_short_soak_has_no_violations(tmp_path: Path) -> None:
     assert stats.sessions > 0 and stats.samples > 0
 
 
-@pytest.mark.xfail(
-    reason="known gap: a corrupted ack/keepalive burst can trip command-timeout "
-    "or the firmware watchdog (docs/soak.md)",
-    strict=False,
-)
 def test_garbage_alone_never_trips(tmp_path: Path) -> None:
     stats = _soak(tmp_path)
     assert stats.injected["garbage"] > 0

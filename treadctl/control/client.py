@@ -32,6 +32,9 @@ from treadctl.types import Direction
 log = logging.getLogger(__name__)
 
 ATT_PROCEDURE_IN_PROGRESS = 0xFE
+#: Sends of one procedure before command-timeout trips: frames lost to line noise are
+#: retried; a firmware that stopped answering is detected after this many ack timeouts.
+COMMAND_ATTEMPTS = 3
 
 _MOTION_OPCODES = frozenset(
     {
@@ -182,21 +185,24 @@ class FTMSClient:
     async def command(self, request: ftms.ControlPointRequest) -> None:
         """Run one control-point procedure to success or raise CommandError.
 
-        A procedure whose answer does not come in time is sent once more before giving up:
+        A procedure whose answer does not come in time is sent again (COMMAND_ATTEMPTS sends
+        in all) before giving up:
         every opcode we use is idempotent (the same setpoint, Start while running, Stop),
         and a single frame lost to line noise is not a reason to stop a runner. A firmware
         that really stopped answering times out twice and trips command-timeout."""
         name = type(request).__name__
-        try:
-            await self._command_once(request)
-        except CommandTimeout:
-            self.retries += 1
-            log.warning("%s not answered; sending it once more", name)
+        for attempt in range(COMMAND_ATTEMPTS):
             try:
                 await self._command_once(request)
+                return
+            except CommandTimeout:
+                if attempt == COMMAND_ATTEMPTS - 1:
+                    raise
+                self.retries += 1
+                log.warning("%s not answered; sending it again", name)
             except CommandError as exc:
-                if exc.att_status == ATT_PROCEDURE_IN_PROGRESS:
-                    # Still busy with the first one: the firmware is too slow, not refusing.
+                if attempt and exc.att_status == ATT_PROCEDURE_IN_PROGRESS:
+                    # Still busy with an earlier send: the firmware is too slow, not refusing.
                     raise CommandTimeout(
                         f"{name}: firmware still busy after the ack timeout"
                     ) from None

@@ -35,6 +35,7 @@ from treadctl.control.client import (
     CommandTimeout,
     FTMSClient,
     MotionBlocked,
+    Preempted,
     consume_result,
 )
 from treadctl.control.planner import Ramp, incline_ramp, on_grid, quantize_toward, speed_ramp
@@ -485,8 +486,8 @@ class Controller:
 
     def _trip_command(self, exc: CommandError) -> None:
         """A failed procedure is an interlock: which one depends on how it failed."""
-        if self.latch.latched or isinstance(exc, MotionBlocked):
-            return
+        if self.latch.latched or isinstance(exc, MotionBlocked | Preempted):
+            return  # latched already, or our own stop overtook this procedure
         if isinstance(exc, CommandTimeout):
             interlock = Interlock.COMMAND_TIMEOUT
         elif isinstance(exc, DirectionError):

@@ -210,3 +210,16 @@ async def test_corrupted_frames_are_counted_and_logged(mosquitto: Any, tmp_path:
                                and s.get("link", {}).get("dropped", 0) > 0)
         assert st["link"]["crc_errors"] + st["link"]["cobs_errors"] + \
             st["link"]["length_errors"] > 0
+
+
+async def test_mqtt_sockets_have_nagle_off(mosquitto: Any, tmp_path: Path) -> None:
+    """paho leaves Nagle on: a small packet (an e-stop ack, a state message) written while
+    an earlier one is unacknowledged would wait ~40 ms for the broker's delayed ACK."""
+    import socket
+
+    async with running_daemon(make_config(mosquitto, tmp_path, [TID, "lane-2"])) as daemon:
+        clients = [lane.client for lane in daemon.lanes.values()] + [daemon.estop_link.client]
+        assert len(clients) == 3 and None not in clients
+        for client in clients:
+            sock = client._client.socket()  # type: ignore[union-attr]
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

@@ -38,6 +38,7 @@ import contextlib
 import gc
 import logging
 import math
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -663,7 +664,7 @@ def mqtt_client(config: DaemonConfig, identifier: str, will: aiomqtt.Will | None
             tls_context.load_cert_chain(m.tls.cert_file, m.tls.key_file)
         if m.tls.insecure:
             tls_context.check_hostname = False
-    return aiomqtt.Client(
+    return tcp_nodelay(aiomqtt.Client(
         m.host,
         m.port,
         username=m.username,
@@ -675,7 +676,27 @@ def mqtt_client(config: DaemonConfig, identifier: str, will: aiomqtt.Will | None
         timeout=10.0,
         tls_context=tls_context,
         tls_insecure=m.tls.insecure if m.tls is not None else None,
-    )
+    ))
+
+
+def tcp_nodelay(client: aiomqtt.Client) -> aiomqtt.Client:
+    """Turn Nagle off on every socket ``client`` opens (paho leaves it on).
+
+    With Nagle on, a small MQTT packet written while an earlier one is still unacknowledged
+    waits for the peer's delayed ACK, ~40 ms on Linux: measured here on e-stop acks, state
+    messages and a publisher's e-stop. The hook wraps aiomqtt's own socket-open callback,
+    so it holds for every reconnect."""
+    paho = client._client
+    inner = paho.on_socket_open
+
+    def on_socket_open(paho_client: Any, userdata: Any, sock: Any) -> None:
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if inner is not None:
+            inner(paho_client, userdata, sock)
+
+    paho.on_socket_open = on_socket_open
+    return client
 
 
 class EstopLink:

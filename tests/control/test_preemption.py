@@ -3,10 +3,17 @@ next frame that reaches the (simulated) firmware, and nothing that moves follows
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
+
 from treadctl import ftms
+from treadctl.clock import LoopClock, run_virtual
+from treadctl.control.client import FTMSClient, Preempted
 from treadctl.control.controller import Controller
+from treadctl.profiles import load_profile
+from treadctl.transport.sim import SimTransport
 
 from harness import is_motion_write, program, wait_for, with_sim
 
@@ -58,3 +65,55 @@ def test_stop_now_bytes_leave_before_the_call_returns() -> None:
         stream.write = original
 
     with_sim(scenario)
+
+
+@pytest.mark.parametrize("profile", ["kinetic-rx2", "treadctl-reference"])
+def test_retry_of_a_setpoint_never_follows_a_stop_queued_behind_it(profile: str) -> None:
+    """Soak finding (8 h, seed 1, soak-4): a SetTargetSpeed whose answer was lost to line
+    noise timed out; the lock was free between its sends, so the controlled Stop queued
+    behind it went out first, and the retry reached a kinetic-rx2 after that Stop
+    ("speed before Start": operation_failed -> command-rejected trip). The Stop supersedes
+    the setpoint: the retry must not be sent at all."""
+
+    async def main() -> None:
+        prof = load_profile(profile)
+        transport = SimTransport(prof, seed=3)
+        client = FTMSClient(transport, prof, LoopClock())
+        await client.connect()
+        sim = transport.sim
+        try:
+            await client.request_control()
+            if prof.control.requires_start_before_speed:
+                await client.command(ftms.StartOrResume())
+                await client.command(ftms.SetTargetSpeed(2.0))
+            else:
+                await client.command(ftms.SetTargetSpeed(2.0))
+                await client.command(ftms.StartOrResume())
+            # Line noise eats the answer to the next setpoint (once).
+            deliver = transport._notify
+            assert deliver is not None
+            lost: list[bytes] = []
+
+            def noisy(uuid: int, value: bytes) -> None:
+                if uuid == ftms.CONTROL_POINT and value[:2] == b"\x80\x02" and not lost:
+                    lost.append(value)
+                    return
+                deliver(uuid, value)
+
+            transport.set_notify_handler(noisy)
+            setpoint = asyncio.create_task(client.command(ftms.SetTargetSpeed(3.0)))
+            n = len(sim.wire_log)
+            assert await wait_for(lambda: len(sim.wire_log) > n, 1, step_s=0.001)
+            stop = asyncio.create_task(client.command(ftms.StopOrPause(pause=False)))
+            with pytest.raises(Preempted):
+                await setpoint
+            await stop
+            assert lost  # the answer really was lost, so the setpoint was due for a retry
+            await asyncio.sleep(2 * prof.control.ack_timeout_ms / 1000)
+            i_stop = next(i for i, w in enumerate(sim.wire_log) if w[2] == STOP and i >= n)
+            assert not [w for w in sim.wire_log[i_stop:] if is_motion_write(w[1], w[2])]
+        finally:
+            await client.close()
+            await transport.close()
+
+    run_virtual(main)

@@ -86,6 +86,9 @@ class FTMSClient:
         self.stops_sent = 0
         #: When we last put a Stop or Pause on the wire (a machine status echoing it is ours).
         self.last_stop_sent = -math.inf
+        #: Stops and Pauses put on the wire so far, by either path (``stop_now`` or a
+        #: ``command``): a motion procedure asked for before one of them is superseded.
+        self._stops_on_wire = 0
         self._own_stops: deque[float] = deque(maxlen=8)
         self._lock = asyncio.Lock()
         self._inflight: tuple[int, asyncio.Future[ftms.ResultCode]] | None = None
@@ -171,6 +174,7 @@ class FTMSClient:
     def stop_now(self) -> None:
         """Put a Stop on the wire now, pre-empting whatever waits. Never raises."""
         self.stops_sent += 1
+        self._stops_on_wire += 1
         self._last_write = self.last_stop_sent = self.clock.now()
         self._own_stops.append(self._last_write)
         self._sent(ftms.OpCode.STOP_OR_PAUSE)
@@ -189,11 +193,18 @@ class FTMSClient:
         in all) before giving up:
         every opcode we use is idempotent (the same setpoint, Start while running, Stop),
         and a single frame lost to line noise is not a reason to stop a runner. A firmware
-        that really stopped answering times out twice and trips command-timeout."""
+        that really stopped answering times out twice and trips command-timeout.
+
+        A motion procedure (speed, incline, Start) is never put on the wire after a Stop or
+        Pause that left after it was asked for: the lock is released between sends, so a
+        controlled Stop queued behind it goes out first, and the stop supersedes it. It
+        raises :class:`Preempted` instead (a retried setpoint after our own Stop reached a
+        kinetic-rx2 as "speed before Start" and tripped command-rejected, docs/soak.md)."""
         name = type(request).__name__
+        stops_before = self._stops_on_wire
         for attempt in range(COMMAND_ATTEMPTS):
             try:
-                await self._command_once(request)
+                await self._command_once(request, stops_before)
                 return
             except CommandTimeout:
                 if attempt == COMMAND_ATTEMPTS - 1:
@@ -208,7 +219,7 @@ class FTMSClient:
                     ) from None
                 raise
 
-    async def _command_once(self, request: ftms.ControlPointRequest) -> None:
+    async def _command_once(self, request: ftms.ControlPointRequest, stops_before: int) -> None:
         opcode = request.opcode
         motion = opcode in _MOTION_OPCODES
         if motion and self.motion_blocked:
@@ -227,12 +238,15 @@ class FTMSClient:
             # Re-check: a latch may have tripped while we waited our turn.
             if motion and self.motion_blocked:
                 raise MotionBlocked(f"{type(request).__name__} refused: controller is latched")
+            if motion and self._stops_on_wire != stops_before:
+                raise Preempted(f"{type(request).__name__}: superseded by a stop sent after it")
             payload = ftms.encode_control_point(request, signed_speed=self.signed_speed)
             fut: asyncio.Future[ftms.ResultCode] = asyncio.get_running_loop().create_future()
             self._inflight = (opcode, fut)
             self._last_write = self.clock.now()
             self._sent(opcode)
             if opcode == ftms.OpCode.STOP_OR_PAUSE:
+                self._stops_on_wire += 1
                 self.last_stop_sent = self._last_write
                 self._own_stops.append(self._last_write)
             try:

@@ -5,9 +5,10 @@ run`` uses one for a single session). Three activities share it:
 
 * the **session task** walks the program: segment entry, direction changes through a
   measured standstill plus dwell and a read-back, pause/resume, the final ramp down;
-* the **loop task** ticks at ``tick_hz``: keepalive to the firmware's watchdog, timer
-  interlocks (telemetry silence, dead-man heartbeat), and following the current ramps by
-  handing setpoints to the sender;
+* the **loop task** ticks at ``tick_hz``: keepalive to the firmware's watchdog (more often
+  than a tick when the profile's link timeout is short), timer interlocks (telemetry
+  silence, dead-man heartbeat), and following the current ramps by handing setpoints to
+  the sender;
 * the **sender task** puts the latest wanted setpoints on the wire, one procedure at a
   time, only when they moved by an increment.
 
@@ -126,6 +127,11 @@ class SessionResult:
     summary: dict[str, Any] | None = None  # from the session store, when recording
 
 
+#: The controller's loop sends at least this many keepalives per firmware link timeout, so
+#: the firmware watchdog only fires after every host frame was lost for 7/8 of it.
+KEEPALIVES_PER_LINK_TIMEOUT = 8
+
+
 class DirectionError(CommandError):
     """The machine's direction read-back does not match what was commanded."""
 
@@ -156,6 +162,15 @@ class Controller:
         self.site_limits = site_limits
         self.cfg = safety or SafetyConfig()
         self.tick_s = 1.0 / tick_hz
+        # Keepalives go out from the loop (a hung loop must starve the firmware watchdog), at
+        # least KEEPALIVES_PER_LINK_TIMEOUT per link_timeout_ms and at least once per tick:
+        # the link then survives losing every host frame for 7/8 of the timeout (a noise
+        # burst), with margin, instead of racing the deadline (docs/soak.md, soak-3).
+        link_timeout_s = profile.control.link_timeout_ms / 1000
+        self._keepalives_per_tick = max(
+            1, math.ceil(self.tick_s * KEEPALIVES_PER_LINK_TIMEOUT / link_timeout_s - 1e-9)
+        )
+        self.keepalive_s = self.tick_s / self._keepalives_per_tick
         self.treadmill_id = treadmill_id
         self.site_heartbeat_s = heartbeat_s
         self.recorder_factory = recorder_factory
@@ -616,20 +631,25 @@ class Controller:
 
     # ====================================================================== loop + sender
     async def _loop(self) -> None:
-        """Fixed-rate loop: keepalive, timer interlocks, ramp following."""
+        """Fixed-rate loop: timer interlocks and ramp following every tick, a keepalive
+        every ``keepalive_s`` (a tick, or a fraction of it when the link timeout is short)."""
         next_t = self.clock.now()
+        step = 0
         while True:
-            next_t += self.tick_s
+            next_t += self.keepalive_s
             delay = next_t - self.clock.now()
             if delay > 0:
                 await asyncio.sleep(delay)
             else:
                 next_t = self.clock.now()  # overran: do not try to catch up in a burst
-            try:
-                self._tick(self.clock.now())
-            except Exception as exc:  # an error in the loop is itself an interlock
-                log.exception("control loop error")
-                self._trip(Trip(Interlock.INTERNAL_ERROR, f"control loop: {exc!r}"))
+            step += 1
+            if step >= self._keepalives_per_tick:
+                step = 0
+                try:
+                    self._tick(self.clock.now())
+                except Exception as exc:  # an error in the loop is itself an interlock
+                    log.exception("control loop error")
+                    self._trip(Trip(Interlock.INTERNAL_ERROR, f"control loop: {exc!r}"))
             with contextlib.suppress(Exception):
                 await self.transport.keepalive()
 

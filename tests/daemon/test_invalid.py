@@ -126,3 +126,54 @@ async def test_retained_command_is_not_replayed(mosquitto: Any, tmp_path: Path) 
                 assert ctrl is not None and ctrl.snapshot.state.value == "idle"
         finally:
             await probe.send(f"treadctl/{TID}/cmd/start", b"", retain=True)  # clear it
+
+
+async def test_stop_is_never_rate_limited_or_queued(mosquitto: Any, tmp_path: Path) -> None:
+    """A flood of other commands has drained the bucket: cmd/stop still stops the belt."""
+    config = make_config(mosquitto, tmp_path, daemon={"command_rate_per_s": 1})
+    async with Probe(mosquitto.port) as probe, running_daemon(config) as daemon:
+        assert (await probe.command(TID, "start", {"program": WALK}))["type"] == "ack"
+        ctrl = daemon.lanes[TID].controller
+        assert ctrl is not None
+        await until(lambda: ctrl.transport.sim.truth().speed_kmh > 1.0, 15, "belt moving")
+        mark = probe.mark()
+        for i in range(20):
+            await probe.send(f"treadctl/{TID}/cmd/heartbeat", {"request_id": f"f{i}"}, qos=0)
+        await probe.send(f"treadctl/{TID}/cmd/stop", {"request_id": "halt"})
+        replies = await _replies(probe, mark, 20)
+        assert any("rate limited" in r.get("error", "") for r in replies)
+        reply = await probe.event(TID, "ack", since=mark, request_id="halt")
+        assert reply["command"] == "stop"
+        await until(lambda: ctrl.transport.sim.truth().speed_kmh == 0.0, 30, "belt stopped")
+        assert not ctrl.latch.latched  # a controlled stop, not an interlock
+
+
+async def test_stop_drops_motion_commands_queued_before_it(mosquitto: Any, tmp_path: Path
+                                                           ) -> None:
+    """Commands queued before a stop were sent before it: they must not run after it."""
+    from treadctl.daemon import bridge
+    from treadctl.daemon.service import _Queued
+
+    config = make_config(mosquitto, tmp_path)
+    async with Probe(mosquitto.port) as probe, running_daemon(config) as daemon:
+        lane = daemon.lanes[TID]
+        mark = probe.mark()
+
+        def cmd(kind: str, body: dict[str, Any]) -> Any:
+            return _Queued(bridge.parse_command(kind, json.dumps(body).encode(), 4096), None)
+
+        # One synchronous step: the worker has not run, so both wait in the queue.
+        lane.queue.put_nowait(cmd("start", {"program": WALK, "request_id": "early-start"}))
+        lane.queue.put_nowait(cmd("heartbeat", {"request_id": "early-beat"}))
+        lane.stop_now(cmd("stop", {"request_id": "halt"}))
+
+        dropped = await probe.event(TID, "error", since=mark, request_id="early-start")
+        assert dropped["error"] == "superseded by stop"
+        assert (await probe.event(TID, "ack", since=mark, request_id="early-beat"))
+        assert (await probe.event(TID, "ack", since=mark, request_id="halt"))
+        ctrl = lane.controller
+        assert ctrl is not None
+        assert ctrl.snapshot.state.value == "idle"
+        assert ctrl.transport.sim.truth().speed_kmh == 0.0
+        assert not any(w[1] == 0x2AD9 and w[2][:1] == b"\x07"  # no Start reached the firmware
+                       for w in ctrl.transport.sim.wire_log)

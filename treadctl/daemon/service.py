@@ -12,7 +12,8 @@ Owns the run-time wiring of ``treadctl daemon``:
   aiomqtt builds its message object and before any payload parsing, size check, rate limit
   or queue: ``controller.estop()`` puts the stop on the wire in that same call. Other
   commands are parsed (:mod:`treadctl.daemon.bridge`), rate limited by a token bucket and
-  queued (bounded) for the lane's command worker.
+  queued (bounded) for the lane's command worker - except ``cmd/stop``, which is never
+  rate limited or queued and drops the motion commands still queued before it.
 * the gym-wide ``<base>/all/cmd/estop`` is subscribed by every lane's connection as one
   MQTT *shared* subscription (``$share/<client_id>/...``): the broker hands each message to
   exactly one connection of this daemon (any that is up: built-in failover), and
@@ -71,6 +72,8 @@ Notify = Callable[[str], bool]
 #: States in which a session drives (or may drive) the belt.
 _ACTIVE = frozenset({State.STARTING, State.RUNNING, State.PAUSED, State.STOPPING})
 COMMAND_QUEUE_SIZE = 32
+#: Commands still queued when a ``cmd/stop`` arrives are dropped, not run after it.
+SUPERSEDED_BY_STOP = frozenset({"start", "resume", "set", "pause"})
 FIRST_OPEN_TIMEOUT_S = 5.0
 SHUTDOWN_STOP_TIMEOUT_S = 20.0
 MAX_BACKOFF_S = 30.0
@@ -147,6 +150,7 @@ class Lane:
         self.broker_up = asyncio.Event()
         self.link_lost = asyncio.Event()
         self.queue: asyncio.Queue[_Queued] = asyncio.Queue(COMMAND_QUEUE_SIZE)
+        self._stops: set[asyncio.Task[None]] = set()  # cmd/stop runs at once, not queued
         self.bucket = bridge.TokenBucket(self.config.daemon.command_rate_per_s)
         self.telemetry_period_s = 1.0 / self.config.daemon.telemetry_hz
         self._last_telemetry = -math.inf
@@ -457,6 +461,9 @@ class Lane:
         except CommandInvalid as exc:
             self.reply(bridge.error(exc.kind, exc.request_id, exc.message), props)
             return
+        if cmd.kind == "stop":
+            self.stop_now(_Queued(cmd, props))
+            return
         if not self.bucket.take(time.monotonic()):
             self.stats["rate_limited"] += 1
             self.reply(bridge.error(kind, cmd.request_id, "rate limited"), props)
@@ -467,19 +474,39 @@ class Lane:
             self.stats["rate_limited"] += 1
             self.reply(bridge.error(kind, cmd.request_id, "rate limited (queue full)"), props)
 
+    def stop_now(self, item: _Queued) -> None:
+        """``cmd/stop`` leaves first: no rate limit, no queue (a flood of other commands
+        cannot hold up or refuse a stop). Motion commands still queued were sent before this
+        stop, so they must not run after it: each is answered "superseded by stop"."""
+        kept: list[_Queued] = []
+        while not self.queue.empty():
+            queued = self.queue.get_nowait()
+            if queued.command.kind in SUPERSEDED_BY_STOP:
+                self.reply(bridge.error(queued.command.kind, queued.command.request_id,
+                                        "superseded by stop"), queued.properties)
+            else:
+                kept.append(queued)
+        for queued in kept:
+            self.queue.put_nowait(queued)
+        task = asyncio.get_running_loop().create_task(self.run_one(item))
+        self._stops.add(task)
+        task.add_done_callback(self._stops.discard)
+
     async def run_commands(self) -> None:
         while True:
-            item = await self.queue.get()
-            cmd = item.command
-            self.stats["commands"] += 1
-            try:
-                event = await self.execute(cmd)
-            except (ControlError, ProgramError) as exc:
-                event = bridge.error(cmd.kind, cmd.request_id, str(exc))
-            except Exception as exc:
-                log.exception("%s: command %s failed", self.cfg.id, cmd.kind)
-                event = bridge.error(cmd.kind, cmd.request_id, f"internal error: {exc!r}")
-            self.reply(event, item.properties)
+            await self.run_one(await self.queue.get())
+
+    async def run_one(self, item: _Queued) -> None:
+        cmd = item.command
+        self.stats["commands"] += 1
+        try:
+            event = await self.execute(cmd)
+        except (ControlError, ProgramError) as exc:
+            event = bridge.error(cmd.kind, cmd.request_id, str(exc))
+        except Exception as exc:
+            log.exception("%s: command %s failed", self.cfg.id, cmd.kind)
+            event = bridge.error(cmd.kind, cmd.request_id, f"internal error: {exc!r}")
+        self.reply(event, item.properties)
 
     async def execute(self, cmd: Command) -> dict[str, Any]:
         """Carry out a validated command; ControlError/ProgramError become error events."""

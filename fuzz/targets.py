@@ -24,7 +24,8 @@ Targets (``TARGETS``):
     what it returns is well-typed; ``estop_details`` never raises.
 ``lane``
     the same payloads through the real daemon command path (``Lane.estop_now`` for
-    ``cmd/estop``, ``Lane.on_message`` + ``Lane.execute`` for the rest) against a
+    ``cmd/estop``, ``Lane.on_message`` alone for ``cmd/stop``, which it runs at once,
+    ``Lane.on_message`` + ``Lane.execute`` for the rest) against a
     controller on the in-process simulator in virtual time: a command answered with an
     ``error`` event (parse error, wrong state, out-of-range value) leaves the controller
     snapshot, the latch and the simulator's ``wire_log`` unchanged; an e-stop always
@@ -382,6 +383,8 @@ class LaneHarness:
         lane = self.lane
         if kind == "estop":
             self.loop.run_until_complete(self._estop(payload))
+        elif kind == "stop":
+            self.loop.run_until_complete(self._stop(payload, retain))
         else:
             # on_message is synchronous and needs no running loop: the common case (a
             # refused payload) is checked right here, with nothing else running in between.
@@ -405,6 +408,29 @@ class LaneHarness:
         self.count += 1
         if self.count % self.STEP_EVERY == 0:
             self.loop.run_until_complete(asyncio.sleep(1.5))
+
+    async def _stop(self, payload: bytes, retain: bool) -> None:
+        # cmd/stop is neither rate limited nor queued: ``on_message`` starts it at once (a
+        # task), so it needs the running loop; a refused one is answered right there.
+        import aiomqtt
+
+        lane = self.lane
+        msg = aiomqtt.Message(f"{lane.topics.prefix}/cmd/stop", payload, 1, retain, 1, None)
+        before = self._observe()
+        n = len(self.replies)
+        lane.on_message(msg)
+        running = list(lane._stops)
+        if not running:
+            _check(len(self.replies) == n + 1 and self.replies[-1]["type"] == "error",
+                   f"cmd/stop {payload[:80]!r} neither started nor refused once")
+            _check(self._observe() == before, f"rejected cmd/stop {payload[:80]!r} changed "
+                   "the controller or the wire")
+            self.stats["errors"] += 1
+            return
+        _check(lane.queue.qsize() == 0, "cmd/stop was queued")
+        await asyncio.gather(*running)
+        _check(len(self.replies) == n + 1, "cmd/stop not answered exactly once")
+        self.stats["acks" if self.replies[-1]["type"] == "ack" else "errors"] += 1
 
     async def _estop(self, payload: bytes) -> None:
         # The service's path for cmd/estop (paho's per-topic callback): the latch acts on
@@ -434,10 +460,6 @@ class LaneHarness:
 
         lane = self.lane
         kind = cmd.kind
-        if kind == "stop":  # the only command that awaits; valid in every state
-            await lane.execute(cmd)
-            self.stats["acks"] += 1
-            return
         before = self._observe()
         coro = lane.execute(cmd)
         try:

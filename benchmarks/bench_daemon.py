@@ -318,25 +318,29 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 
 #: ``treadctl daemon`` with two benchmark-only taps, written to ``argv[1]`` at exit:
 #: ``<link> <t>`` when a Stop frame has been written to a link (``write_nowait`` returned:
-#: the frame went to the socket in that call), and ``estop:<payload hex> <t>`` when a
-#: lane's e-stop handler returned (it writes the Stop before it returns), which ties each
-#: Stop to the message that caused it, whichever connection carried that message first.
+#: the frame went to the socket in that call), and ``estop:<payload hex> <t>``: the time of
+#: the first Stop written *during* a lane's e-stop handler for that message, which ties
+#: each Stop to the message that caused it, whichever connection carried it first.
 _TAPPED_DAEMON = """
 import atexit, sys, time
 from treadctl.daemon import service
 from treadctl.transport import framed
-stamps = []
+stamps, wire = [], []
 inner = framed.FramedTransport.write_nowait
 def write_nowait(self, uuid, value, **kw):
     fut = inner(self, uuid, value, **kw)
     if uuid == 0x2AD9 and bytes(value[:1]) == b"\\x08":
-        stamps.append(f"{self.name} {time.perf_counter()!r}")
+        t = time.perf_counter()
+        wire.append(t)
+        stamps.append(f"{self.name} {t!r}")
     return fut
 framed.FramedTransport.write_nowait = write_nowait
 inner_estop = service.Lane.estop_now
 def estop_now(self, gym, payload=b"", *args, **kw):
+    k = len(wire)
     inner_estop(self, gym, payload, *args, **kw)
-    stamps.append(f"estop:{bytes(payload).hex()} {time.perf_counter()!r}")
+    if len(wire) > k:
+        stamps.append(f"estop:{bytes(payload).hex()} {wire[k]!r}")
 service.Lane.estop_now = estop_now
 out = sys.argv.pop(1)
 atexit.register(lambda: open(out, "w").write("\\n".join(stamps)))

@@ -419,8 +419,8 @@ class LaneHarness:
         before = self._observe()
         n = len(self.replies)
         lane.on_message(msg)
-        running = list(lane._stops)
-        if not running:
+        running = lane.stop_task if lane.stop_task and not lane.stop_task.done() else None
+        if running is None:
             _check(len(self.replies) == n + 1 and self.replies[-1]["type"] == "error",
                    f"cmd/stop {payload[:80]!r} neither started nor refused once")
             _check(self._observe() == before, f"rejected cmd/stop {payload[:80]!r} changed "
@@ -428,7 +428,7 @@ class LaneHarness:
             self.stats["errors"] += 1
             return
         _check(lane.queue.qsize() == 0, "cmd/stop was queued")
-        await asyncio.gather(*running)
+        await running
         _check(len(self.replies) == n + 1, "cmd/stop not answered exactly once")
         self.stats["acks" if self.replies[-1]["type"] == "ack" else "errors"] += 1
 

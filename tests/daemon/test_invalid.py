@@ -177,3 +177,25 @@ async def test_stop_drops_motion_commands_queued_before_it(mosquitto: Any, tmp_p
         assert ctrl.transport.sim.truth().speed_kmh == 0.0
         assert not any(w[1] == 0x2AD9 and w[2][:1] == b"\x07"  # no Start reached the firmware
                        for w in ctrl.transport.sim.wire_log)
+
+
+async def test_stops_arriving_together_are_carried_out_once(mosquitto: Any, tmp_path: Path
+                                                            ) -> None:
+    """A cmd/stop flood is not a flood of Stop frames (a serial link is slow): the stops of
+    one socket read run once, and every one of them is answered."""
+    from treadctl.daemon import bridge
+    from treadctl.daemon.service import _Queued
+
+    config = make_config(mosquitto, tmp_path)
+    async with Probe(mosquitto.port) as probe, running_daemon(config) as daemon:
+        lane = daemon.lanes[TID]
+        ctrl = lane.controller
+        assert ctrl is not None
+        mark = probe.mark()
+        sent_before = ctrl.client.stops_sent
+        for i in range(50):  # one synchronous step, as paho hands over one read's messages
+            body = json.dumps({"request_id": f"s{i}"}).encode()
+            lane.stop_now(_Queued(bridge.parse_command("stop", body, 4096), None))
+        for i in range(50):
+            await probe.event(TID, "ack", since=mark, request_id=f"s{i}")
+        assert ctrl.client.stops_sent == sent_before + 1

@@ -150,7 +150,9 @@ class Lane:
         self.broker_up = asyncio.Event()
         self.link_lost = asyncio.Event()
         self.queue: asyncio.Queue[_Queued] = asyncio.Queue(COMMAND_QUEUE_SIZE)
-        self._stops: set[asyncio.Task[None]] = set()  # cmd/stop runs at once, not queued
+        # cmd/stop runs at once, not queued: the stops waiting for their one run, and the run.
+        self._stop_waiters: list[_Queued] = []
+        self.stop_task: asyncio.Task[None] | None = None
         self.bucket = bridge.TokenBucket(self.config.daemon.command_rate_per_s)
         self.telemetry_period_s = 1.0 / self.config.daemon.telemetry_hz
         self._last_telemetry = -math.inf
@@ -488,25 +490,36 @@ class Lane:
                 kept.append(queued)
         for queued in kept:
             self.queue.put_nowait(queued)
-        task = asyncio.get_running_loop().create_task(self.run_one(item))
-        self._stops.add(task)
-        task.add_done_callback(self._stops.discard)
+        # Stops that arrive together (one socket read of a flood) are carried out once and
+        # each answered with that one outcome: a flood of cmd/stop is not a flood of Stop
+        # frames on a slow serial link.
+        self._stop_waiters.append(item)
+        if self.stop_task is None or self.stop_task.done():
+            self.stop_task = asyncio.get_running_loop().create_task(self._run_stops())
+
+    async def _run_stops(self) -> None:
+        while self._stop_waiters:
+            items, self._stop_waiters = self._stop_waiters, []
+            self.stats["commands"] += len(items)
+            event = await self._outcome(items[0].command)
+            for item in items:
+                self.reply({**event, "request_id": item.command.request_id}, item.properties)
 
     async def run_commands(self) -> None:
         while True:
-            await self.run_one(await self.queue.get())
+            item = await self.queue.get()
+            self.stats["commands"] += 1
+            self.reply(await self._outcome(item.command), item.properties)
 
-    async def run_one(self, item: _Queued) -> None:
-        cmd = item.command
-        self.stats["commands"] += 1
+    async def _outcome(self, cmd: Command) -> dict[str, Any]:
+        """Carry out ``cmd``; the ack or error event to answer it with."""
         try:
-            event = await self.execute(cmd)
+            return await self.execute(cmd)
         except (ControlError, ProgramError) as exc:
-            event = bridge.error(cmd.kind, cmd.request_id, str(exc))
+            return bridge.error(cmd.kind, cmd.request_id, str(exc))
         except Exception as exc:
             log.exception("%s: command %s failed", self.cfg.id, cmd.kind)
-            event = bridge.error(cmd.kind, cmd.request_id, f"internal error: {exc!r}")
-        self.reply(event, item.properties)
+            return bridge.error(cmd.kind, cmd.request_id, f"internal error: {exc!r}")
 
     async def execute(self, cmd: Command) -> dict[str, Any]:
         """Carry out a validated command; ControlError/ProgramError become error events."""

@@ -375,6 +375,14 @@ class _ProcGym:
     async def __aenter__(self) -> _ProcGym:
         self._stack = contextlib.AsyncExitStack()
         await self._stack.__aenter__()
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()  # no process left behind when start-up fails
+            raise
+        return self
+
+    async def _start(self) -> None:
         sims = await asyncio.create_subprocess_exec(
             sys.executable, "-c", _STAMPING_SIMS, self.profile, str(self.n), env=_env(),
             cwd=ROOT, stdout=asyncio.subprocess.PIPE)
@@ -401,7 +409,6 @@ class _ProcGym:
         # Terminated before the client goes (the stack unwinds in reverse).
         self._stack.push_async_callback(_terminate, daemon)
         await asyncio.wait_for(self.all_idle(), 60)
-        return self
 
     async def __aexit__(self, *exc: Any) -> None:
         await self._stack.__aexit__(*exc)

@@ -146,3 +146,15 @@ def run_virtual(main: Callable[[], Awaitable[T]]) -> T:
         return await main()
 
     return run(_wrap(), speedup=None)
+
+
+async def wait_until(cond: Callable[[], bool], timeout_s: float, step_s: float = 0.02) -> bool:
+    """Poll ``cond`` every ``step_s`` on the loop's clock until it holds (True) or
+    ``timeout_s`` has passed (its last value). On virtual time this costs no real time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        if cond():
+            return True
+        await asyncio.sleep(step_s)
+    return cond()

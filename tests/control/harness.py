@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from treadctl import ftms
-from treadctl.clock import run_virtual
+from treadctl.clock import run_virtual, wait_until
 from treadctl.control.controller import Controller
 from treadctl.control.safety import SafetyConfig
 from treadctl.limits import Limits
@@ -60,15 +59,8 @@ def with_sim(
     return run_virtual(main)
 
 
-async def wait_for(cond: Callable[[], bool], timeout_s: float, step_s: float = 0.02) -> bool:
-    """Poll a condition on virtual time (costs no real time)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while loop.time() < deadline:
-        if cond():
-            return True
-        await asyncio.sleep(step_s)
-    return cond()
+#: Poll a condition on virtual time (costs no real time); the tests' name for it.
+wait_for = wait_until
 
 
 def is_motion_write(uuid: int, value: bytes, profile_dir_uuid: int = 0xFF01) -> bool:

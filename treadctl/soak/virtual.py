@@ -42,14 +42,13 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from simulator.faults import FAULTS
 from treadctl import ftms
-from treadctl.clock import run_virtual
+from treadctl.clock import run_virtual, wait_until
 from treadctl.control.controller import ControlError, Controller, SessionResult, State
 from treadctl.control.safety import Interlock, SafetyConfig
 from treadctl.limits import Limits
@@ -207,16 +206,6 @@ class _Deck:
             self.cards = list(ALL_FAULTS)
             self.rng.shuffle(self.cards)
         return self.cards.pop()
-
-
-async def _poll(cond: Callable[[], bool], timeout_s: float, step_s: float = 0.02) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while loop.time() < deadline:
-        if cond():
-            return True
-        await asyncio.sleep(step_s)
-    return cond()
 
 
 class Lane:
@@ -414,7 +403,7 @@ class Lane:
         horizon = (window or 0.0) + 10.0
         if kind == "garbage":
             assert window is not None
-            await _poll(lambda: ctl.latch.latched, window + 2.0, step_s=0.1)
+            await wait_until(lambda: ctl.latch.latched, window + 2.0, step_s=0.1)
             if ctl.latch.latched:
                 trip = ctl.latch.trip
                 seen = [(round(t, 2), e) for (t, e) in sim.events if t >= t_fault][:6]
@@ -426,7 +415,7 @@ class Lane:
                 return None
             self.stats.no_effect[kind] += 1
             return task
-        tripped = await _poll(lambda: ctl.latch.latched, horizon, step_s=0.05)
+        tripped = await wait_until(lambda: ctl.latch.latched, horizon, step_s=0.05)
         self.beating = True
         if not tripped:
             self.stats.no_effect[kind] += 1
@@ -513,7 +502,7 @@ class Lane:
         t_trip, _, v_trip = self.trips[0]
         bound = stop_bound_s(self.profile, self.cfg, v_trip)
         what = f"{self.id} {self.profile.name} {kind} -> {interlock} at {v_trip:.1f} km/h"
-        stopped = await _poll(lambda: sim.truth().speed_kmh == 0.0, bound + 1.0)
+        stopped = await wait_until(lambda: sim.truth().speed_kmh == 0.0, bound + 1.0)
         t_stop = sim.truth().t_s
         if not stopped:
             self.stats.violation(
@@ -539,7 +528,7 @@ class Lane:
         if kind == "hr-spike":
             # Staff let the runner recover before the next session (the interlock would trip
             # again, correctly, on a heart rate still above the ceiling).
-            await _poll(lambda: sim.truth().hr_bpm < MAX_HR_BPM - 15, 600.0, step_s=1.0)
+            await wait_until(lambda: sim.truth().hr_bpm < MAX_HR_BPM - 15, 600.0, step_s=1.0)
         await self._check_still(what, t_trip, t_stop if stopped else None)
         await self._check_data(what, n_at_fault, task)
         if self._link_dead(ctl):

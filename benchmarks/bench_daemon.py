@@ -57,8 +57,8 @@ from typing import Any
 import aiomqtt
 
 from treadctl.daemon.service import tcp_nodelay
+from treadctl.soak.mosquitto import MOSQUITTO, Mosquitto
 
-MOSQUITTO = os.environ.get("MOSQUITTO", "/usr/sbin/mosquitto")
 ROOT = Path(__file__).resolve().parents[1]
 CONTROL_POINT = 0x2AD9
 WALK = {"name": "bench-walk",
@@ -70,38 +70,15 @@ FANOUT_SETTLE_S = 0.3
 FLOOD_MESSAGES = 10_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _mosquitto(workdir: Path) -> Iterator[int]:
-    port = _free_port()
-    conf = workdir / "mosquitto.conf"
     # set_tcp_nodelay: without it the broker holds small packets (Nagle) behind delayed
     # ACKs of earlier ones; documented as a deployment setting in docs/daemon.md.
-    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false",
-             "set_tcp_nodelay true",
-             "log_dest none"]
-    if os.geteuid() == 0:
-        lines.append("user root")
-    conf.write_text("\n".join(lines) + "\n")
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    broker = Mosquitto(workdir, ["set_tcp_nodelay true"]).start()
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("mosquitto did not start")
-            time.sleep(0.02)
-        yield port
+        yield broker.port
     finally:
-        proc.kill()
-        proc.wait()
+        broker.stop()
 
 
 def _client(*args: Any, **kwargs: Any) -> aiomqtt.Client:

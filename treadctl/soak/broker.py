@@ -25,8 +25,6 @@ import logging
 import os
 import random
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -37,61 +35,16 @@ from typing import Any
 from treadctl.control.controller import Controller, State
 from treadctl.control.safety import SafetyConfig
 from treadctl.profiles import FirmwareProfile
+from treadctl.soak.mosquitto import MOSQUITTO, Mosquitto
 from treadctl.soak.virtual import PROFILES, is_motion_write, stop_bound_s
 from treadctl.transport.sim import SimTransport
 from treadctl.transport.stream import ByteStream, memory_pipe
 
 log = logging.getLogger(__name__)
 
-MOSQUITTO = os.environ.get("MOSQUITTO", "/usr/sbin/mosquitto")
 PROGRAMS = ("reverse-walk-intro", "forward-warmup-cooldown", "reverse-intervals")
 BROKER_GRACE_S = 3.0
 POLL_S = 0.02
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Broker:
-    """One mosquitto process on a fixed port; ``kill()`` is a crash (SIGKILL)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
-        self.conf = workdir / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            "persistence false",
-            "log_dest stderr",
-            "log_type error",
-        ]
-        if os.geteuid() == 0:
-            lines.append("user root")
-        self.conf.write_text("\n".join(lines) + "\n")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2),
-            ):
-                return
-            time.sleep(0.02)  # polling the port, not waiting for time to pass
-        raise RuntimeError("mosquitto did not open its port")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.proc = None
 
 
 class _Treadmill:
@@ -286,7 +239,7 @@ async def _phase(minutes: float, seed: int, workdir: Path, treadmills: int) -> d
 
     rng = random.Random(seed)
     stats = BrokerStats()
-    broker = Broker(workdir)
+    broker = Mosquitto(workdir)
     broker.start()
     ids = [f"lane-{i + 1}" for i in range(treadmills)]
     tms: dict[str, _Treadmill] = {
@@ -341,7 +294,7 @@ async def _phase(minutes: float, seed: int, workdir: Path, treadmills: int) -> d
             task.cancel()
         for tm in tms.values():
             tm.run_task.cancel()
-        broker.kill()
+        broker.stop()
     sessions, samples = await asyncio.to_thread(_count_store, workdir / "data")
     wall = time.monotonic() - t_start
     return {
@@ -389,7 +342,7 @@ async def _drive(
 
 async def _act(
     rng: random.Random,
-    broker: Broker,
+    broker: Mosquitto,
     daemon: Any,
     tms: dict[str, _Treadmill],
     stats: BrokerStats,
@@ -399,7 +352,7 @@ async def _act(
         outage = rng.uniform(2.0, 8.0)
         stats.actions["broker-kill"] += 1
         log.info("killing the broker for %.1f s", outage)
-        broker.kill()
+        broker.stop()
         await asyncio.sleep(outage)
         await asyncio.to_thread(broker.start)
         return

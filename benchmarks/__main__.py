@@ -2,7 +2,7 @@
 
 Every ``benchmarks/bench_*.py`` module exposes ``run(quick: bool) -> list[dict]``; each
 dict is one result ``{"name", "value", "unit", "baseline"?, "ratio"?, "target"?, "met"?,
-"note"?}`` (CONTRACT §7). Baselines are measured in the same run. Nothing here asserts:
+"note"?}`` (docs/benchmarks.md). Baselines are measured in the same run. Nothing here asserts:
 the numbers are printed for people (and CI logs) to read.
 """
 

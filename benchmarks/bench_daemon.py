@@ -56,8 +56,8 @@ from typing import Any
 
 import aiomqtt
 
+from soak.mosquitto import MOSQUITTO, Mosquitto
 from treadctl.daemon.service import tcp_nodelay
-from treadctl.soak.mosquitto import MOSQUITTO, Mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTROL_POINT = 0x2AD9
@@ -268,8 +268,8 @@ async def _start_sessions(port: int, n: int) -> None:
 #: then ``S <index> <perf_counter>`` whenever a Stop write reaches simulator ``index``.
 _STAMPING_SIMS = """
 import asyncio, sys, time
-from simulator.firmware import SimTreadmill
-from simulator.link import serve_tcp
+from treadctl.simulator.firmware import SimTreadmill
+from treadctl.simulator.link import serve_tcp
 from treadctl.profiles import load_profile
 
 def stamping(prof, index):

@@ -12,7 +12,6 @@ import contextlib
 import time
 from typing import Any
 
-from simulator import SimTreadmill, serve_stream
 from treadctl.clock import run_virtual
 from treadctl.ftms.belt_direction import BeltDirection, encode_belt_direction
 from treadctl.ftms.control_point import (
@@ -28,6 +27,7 @@ from treadctl.ftms.control_point import (
 from treadctl.ftms.treadmill_data import decode_treadmill_data
 from treadctl.ftms.uuids import BELT_DIRECTION, CONTROL_POINT, TREADMILL_DATA
 from treadctl.profiles import load_profile
+from treadctl.simulator import SimTreadmill, serve_stream
 from treadctl.transport.framing import Frame, FrameDecoder, FrameType, encode_frame
 from treadctl.transport.stream import memory_pipe
 

@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
-.venv/bin/ruff check treadctl simulator benchmarks tests fuzz || exit 1
+.venv/bin/ruff check treadctl benchmarks tests fuzz soak || exit 1
 .venv/bin/mypy treadctl/ftms treadctl/control || exit 1
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from treadctl.soak.mosquitto import MOSQUITTO, Mosquitto
+from soak.mosquitto import MOSQUITTO, Mosquitto
 
 MosquittoFactory = Callable[..., Mosquitto]
 

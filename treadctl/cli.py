@@ -1,4 +1,4 @@
-"""The ``treadctl`` command line (CONTRACT §2).
+"""The ``treadctl`` command line (docs/cli.md).
 
 Each command group lives next to the code it drives and exposes
 ``register(subparsers)``; the parser it adds sets ``func=handler`` where
@@ -24,7 +24,7 @@ EXIT_SAFETY = 3
 _COMMAND_MODULES = (
     "treadctl.control.cli",  # run
     "treadctl.daemon.cli",  # daemon
-    "simulator.cli",  # sim
+    "treadctl.simulator.cli",  # sim
     "treadctl.transport.cli",  # scan
     "treadctl.programs.cli",  # programs
     "treadctl.profiles_cli",  # profiles

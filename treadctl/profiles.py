@@ -1,8 +1,11 @@
 """Firmware profiles: each treadmill firmware's limits, reverse method and quirks, as data.
 
-A profile is a TOML file in ``firmware_profiles/`` (or a directory named by
-``TREADCTL_PROFILES_DIR``). It is loaded into frozen dataclasses; every problem is reported
-as ``ProfileError`` naming the file and the dotted field.
+A profile is a TOML file. The shipped ones are package data (``treadctl/firmware_profiles/``,
+read with :mod:`importlib.resources`, so they are there in any install). A directory named
+by ``TREADCTL_PROFILES_DIR`` (``os.pathsep``-separated) and ``/etc/treadctl/firmware_profiles``
+are searched first and override a shipped profile of the same name. A profile is loaded into
+frozen dataclasses; every problem is reported as ``ProfileError`` naming the file and the
+dotted field.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +26,6 @@ PaceFormat = Literal["uint8-0.1kmpmin", "uint16-s-per-km"]
 BELT_DIRECTION_UUID = 0xFF01
 
 DEFAULT_PROFILE = "treadctl-reference"
-_REPO_PROFILES = Path(__file__).resolve().parent.parent / "firmware_profiles"
 _SYSTEM_PROFILES = Path("/etc/treadctl/firmware_profiles")
 
 
@@ -185,30 +189,41 @@ def profile_from_dict(data: dict[str, Any], src: str = "<dict>") -> FirmwareProf
     return profile
 
 
-def load_profile_file(path: str | os.PathLike[str]) -> FirmwareProfile:
-    path = Path(path)
+def load_profile_file(path: str | os.PathLike[str] | Traversable) -> FirmwareProfile:
+    if isinstance(path, (str, os.PathLike)):
+        path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{path}: not UTF-8 text: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{path}: invalid TOML: {exc}") from None
     return profile_from_dict(data, str(path))
 
 
-def profile_dirs() -> list[Path]:
-    dirs: list[Path] = []
+def shipped_profiles_dir() -> Traversable:
+    """The profiles that come with the package (package data, any kind of install)."""
+    return resources.files("treadctl").joinpath("firmware_profiles")
+
+
+def profile_dirs() -> list[Traversable]:
+    """Where profiles are looked up, first match wins: ``TREADCTL_PROFILES_DIR``, then
+    ``/etc/treadctl/firmware_profiles``, then the shipped ones."""
+    dirs: list[Traversable] = []
     env = os.environ.get("TREADCTL_PROFILES_DIR")
     if env:
         dirs.extend(Path(p) for p in env.split(os.pathsep) if p)
-    dirs.extend([_REPO_PROFILES, _SYSTEM_PROFILES])
+    dirs.extend([_SYSTEM_PROFILES, shipped_profiles_dir()])
     return [d for d in dirs if d.is_dir()]
 
 
 def list_profiles() -> list[FirmwareProfile]:
     seen: dict[str, FirmwareProfile] = {}
     for d in profile_dirs():
-        for path in sorted(d.glob("*.toml")):
+        for path in sorted((e for e in d.iterdir() if e.name.endswith(".toml")),
+                           key=lambda e: e.name):
             profile = load_profile_file(path)
             seen.setdefault(profile.name, profile)
     return sorted(seen.values(), key=lambda p: p.name)
@@ -219,7 +234,7 @@ def load_profile(name_or_path: str) -> FirmwareProfile:
     if name_or_path.endswith(".toml") or os.sep in name_or_path:
         return load_profile_file(name_or_path)
     for d in profile_dirs():
-        candidate = d / f"{name_or_path}.toml"
+        candidate = d.joinpath(f"{name_or_path}.toml")
         if candidate.is_file():
             return load_profile_file(candidate)
     known = ", ".join(p.name for p in list_profiles()) or "none found"

@@ -1,4 +1,4 @@
-"""Keepalive cadence against the firmware's link watchdog (CONTRACT §5).
+"""Keepalive cadence against the firmware's link watchdog (docs/framing.md).
 
 Soak finding (8 h, seed 1, soak-3): the loop sent one keepalive per 100 ms tick against the
 reference firmware's 500 ms link timeout. A 300 ms garbage burst bit-flipped the four

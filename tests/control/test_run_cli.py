@@ -1,5 +1,5 @@
 """``treadctl run``: the whole path from the command line to a recorded session, on the
-simulator (virtual time), with exit codes per CONTRACT §2."""
+simulator (virtual time), with exit codes per docs/cli.md."""
 
 from __future__ import annotations
 

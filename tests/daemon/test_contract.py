@@ -1,4 +1,4 @@
-"""The MQTT contract (CONTRACT §4) end to end: a real mosquitto, the daemon in this loop,
+"""The MQTT contract (docs/mqtt.md) end to end: a real mosquitto, the daemon in this loop,
 the belt's ground truth from the in-process simulator."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Invalid commands get exactly one error event and change nothing (CONTRACT §4)."""
+"""Invalid commands get exactly one error event and change nothing (docs/mqtt.md)."""
 
 from __future__ import annotations
 

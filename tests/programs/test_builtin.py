@@ -1,4 +1,4 @@
-"""Built-in programs: all valid on the reverse-capable profiles, shaped by REVERSE.md."""
+"""Built-in programs: all valid on the reverse-capable profiles, shaped by docs/reverse-training.md."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_every_builtin_is_valid_and_clean(name: str, profile: str) -> None:
 def test_every_builtin_explains_itself(name: str) -> None:
     p = PROGRAMS[name]
     assert p.description and p.why and "\n" not in p.why
-    assert "REVERSE.md" in p.why
+    assert "docs/reverse-training.md" in p.why
     assert all(s.label for s in p.segments)
 
 

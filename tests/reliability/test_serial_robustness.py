@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from simulator import SimTreadmill, serve_pty
 from treadctl.ftms import FEATURE, TREADMILL_DATA
 from treadctl.profiles import load_profile
+from treadctl.simulator import SimTreadmill, serve_pty
 from treadctl.transport.base import ResponseTimeout, TransportError, WriteRejected
 from treadctl.transport.framing import (
     STATUS_WRITE_NOT_PERMITTED,

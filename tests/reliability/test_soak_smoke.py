@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from treadctl.soak import ALL_FAULTS, SoakStats, format_table, run_soak
+from soak import ALL_FAULTS, SoakStats, format_table, run_soak
 
 _cache: dict[str, SoakStats] = {}
 

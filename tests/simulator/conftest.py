@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from simulator import SimTreadmill
 from treadctl.clock import run_virtual
 from treadctl.ftms.belt_direction import decode_belt_direction
 from treadctl.ftms.control_point import (
@@ -24,6 +23,7 @@ from treadctl.ftms.machine_status import MachineStatus, decode_machine_status
 from treadctl.ftms.treadmill_data import TreadmillData, decode_treadmill_data
 from treadctl.ftms.uuids import CONTROL_POINT, MACHINE_STATUS, TREADMILL_DATA
 from treadctl.profiles import load_profile
+from treadctl.simulator import SimTreadmill
 
 BELT = 0xFF01
 

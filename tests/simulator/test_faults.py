@@ -7,7 +7,6 @@ import asyncio
 
 import pytest
 
-from simulator import FAULTS, FaultSpecError, FaultWindow, SimTreadmill, parse_faults
 from treadctl.ftms.belt_direction import decode_belt_direction
 from treadctl.ftms.control_point import (
     RequestControl,
@@ -23,6 +22,7 @@ from treadctl.ftms.machine_status import (
 )
 from treadctl.ftms.uuids import CONTROL_POINT, TREADMILL_DATA
 from treadctl.profiles import load_profile
+from treadctl.simulator import FAULTS, FaultSpecError, FaultWindow, SimTreadmill, parse_faults
 from treadctl.types import Direction
 
 BELT = 0xFF01

@@ -10,7 +10,6 @@ import math
 
 import pytest
 
-from simulator import SimTreadmill
 from treadctl.ftms.belt_direction import decode_belt_direction
 from treadctl.ftms.control_point import (
     RequestControl,
@@ -42,6 +41,7 @@ from treadctl.ftms.uuids import (
     TREADMILL_DATA,
 )
 from treadctl.profiles import load_profile
+from treadctl.simulator import SimTreadmill
 from treadctl.types import Direction
 
 BELT = 0xFF01

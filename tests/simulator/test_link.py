@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import serial
 
-from simulator import SimTreadmill, serve_pty, serve_stream, serve_tcp
 from treadctl.clock import run_virtual
 from treadctl.ftms.control_point import (
     RequestControl,
@@ -30,6 +29,7 @@ from treadctl.ftms.ranges import decode_speed_range
 from treadctl.ftms.treadmill_data import decode_treadmill_data
 from treadctl.ftms.uuids import CONTROL_POINT, SPEED_RANGE, TREADMILL_DATA
 from treadctl.profiles import load_profile
+from treadctl.simulator import SimTreadmill, serve_pty, serve_stream, serve_tcp
 from treadctl.transport.framing import Frame, FrameDecoder, FrameType, encode_frame
 from treadctl.transport.stream import ByteStream, memory_pipe
 

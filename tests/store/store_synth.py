@@ -3,7 +3,7 @@
 Program: forward warm-up, two reverse walking bouts with a forward run between, backward
 uphill walk, then a remote e-stop during the last forward segment. Belt speed follows the
 target with a ramp; direction changes happen at standstill after a dwell, like the real
-controller (CONTRACT §6).
+controller (docs/safety.md).
 """
 
 from __future__ import annotations

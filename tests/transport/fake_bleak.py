@@ -19,7 +19,6 @@ from typing import Any
 
 from bleak.exc import BleakError, BleakGATTProtocolError
 
-from simulator import SimTreadmill
 from treadctl.ftms.uuids import (
     BELT_DIRECTION,
     CONTROL_POINT,
@@ -33,6 +32,7 @@ from treadctl.ftms.uuids import (
     full_uuid,
     short_uuid,
 )
+from treadctl.simulator import SimTreadmill
 
 VENDOR_SERVICE = 0xFF00
 

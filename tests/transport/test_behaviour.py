@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 
-from simulator import SimTreadmill
 from treadctl.clock import run, run_virtual
 from treadctl.ftms import (
     BELT_DIRECTION,
@@ -43,6 +42,7 @@ from treadctl.ftms import (
     encode_control_point,
 )
 from treadctl.profiles import load_profile
+from treadctl.simulator import SimTreadmill
 from treadctl.transport import LinkLost, Transport, WriteRejected, open_transport
 from treadctl.transport.ble import BleTransport
 

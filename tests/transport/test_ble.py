@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from bleak.exc import BleakDBusError, BleakError, BleakGATTProtocolError
 
-from simulator import SimTreadmill
 from treadctl.cli import main as cli_main
 from treadctl.clock import run_virtual
 from treadctl.ftms import (
@@ -27,6 +26,7 @@ from treadctl.ftms import (
     full_uuid,
 )
 from treadctl.profiles import load_profile
+from treadctl.simulator import SimTreadmill
 from treadctl.transport import (
     LinkLost,
     ResponseTimeout,

@@ -1,4 +1,4 @@
-"""Device URL parsing (CONTRACT §1): every valid form and every error, one line each."""
+"""Device URL parsing (docs/transports.md): every valid form and every error, one line each."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``treadctl run PROGRAM``: one session, live progress, exit code per CONTRACT §2."""
+"""``treadctl run PROGRAM``: one session, live progress, exit code per docs/cli.md."""
 
 from __future__ import annotations
 

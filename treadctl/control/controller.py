@@ -230,7 +230,7 @@ class Controller:
 
     # ====================================================================== lifecycle
     async def open(self) -> None:
-        """Connect, take control and command Stop before anything else (CONTRACT §6)."""
+        """Connect, take control and command Stop before anything else (docs/safety.md)."""
         await self.client.connect()
         self._opened = True
         self._tasks.append(asyncio.create_task(self._loop(), name="treadctl-loop"))

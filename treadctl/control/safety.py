@@ -17,7 +17,7 @@ from treadctl.types import Direction
 
 
 class Interlock(enum.StrEnum):
-    """Every reason the controller latches (CONTRACT §6)."""
+    """Every reason the controller latches (docs/safety.md)."""
 
     REMOTE_ESTOP = "remote-estop"
     GYM_ESTOP = "gym-estop"

@@ -1,4 +1,4 @@
-"""The MQTT contract (CONTRACT §4) as pure code: topics, command parsing, payloads.
+"""The MQTT contract (docs/mqtt.md) as pure code: topics, command parsing, payloads.
 
 Sans-I/O like h11: bytes in, validated :class:`Command` objects or :class:`CommandInvalid`
 out; snapshots/events in, JSON bytes out. No client, no socket, no clock of its own (the

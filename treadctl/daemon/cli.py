@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser(
         "daemon",
         help="run the MQTT gym daemon",
-        description="Drive the configured treadmills over MQTT (CONTRACT §4). See docs/daemon.md.",
+        description="Drive the configured treadmills over MQTT (docs/mqtt.md). See docs/daemon.md.",
     )
     p.add_argument(
         "--config",

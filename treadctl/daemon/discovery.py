@@ -8,7 +8,7 @@ Home Assistant announces itself on :func:`birth_topic`, and publishes
 the config.
 
 One Home Assistant *device* per treadmill; its entities read the contract's
-topics (CONTRACT §4) and never need anything the daemon does not already
+topics (docs/mqtt.md) and never need anything the daemon does not already
 publish:
 
 * sensors from the retained ``<base>/<id>/state`` JSON: state, stop reason,
@@ -57,13 +57,13 @@ DISCOVERY_QOS: Final = 1
 # the daemon republishes on the birth message.
 DISCOVERY_RETAIN: Final = True
 
-# Command topics of CONTRACT §4 (relative to <base>/<id>/cmd/). Discovery only ever
+# Command topics of docs/mqtt.md (relative to <base>/<id>/cmd/). Discovery only ever
 # points Home Assistant at a subset of these; "reset" is intentionally not used.
 COMMAND_SUFFIXES: Final = frozenset(
     {"start", "stop", "pause", "resume", "set", "estop", "reset", "heartbeat"}
 )
 
-# state.state values of CONTRACT §4, the options of the "State" enum sensor.
+# state.state values of docs/mqtt.md, the options of the "State" enum sensor.
 STATES: Final = (
     "idle",
     "starting",

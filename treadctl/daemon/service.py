@@ -6,7 +6,7 @@ Owns the run-time wiring of ``treadctl daemon``:
   link with reconnect backoff, MQTT connection with reconnect backoff, command worker). A
   lane's failure is caught, its belt is e-stopped, and the task restarts after a backoff;
   no other lane notices. Each lane has its own MQTT client so that its Last Will *is* its
-  ``status`` topic (CONTRACT §4) and a command flood on one lane cannot slow another.
+  ``status`` topic (docs/mqtt.md) and a command flood on one lane cannot slow another.
 * e-stop topics are intercepted in paho's own per-topic callback
   (``message_callback_add``), i.e. synchronously in the socket read callback, *before*
   aiomqtt builds its message object and before any payload parsing, size check, rate limit

@@ -1,4 +1,4 @@
-"""``treadctl programs list|show NAME|validate FILE`` (CONTRACT §2, §3).
+"""``treadctl programs list|show NAME|validate FILE`` (docs/cli.md, docs/programs.md).
 
 ``validate`` prints one line per violation, ``FILE: segment N: field: message``, and exits 2
 when there is any (nothing would move); otherwise one ``FILE: OK ...`` line and exit 0.

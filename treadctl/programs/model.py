@@ -1,6 +1,6 @@
 """Program model: segments, programs, and reading them from TOML files or JSON objects.
 
-This module owns the program data structure (CONTRACT §3) and its parsing. Parsing checks
+This module owns the program data structure (docs/programs.md) and its parsing. Parsing checks
 structure only (known keys, types, finite numbers) and reports every problem at once as a
 :class:`ProgramError` carrying :class:`Violation` items with segment number and field;
 whether the setpoints are allowed on a given treadmill is :mod:`treadctl.programs.validate`'s
@@ -211,7 +211,7 @@ def _segment_from_dict(raw: Any, number: int, c: _Collector) -> Segment | None:
 
 
 def program_from_dict(d: Any, where: str = "<dict>") -> Program:
-    """A :class:`Program` from the TOML table or JSON object of CONTRACT §3.
+    """A :class:`Program` from the TOML table or JSON object of docs/programs.md.
 
     Segments are the ``[[segment]]`` array (TOML); JSON may call it ``segments``. Unknown
     keys, wrong types and missing fields raise :class:`ProgramError` listing all of them.

@@ -1,4 +1,4 @@
-"""``treadctl sessions``: list, show, export and plot recorded sessions (CONTRACT §2).
+"""``treadctl sessions``: list, show, export and plot recorded sessions (docs/cli.md).
 
 Also home of :func:`print_summary`, the closing line ``treadctl run`` prints.
 """

@@ -1,4 +1,4 @@
-"""Transports: one :class:`Transport` interface, chosen by a device URL (CONTRACT §1).
+"""Transports: one :class:`Transport` interface, chosen by a device URL (docs/transports.md).
 
 ``open_transport(url)`` returns an unconnected transport (``await t.connect()``):
 

@@ -96,7 +96,7 @@ class Transport(abc.ABC):
     def drop(self) -> None:  # noqa: B027 - optional
         """Cut the link abruptly so the firmware's own link watchdog stops the belt.
 
-        The last escalation step when a stop is not obeyed (CONTRACT §6)."""
+        The last escalation step when a stop is not obeyed (docs/safety.md)."""
 
     @property
     def counters(self) -> dict[str, int]:

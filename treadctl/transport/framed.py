@@ -1,4 +1,4 @@
-"""The framed link (CONTRACT §5) over any ``ByteStream``: serial, TCP and the in-process sim.
+"""The framed link (docs/framing.md) over any ``ByteStream``: serial, TCP and the in-process sim.
 
 One reader task feeds a :class:`FrameDecoder`; NOTIFY frames go synchronously to the
 notify handler, WRITE_RESPONSE / READ_RESPONSE frames complete the request with the same

@@ -1,4 +1,4 @@
-"""Serial/TCP framing of FTMS characteristic values (CONTRACT §5), sans-I/O.
+"""Serial/TCP framing of FTMS characteristic values (docs/framing.md), sans-I/O.
 
 Byte layout (documented in docs/framing.md)::
 

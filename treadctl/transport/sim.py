@@ -17,7 +17,7 @@ from treadctl.transport.framed import FramedTransport
 from treadctl.transport.stream import ByteStream, memory_pipe
 
 if TYPE_CHECKING:
-    from simulator import SimTreadmill
+    from treadctl.simulator import SimTreadmill
 
 
 class SimTransport(FramedTransport):
@@ -48,7 +48,7 @@ class SimTransport(FramedTransport):
         return self._sim
 
     async def _open(self) -> ByteStream:
-        from simulator import SimTreadmill, serve_stream
+        from treadctl.simulator import SimTreadmill, serve_stream
 
         loop = asyncio.get_running_loop()
         self._sim = sim = SimTreadmill(self.profile, faults=self.faults, seed=self.seed)

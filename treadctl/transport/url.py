@@ -1,4 +1,4 @@
-"""Device URLs (CONTRACT §1): one string selects the transport and its endpoint.
+"""Device URLs (docs/transports.md): one string selects the transport and its endpoint.
 
 ``parse_device_url`` is pure: it validates the syntax and values and returns a frozen
 :class:`DeviceURL`; nothing is opened or looked up here (profiles and ports are checked
@@ -226,7 +226,7 @@ def _positive_float(raw: str, name: str, bad: _Bad) -> float:
 def _check_faults(spec: str, bad: _Bad) -> None:
     """Validate a fault spec with the simulator's own parser when it is installed."""
     try:
-        from simulator.faults import parse_faults
+        from treadctl.simulator.faults import parse_faults
     except ImportError:
         return
     try:

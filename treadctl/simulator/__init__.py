@@ -5,9 +5,9 @@ See docs/simulator.md (how to use it) and docs/reference-firmware.md (the firmwa
 behaviour it implements).
 """
 
-from simulator.faults import FAULTS, FaultPlan, FaultSpecError, FaultWindow, parse_faults
-from simulator.firmware import BeltTruth, SimTreadmill
-from simulator.link import serve_pty, serve_stream, serve_tcp
+from treadctl.simulator.faults import FAULTS, FaultPlan, FaultSpecError, FaultWindow, parse_faults
+from treadctl.simulator.firmware import BeltTruth, SimTreadmill
+from treadctl.simulator.link import serve_pty, serve_stream, serve_tcp
 
 __all__ = [
     "FAULTS",

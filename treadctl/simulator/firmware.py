@@ -21,7 +21,6 @@ import random
 from collections.abc import Callable, Coroutine
 from typing import NamedTuple
 
-from simulator.faults import FAULTS, FaultPlan, FaultSpecError, FaultWindow, parse_faults
 from treadctl.clock import Clock, LoopClock
 from treadctl.ftms import (
     CONTROL_POINT,
@@ -69,6 +68,7 @@ from treadctl.ftms import (
 )
 from treadctl.ftms.feature import MACHINE_FEATURE_BITS, TARGET_FEATURE_BITS
 from treadctl.profiles import FirmwareProfile
+from treadctl.simulator.faults import FAULTS, FaultPlan, FaultSpecError, FaultWindow, parse_faults
 from treadctl.transport.framing import FrameCounters
 from treadctl.types import KMH_PER_MPS, Direction
 
@@ -89,7 +89,7 @@ HR_BPM_PER_KMH = 8.0
 HR_MAX_BPM = 200.0
 #: What the heart rate jumps to during the ``hr-spike`` fault.
 HR_SPIKE_BPM = 190.0
-#: Backward locomotion costs ~35 % more energy than forward at the same speed (REVERSE.md).
+#: Backward locomotion costs ~35 % more energy than forward at the same speed (docs/reverse-training.md).
 REVERSE_EFFORT_FACTOR = 1.35
 
 _EPS = 1e-9

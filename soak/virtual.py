@@ -1,6 +1,6 @@
 """The fault campaign (soak): many treadmills, hours of sessions, random faults, judged by physics.
 
-``python -m treadctl.soak [--hours 8] [--treadmills 4] [--seed N] [--json] [--broker-phase]``
+``python -m soak [--hours 8] [--treadmills 4] [--seed N] [--json] [--broker-phase]``
 
 **Virtual-time phase** (always): ``--treadmills`` lanes, each a :class:`Controller` on its own
 in-process simulator (profiles alternate ``treadctl-reference`` / ``kinetic-rx2``), run the
@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulator.faults import FAULTS
 from treadctl import ftms
 from treadctl.clock import run_virtual, wait_until
 from treadctl.control.controller import ControlError, Controller, SessionResult, State
@@ -56,6 +55,7 @@ from treadctl.profiles import FirmwareProfile, load_profile
 from treadctl.programs import builtin_names, load_builtin
 from treadctl.programs.model import Program
 from treadctl.programs.validate import validate_program
+from treadctl.simulator.faults import FAULTS
 from treadctl.store.db import SessionStore
 from treadctl.store.integration import ControllerRecorder, RecorderFactory
 from treadctl.transport.sim import SimTransport
@@ -831,7 +831,7 @@ def format_table(stats: SoakStats) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m treadctl.soak", description=__doc__.split("\n")[0]
+        prog="python -m soak", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--hours", type=float, default=8.0, help="simulated hours (default 8)")
     parser.add_argument("--treadmills", type=int, default=4)
@@ -875,7 +875,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print(format_table(stats))
     if args.broker_phase:
-        from treadctl.soak.broker import run_broker_phase
+        from soak.broker import run_broker_phase
 
         broker = run_broker_phase(minutes=args.broker_minutes, seed=args.seed)
         violations += len(broker["violations"])

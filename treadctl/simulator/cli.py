@@ -15,12 +15,12 @@ import sys
 from typing import Any
 from urllib.parse import urlsplit
 
-from simulator.faults import FaultSpecError, parse_faults
-from simulator.firmware import SimTreadmill
-from simulator.link import serve_pty, serve_tcp
 from treadctl import clock
 from treadctl.cli import UsageError
 from treadctl.profiles import DEFAULT_PROFILE, ProfileError, load_profile
+from treadctl.simulator.faults import FaultSpecError, parse_faults
+from treadctl.simulator.firmware import SimTreadmill
+from treadctl.simulator.link import serve_pty, serve_tcp
 
 DEFAULT_LISTEN = "tcp://127.0.0.1:0"
 

@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from soak.mosquitto import MOSQUITTO, Mosquitto
+from soak.virtual import PROFILES, is_motion_write, stop_bound_s
 from treadctl.control.controller import Controller, State
 from treadctl.control.safety import SafetyConfig
 from treadctl.profiles import FirmwareProfile
-from treadctl.soak.mosquitto import MOSQUITTO, Mosquitto
-from treadctl.soak.virtual import PROFILES, is_motion_write, stop_bound_s
 from treadctl.transport.sim import SimTransport
 from treadctl.transport.stream import ByteStream, memory_pipe
 
@@ -51,7 +51,7 @@ class _Treadmill:
     """One simulated treadmill that outlives its links (pulling the cable does not reboot it)."""
 
     def __init__(self, profile: FirmwareProfile, seed: int) -> None:
-        from simulator import SimTreadmill
+        from treadctl.simulator import SimTreadmill
 
         self.profile = profile
         self.sim = SimTreadmill(profile, seed=seed)
@@ -67,7 +67,7 @@ class _LaneTransport(SimTransport):
         self.treadmill = treadmill
 
     async def _open(self) -> ByteStream:
-        from simulator import serve_stream
+        from treadctl.simulator import serve_stream
 
         sim = self.treadmill.sim
         self._sim = sim

@@ -1,7 +1,7 @@
 """A real mosquitto on a free port, started and crashed on demand.
 
 Used by the daemon tests (``tests/conftest.py``), the soak's broker phase
-(:mod:`treadctl.soak.broker`) and the daemon benchmark; it needs the ``mosquitto`` binary
+(:mod:`soak.broker`) and the daemon benchmark; it needs the ``mosquitto`` binary
 (``$MOSQUITTO``, default ``/usr/sbin/mosquitto``).
 """
 

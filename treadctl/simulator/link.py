@@ -1,4 +1,4 @@
-"""The simulator's end of a framed link (CONTRACT §5): one ``ByteStream`` per host, served
+"""The simulator's end of a framed link (docs/framing.md): one ``ByteStream`` per host, served
 over an in-memory pipe, a TCP connection or a pty master.
 
 ``serve_stream`` turns frames into :class:`~simulator.firmware.SimTreadmill` calls and
@@ -20,7 +20,7 @@ import termios
 import tty
 from collections.abc import Callable
 
-from simulator.firmware import SimTreadmill
+from treadctl.simulator.firmware import SimTreadmill
 from treadctl.transport.framing import Frame, FrameDecoder, FrameType, encode_frame
 from treadctl.transport.stream import AsyncioByteStream, ByteStream
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -29,12 +30,25 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    build = tmp_path_factory.mktemp("build")
+    # Built from a copy of the files git would ship (tracked, plus new ones not ignored):
+    # an in-place build reuses build/lib, which can hold files the package config no
+    # longer ships, and would hide exactly the mistake this test is for.
+    src = tmp_path_factory.mktemp("src")
+    listed = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        check=True, capture_output=True,
+    ).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        if not (REPO / rel).is_file():
+            continue  # deleted in the working tree
+        dest = src / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, dest)
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(out), str(REPO)],
-        capture_output=True, text=True, cwd=build, env=env, timeout=600,
+         "-w", str(out), str(src)],
+        capture_output=True, text=True, cwd=src, env=env, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     wheels = sorted(out.glob("treadctl-*.whl"))
@@ -62,7 +76,9 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return env_dir
 
 
-def _run(venv: Path, *args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def _run(
+    venv: Path, *args: str, cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TREADCTL_PROFILES_DIR")}
     env["XDG_STATE_HOME"] = str(cwd / "state")
     return subprocess.run(

@@ -226,6 +226,7 @@ class Controller:
         self._session_started = 0.0
         self._paused_total = 0.0
         self._recorder: Any = None
+        self._driving = False  # the session task is still driving the belt (not recording)
         self._opened = False
 
     # ====================================================================== lifecycle
@@ -457,7 +458,12 @@ class Controller:
         )
         self._event("estop", interlock=trip.interlock.value, reason=trip.reason)
         task = self._session_task
-        if task is not None and not task.done() and task is not _current_task():
+        if (
+            task is not None
+            and self._driving
+            and not task.done()
+            and task is not _current_task()
+        ):
             task.cancel()
         if self._escalation is None or self._escalation.done():
             with contextlib.suppress(RuntimeError):
@@ -699,7 +705,13 @@ class Controller:
             self._want_changed.clear()
             while not self.latch.latched:
                 speed, incline = self._want_speed, self._want_incline
-                if speed is not None and speed > 0 and speed != self.commanded_kmh:
+                # A setpoint only for a belt we started: after our Stop it is not wanted.
+                if (
+                    self.belt_running
+                    and speed is not None
+                    and speed > 0
+                    and speed != self.commanded_kmh
+                ):
                     step, wait = self._next_speed_step(speed)
                     if wait > 0:
                         with contextlib.suppress(TimeoutError):
@@ -779,17 +791,21 @@ class Controller:
         reason: str | None = None
         self._set_snapshot(state=State.STARTING)
         self._event("session-start", program=program.name, session_id=session_id)
+        self._driving = True
         try:
-            if not self.client.in_control:
-                await self.client.request_control()
-            for index, segment in enumerate(program.segments):
-                await self._run_segment(index, segment, limits)
-                completed = index + 1
-            await self._ramp_down_and_stop(limits)
-        except _StopRequested:
-            outcome = Outcome.STOPPED
-            reason = "stopped on request"
-            await self._ramp_down_and_stop(limits, quick=True)
+            # Nested: a trip (or shutdown) that cancels us while we carry out a stop request
+            # lands in the handlers below, not out of an except clause as a raw cancel.
+            try:
+                if not self.client.in_control:
+                    await self.client.request_control()
+                for index, segment in enumerate(program.segments):
+                    await self._run_segment(index, segment, limits)
+                    completed = index + 1
+                await self._ramp_down_and_stop(limits)
+            except _StopRequested:
+                outcome = Outcome.STOPPED
+                reason = "stopped on request"
+                await self._ramp_down_and_stop(limits, quick=True)
         except asyncio.CancelledError:
             # Cancelled by a trip (latched) or by shutdown: the belt is commanded to stop.
             self.client.stop_now()
@@ -815,6 +831,9 @@ class Controller:
                 self.latch.trip.reason if self.latch.trip else repr(exc),
             )
         finally:
+            # From here on a trip only latches: cancelling the bookkeeping below would lose
+            # the record and the 'finished' event.
+            self._driving = False
             self._monitoring = False
             self._speed_ramp = self._incline_ramp = None
             self._want_speed = self._want_incline = None
@@ -835,8 +854,14 @@ class Controller:
             self._set_snapshot(state=State.IDLE, segment=None, phase=None, target_speed_kmh=0.0)
         recorder, self._recorder = self._recorder, None
         if recorder is not None:
+            finishing = asyncio.ensure_future(recorder.finish(self, result))
+            while not finishing.done():
+                # A shutdown cancelling us now must not leave the session 'running' in the
+                # store: the session is over, only its record is being written.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(finishing)
             try:
-                result.summary = await asyncio.shield(recorder.finish(self, result))
+                result.summary = finishing.result()
             except Exception as exc:
                 log.error("could not finish the session record: %s", exc)
         self._event(
@@ -1060,7 +1085,11 @@ class Controller:
         self._monitoring = not quick and self._monitoring
         self._stop_requested = False
         if quick:
-            self._speed_ramp = None
+            # Nothing may follow our Stop: a wanted setpoint left behind would be sent by the
+            # sender (commanded drops to 0 below), and a firmware that wants Start before
+            # speed refuses it (kinetic-rx2: operation_failed, a false e-stop).
+            self._speed_ramp = self._incline_ramp = None
+            self._want_speed = self._want_incline = None
             self.client.stop_now()
             self._begin_stop_envelope()
             self.belt_running = False

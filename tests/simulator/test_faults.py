@@ -60,22 +60,63 @@ def test_parse_faults() -> None:
 
 
 @pytest.mark.parametrize(
-    ("spec", "message"),
+    ("spec", "message", "bad"),
     [
-        ("x@3", "unknown fault 'x' in 'x@3' (known: link-drop,"),
-        ("runaway", "missing @SECONDS in 'runaway'"),
-        ("runaway@soon", "bad start time 'soon' in 'runaway@soon'"),
-        ("runaway@-1", "bad start time '-1'"),
-        ("runaway@3+x", "bad duration 'x' in 'runaway@3+x'"),
-        ("runaway@nan", "bad start time 'nan'"),
-        ("runaway@3,,garbage@4", "empty entry"),
+        ("x@3", "unknown fault 'x' (known: link-drop,", "'x'"),
+        ("link-drop@5,meteor@3", "unknown fault 'meteor' (known: link-drop,", "meteor"),
+        ("runaway", "runaway: missing @SECONDS (expected NAME@SECONDS[+DURATION])", "runaway"),
+        ("runaway@soon", "runaway: bad start time 'soon' (expected seconds >= 0)", "'soon'"),
+        ("runaway@-1", "runaway: bad start time '-1'", "-1"),
+        ("runaway@3+x", "runaway: bad duration 'x' (expected seconds >= 0)", "'x'"),
+        ("runaway@nan", "runaway: bad start time 'nan'", "nan"),
+        ("runaway@3,,garbage@4", "entry 2 of 3 is empty", "entry 2"),
+        ("@3", "entry 1 of 1 has no fault name before '@'", "entry 1"),
     ],
 )
-def test_bad_fault_specs_name_the_bad_part(spec: str, message: str) -> None:
+def test_bad_fault_specs_name_the_bad_part_once(spec: str, message: str, bad: str) -> None:
     with pytest.raises(FaultSpecError) as info:
         parse_faults(spec)
-    assert message in str(info.value)
+    text = str(info.value)
+    assert message in text
+    assert text.count(bad) == 1, text  # the bad part once ...
+    if "," in spec or "@" in spec[1:]:
+        assert spec not in text  # ... and never the whole spec: the caller shows it
     assert isinstance(info.value, ValueError)
+
+
+def test_fault_spec_errors_on_the_command_line_say_it_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from treadctl.cli import main
+
+    for argv, prefix in (
+        (["sim", "--faults", "bogus@3"], "treadctl: error: --faults: "),
+        (
+            ["run", "quick-demo", "--device", "sim://?faults=bogus@3"],
+            "treadctl: error: bad device URL 'sim://?faults=bogus@3': faults: ",
+        ),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(prefix + "unknown fault 'bogus' (known: link-drop, "), err
+        assert err.count("bogus") == (1 if argv[0] == "sim" else 2), err  # URL + name
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_seed_is_refused_below_zero_by_sim_and_by_the_url_alike(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # random.Random(-1) is Random(1): a negative seed silently meant another seed.
+    from treadctl.cli import main
+    from treadctl.transport.url import DeviceURLError, parse_device_url
+
+    with pytest.raises(DeviceURLError, match=r"seed must be >= 0, got -1"):
+        parse_device_url("sim://?seed=-1")
+    # A port-less --listen is refused after the seed: a sim that accepted -1 stops there
+    # with another message instead of serving for ever.
+    assert main(["sim", "--seed", "-1", "--listen", "tcp://127.0.0.1"]) == 2
+    assert capsys.readouterr().err == "treadctl: error: --seed must be >= 0, got -1\n"
+    assert parse_device_url("sim://?seed=0").seed == 0
 
 
 def test_unknown_fault_names_are_refused_everywhere(sim_run) -> None:

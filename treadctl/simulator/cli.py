@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="NAME@SECONDS[+DURATION][,...], seconds since the host's first contact")
     p.add_argument("--speedup", type=float, default=1.0,
                    help="virtual seconds per real second (both sides must agree; default 1)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (garbage fault)")
+    p.add_argument("--seed", type=int, default=0, help="random seed >= 0 (garbage fault)")
     p.set_defaults(func=handle)
 
 
@@ -71,6 +71,8 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError(f"--faults: {exc}") from None
     if not math.isfinite(args.speedup) or args.speedup <= 0:
         raise UsageError(f"--speedup must be > 0, got {args.speedup}")
+    if args.seed < 0:  # as sim://?seed= (treadctl/transport/url.py): Random(-n) == Random(n)
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
     listen = None if args.pty else _parse_listen(args.listen or DEFAULT_LISTEN)
 
     def make_sim() -> SimTreadmill:

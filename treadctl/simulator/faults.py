@@ -57,7 +57,7 @@ class FaultPlan:
     windows: list[FaultWindow] = field(default_factory=list)
 
     def add(self, window: FaultWindow) -> None:
-        _check_name(window.name, str(window))
+        _check_name(window.name)
         self.windows.append(window)
 
     def active(self, name: str, t_s: float) -> bool:
@@ -70,28 +70,49 @@ class FaultPlan:
         return bool(self.windows)
 
 
-def _check_name(name: str, part: str) -> None:
+def _check_name(name: str) -> None:
     if name not in FAULTS:
-        raise FaultSpecError(f"unknown fault {name!r} in {part!r} (known: {', '.join(FAULTS)})")
+        raise FaultSpecError(f"unknown fault {name!r} (known: {', '.join(FAULTS)})")
 
 
-def _seconds(text: str, what: str, part: str, spec: str) -> float:
+def _seconds(text: str, what: str, name: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value < 0:
-        raise FaultSpecError(
-            f"bad {what} {text!r} in {part!r} of {spec!r} (expected seconds >= 0)"
-        )
+        raise FaultSpecError(f"{name}: bad {what} {text!r} (expected seconds >= 0)")
     return value
 
 
 def parse_faults(spec: str) -> FaultPlan:
-    """``"runaway@30,link-drop@60+5"`` -> a :class:`FaultPlan`; raises :class:`FaultSpecError`."""
+    """``"runaway@30,link-drop@60+5"`` -> a :class:`FaultPlan`; raises :class:`FaultSpecError`.
+
+    The message quotes the bad part once and never the whole spec: every caller shows the
+    spec itself (``--faults``, the device URL), so repeating it only hides the bad part.
+    """
     plan = FaultPlan()
     if not spec.strip():
         return plan
+    parts = spec.split(",")
+    for number, raw_part in enumerate(parts, 1):
+        part = raw_part.strip()
+        if not part:
+            raise FaultSpecError(f"entry {number} of {len(parts)} is empty")
+        name, at, when = part.partition("@")
+        name = name.strip()
+        if not name:
+            raise FaultSpecError(f"entry {number} of {len(parts)} has no fault name before '@'")
+        _check_name(name)
+        if not at:
+            raise FaultSpecError(f"{name}: missing @SECONDS (expected NAME@SECONDS[+DURATION])")
+        start_text, plus, duration_text = when.partition("+")
+        start_s = _seconds(start_text.strip(), "start time", name)
+        duration_s = None
+        if plus:
+            duration_s = _seconds(duration_text.strip(), "duration", name)
+        plan.windows.append(FaultWindow(name, start_s, duration_s))
+    return plan
     for raw_part in spec.split(","):
         part = raw_part.strip()
         if not part:

@@ -155,3 +155,58 @@ def test_empty_session_exports(store: SessionStore) -> None:
 def test_unknown_format(store: SessionStore, recorded: str) -> None:
     with pytest.raises(ExportError):
         export_session(store, recorded, "gpx")
+
+
+def _standing_reverse_session() -> tuple[Any, list[Any]]:
+    """A reverse bout that ends at standstill: speeds 0.0 and 0.004 km/h in reverse, an
+    incline of -0.04 % (a machine that reads slightly below level)."""
+    from datetime import timedelta
+
+    from treadctl.store.model import Outcome, Sample, SessionInfo
+    from treadctl.types import Direction
+
+    info = SessionInfo(
+        id="20261126-103000-lane-1-0000", treadmill_id="lane-1", device="sim://",
+        profile="treadctl-reference", program_name="p", program=None,
+        started_at=synth.STARTED_AT, ended_at=synth.STARTED_AT + timedelta(seconds=4),
+        outcome=Outcome.FINISHED, reason="", summary=None,
+    )  # fmt: skip
+    rev = Direction.REVERSE
+    samples = [
+        Sample(t_s=t, speed_kmh=v, direction=d, target_speed_kmh=tv, incline_pct=-0.04,
+               target_incline_pct=-0.0, distance_m=0.0, hr_bpm=90, segment=0,
+               ts=synth.STARTED_AT + timedelta(seconds=t))
+        for t, v, tv, d in [
+            (0.0, 0.0, 0.0, rev), (1.0, 0.004, 0.0, rev), (2.0, 1.0, 2.0, rev),
+            (3.0, 0.0, 0.0, rev), (4.0, 0.0, 0.0, Direction.FORWARD),
+        ]
+    ]  # fmt: skip
+    return info, samples
+
+
+def test_no_export_prints_negative_zero(tmp_path: Path) -> None:
+    import math
+    import re
+
+    from treadctl.store.export import to_csv, to_fit, to_tcx
+
+    info, samples = _standing_reverse_session()
+    assert samples[0].signed_speed_kmh == 0.0 and math.copysign(1, samples[0].signed_speed_kmh) > 0
+    negative_zero = re.compile(r"^-0(\.0*)?$")
+    rows = list(csv.reader(io.StringIO(to_csv(samples))))
+    cells = [c for row in rows[1:] for c in row]
+    assert not [c for c in cells if negative_zero.match(c)], rows
+    assert rows[3][8] == "-1.00"  # a real negative stays negative
+    root = ET.fromstring(to_tcx(info, samples, []))
+    texts = [el.text.strip() for el in root.iter() if el.text and el.text.strip()]
+    assert not [t for t in texts if negative_zero.match(t)]
+    assert not [t for t in texts if "-0.0 " in t or t.endswith("-0.0 %")]  # lap notes
+    path = tmp_path / "z.fit"
+    path.write_bytes(to_fit(info, samples, []))
+    zeros = []
+    with fitdecode.FitReader(str(path), check_crc=fitdecode.CrcCheck.RAISE) as reader:
+        for frame in reader:
+            if isinstance(frame, fitdecode.FitDataMessage) and frame.name == "record":
+                fields = {f.name: f.value for f in frame.fields}
+                zeros += [fields["signed_speed"], fields["grade"]]
+    assert zeros and all(math.copysign(1, float(v)) > 0 for v in zeros if float(v) == 0), zeros

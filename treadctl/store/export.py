@@ -68,6 +68,17 @@ def _sample_ts(session: SessionInfo, s: Sample) -> datetime:
     )
 
 
+def _num(value: float, decimals: int) -> str:
+    """Fixed-point text, never ``-0.00``: a standing reverse belt (-0.0) or a value that
+    rounds to zero (-0.004) is plain zero in every export, whatever its sign was."""
+    text = f"{value:.{decimals}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def _no_negative_zero(value: float) -> float:
+    return 0.0 if value == 0 else value
+
+
 # --- CSV -----------------------------------------------------------------------------------
 
 
@@ -79,18 +90,18 @@ def to_csv(samples: Sequence[Sample]) -> str:
     for s in samples:
         w.writerow(
             (
-                f"{s.t_s:.3f}",
+                _num(s.t_s, 3),
                 iso_utc(s.ts) if s.ts is not None else "",
                 "" if s.segment is None else s.segment,
                 s.state,
                 str(s.direction),
-                f"{s.target_speed_kmh:.2f}",
-                f"{s.speed_kmh:.2f}",
-                f"{s.signed_target_speed_kmh:.2f}",
-                f"{s.signed_speed_kmh:.2f}",
-                f"{s.incline_pct:.1f}",
-                f"{s.target_incline_pct:.1f}",
-                "" if s.distance_m is None else f"{s.distance_m:.1f}",
+                _num(s.target_speed_kmh, 2),
+                _num(s.speed_kmh, 2),
+                _num(s.signed_target_speed_kmh, 2),
+                _num(s.signed_speed_kmh, 2),
+                _num(s.incline_pct, 1),
+                _num(s.target_incline_pct, 1),
+                "" if s.distance_m is None else _num(s.distance_m, 1),
                 "" if s.hr_bpm is None else s.hr_bpm,
             )
         )
@@ -115,8 +126,8 @@ def _lap_notes(span: Span, n_spans: int) -> str:
     # Starts with the direction word so tools (and people) can filter on it.
     where = f"segment {span.index + 1}" if span.index is not None else "manual control"
     return (
-        f"{span.direction} · {where} of {n_spans} · target {span.target_speed_kmh:.1f} km/h"
-        f" · incline {span.target_incline_pct:.1f} %"
+        f"{span.direction} · {where} of {n_spans} · target {_num(span.target_speed_kmh, 1)} km/h"
+        f" · incline {_num(span.target_incline_pct, 1)} %"
     )
 
 
@@ -147,9 +158,9 @@ def to_tcx(session: SessionInfo, samples: Sequence[Sample], events: Sequence[Eve
         end_i = span.stop if span.stop < len(samples) else span.stop - 1
         lap = _sub(activity, "Lap")
         lap.set("StartTime", iso_utc(_sample_ts(session, chunk[0])))
-        _sub(lap, "TotalTimeSeconds", f"{span.duration_s:.2f}")
-        _sub(lap, "DistanceMeters", f"{cum[end_i] - cum[span.start]:.2f}")
-        _sub(lap, "MaximumSpeed", f"{max(s.speed_kmh for s in chunk) / KMH_PER_MPS:.3f}")
+        _sub(lap, "TotalTimeSeconds", _num(span.duration_s, 2))
+        _sub(lap, "DistanceMeters", _num(cum[end_i] - cum[span.start], 2))
+        _sub(lap, "MaximumSpeed", _num(max(s.speed_kmh for s in chunk) / KMH_PER_MPS, 3))
         # No body weight is known, so no honest energy estimate: 0 (the element is required).
         _sub(lap, "Calories", "0")
         hrs = _hr_values(chunk)
@@ -165,15 +176,15 @@ def to_tcx(session: SessionInfo, samples: Sequence[Sample], events: Sequence[Eve
         for i, s in enumerate(chunk, start=span.start):
             tp = _sub(track, "Trackpoint")
             _sub(tp, "Time", iso_utc(_sample_ts(session, s)))
-            _sub(tp, "DistanceMeters", f"{cum[i]:.2f}")
+            _sub(tp, "DistanceMeters", _num(cum[i], 2))
             if s.hr_bpm is not None and 0 < s.hr_bpm < 256:
                 _sub(_sub(tp, "HeartRateBpm"), "Value", str(s.hr_bpm))
             tpx = _sub(_sub(tp, "Extensions"), "TPX", ns=TCX_AX_NS)
-            _sub(tpx, "Speed", f"{s.speed_kmh / KMH_PER_MPS:.3f}", ns=TCX_AX_NS)
+            _sub(tpx, "Speed", _num(s.speed_kmh / KMH_PER_MPS, 3), ns=TCX_AX_NS)
         _sub(lap, "Notes", _lap_notes(span, len(spans)))
         lx = _sub(_sub(lap, "Extensions"), "LX", ns=TCX_AX_NS)
         avg_mps = (cum[end_i] - cum[span.start]) / span.duration_s if span.duration_s > 0 else 0.0
-        _sub(lx, "AvgSpeed", f"{avg_mps:.3f}", ns=TCX_AX_NS)
+        _sub(lx, "AvgSpeed", _num(avg_mps, 3), ns=TCX_AX_NS)
     summary = session.summary or summarize(samples, events, outcome=str(session.outcome))
     _sub(
         activity,
@@ -322,12 +333,12 @@ def to_fit(session: SessionInfo, samples: Sequence[Sample], events: Sequence[Eve
             base_type=BaseType.FLOAT32,
             size=4,
         )
-        speed_f.set_value(0, s.signed_speed_kmh / KMH_PER_MPS)
+        speed_f.set_value(0, _no_negative_zero(s.signed_speed_kmh / KMH_PER_MPS))
         rec = RecordMessage(developer_fields=[dir_field(s.direction), speed_f])
         rec.timestamp = ts_ms
         rec.distance = cum[i]
         rec.speed = s.speed_kmh / KMH_PER_MPS
-        rec.grade = s.incline_pct
+        rec.grade = _no_negative_zero(s.incline_pct)
         if has_hr:
             rec.heart_rate = s.hr_bpm if s.hr_bpm is not None and 0 < s.hr_bpm < 255 else None
         builder.add(rec)

@@ -62,14 +62,16 @@ class Sample:
     segment: int | None = None
     ts: datetime | None = None
 
+    # A standing reverse belt is 0.0, not -0.0 (which prints as "-0.00").
     @property
     def signed_speed_kmh(self) -> float:
-        return -self.speed_kmh if self.direction == Direction.REVERSE else self.speed_kmh
+        reverse = self.direction == Direction.REVERSE and self.speed_kmh != 0
+        return -self.speed_kmh if reverse else self.speed_kmh
 
     @property
     def signed_target_speed_kmh(self) -> float:
-        sign = -1.0 if self.direction == Direction.REVERSE else 1.0
-        return sign * self.target_speed_kmh
+        reverse = self.direction == Direction.REVERSE and self.target_speed_kmh != 0
+        return -self.target_speed_kmh if reverse else self.target_speed_kmh
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

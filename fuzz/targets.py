@@ -11,7 +11,10 @@ Targets (``TARGETS``):
     byte 0 picks one of the codec's decoders (with its quirk options) or
     ``decode_characteristic`` by name/UUID; the rest is the value. Only ``FTMSDecodeError``
     may escape; a value that decodes must render with ``to_jsonable`` + ``json.dumps`` and
-    re-encode to bytes that decode to the same value.
+    re-encode to bytes that decode to the same value. The tolerant decoders
+    (``strict=False``) are checked against the strict ones instead: a value without
+    ``deviations`` is exactly what the strict decoder gives, the speed is the record's first
+    field, fields listed as ``missing`` are None.
 ``framing``
     the input is a byte stream, cut into chunks by a schedule taken from its last bytes.
     ``FrameDecoder.feed`` never raises; chunked and one-shot decoding give the same frames and
@@ -148,6 +151,63 @@ for _name, _uuid in ftms.CHARACTERISTICS.items():
         _PAIRS.append((f"decode_characteristic({_key!r})", _by_name(_key), None))
     _PAIRS.append((f"decode_characteristic({_name!r}, quirks)",
                    _by_name(_name, pace_format="uint16-s-per-km", signed_speed=True), None))
+
+
+
+_TD_DEVIATIONS = frozenset({"step-count", "short-record"})
+
+
+def _td_tolerant(pace: ftms.PaceFormat, signed: bool) -> _Decode:
+    def decode(d: bytes) -> object:
+        td = ftms.decode_treadmill_data(d, pace_format=pace, signed_speed=signed, strict=False)
+        _check(set(td.deviations or ()) <= _TD_DEVIATIONS, f"unknown deviations {td.deviations}")
+        if not d[0] & 1:
+            raw = int.from_bytes(d[2:4], "little", signed=signed)
+            _check(td.speed_kmh == raw / 100, f"speed {td.speed_kmh} is not the first field")
+        for name in td.missing or ():
+            _check(getattr(td, name) is None, f"missing {name} has a value")
+        if not td.deviations:
+            strict = ftms.decode_treadmill_data(d, pace_format=pace, signed_speed=signed)
+            _check(strict == td, f"tolerant {td!r} != strict {strict!r}")
+        else:
+            try:
+                ftms.decode_treadmill_data(d, pace_format=pace, signed_speed=signed)
+            except ftms.FTMSDecodeError:
+                pass
+            else:
+                _check(False, f"strict accepts {d.hex()} that used {td.deviations}")
+        return td
+
+    return decode
+
+
+def _ms_tolerant(signed: bool) -> _Decode:
+    def decode(d: bytes) -> object:
+        status = ftms.decode_machine_status(d, signed_speed=signed, strict=False)
+        deviations = getattr(status, "deviations", None)
+        try:
+            strict = ftms.decode_machine_status(d, signed_speed=signed)
+        except ftms.FTMSDecodeError as exc:
+            _check(deviations == ("status-trailing-bytes",) and exc.reason == "trailing",
+                   f"strict refuses {d.hex()} ({exc}) but tolerant names {deviations}")
+        else:
+            _check(strict == status and not deviations, f"{status!r} != strict {strict!r}")
+        return status
+
+    return decode
+
+
+# The tolerant decoders last, so the selector bytes of the earlier ones stay as they were
+# (modulo the longer list).
+for _pace in ftms.treadmill_data.PACE_FORMATS:
+    for _signed in (False, True):
+        _PAIRS.append((f"treadmill-data tolerant pace={_pace} signed={_signed}",
+                       _td_tolerant(_pace, _signed), None))
+for _signed in (False, True):
+    _PAIRS.append((f"machine-status tolerant signed={_signed}", _ms_tolerant(_signed), None))
+for _name in ("treadmill-data", "machine-status"):
+    _PAIRS.append((f"decode_characteristic({_name!r}, strict=False)",
+                   lambda d, _n=_name: ftms.decode_characteristic(_n, d, strict=False), None))
 
 #: Decoder names in selector order (byte 0 of an ``ftms`` input, modulo this length).
 FTMS_DECODERS: tuple[str, ...] = tuple(name for name, _, _ in _PAIRS)

@@ -118,3 +118,61 @@ def test_real_command_line() -> None:
     assert bad.stdout == ""
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and "truncated" in lines[0], bad.stderr
+
+
+# ---------------------------------------------------------------- deviations and --strict
+CS_WALKING = "(0x) 84-24-2C-01-09-00-00-00-00-00-00-00-0D-00-0C-00-00"  # CS-WP8 capture
+MATRIX = "9e1f5100b2005800000000ff7f0000ffff0c0097"  # TrackMyIndoorWorkout fixture
+
+
+def test_decode_names_the_deviations(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["ftms", "decode", "treadmill-data", CS_WALKING]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["speed_kmh"] == 3.0 and out["step_count"] == 12
+    assert out["deviations"] == ["step-count"]
+    assert _run(["ftms", "decode", "treadmill-data", MATRIX]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["deviations"] == ["short-record"]
+    assert out["missing"][0] == "energy_per_hour_kcal"
+    assert out["not_available"] == ["ramp_angle_deg"]
+    assert _run(["ftms", "decode", "0x2ADA", "02-01-00"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {
+        "type": "StoppedOrPausedByUser",
+        "opcode": 2,
+        "paused": False,
+        "deviations": ["status-trailing-bytes"],
+    }
+
+
+def test_decode_without_deviations_has_no_deviations_key(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for argv in (["treadmill-data", "0c00e80310270032001400"], ["machine-status", "0201"]):
+        assert _run(["ftms", "decode", *argv]) == 0
+        assert "deviations" not in json.loads(capsys.readouterr().out)
+        assert _run(["ftms", "decode", "--strict", *argv]) == 0
+        capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["treadmill-data", CS_WALKING], "reserved flag bits"),
+        (["treadmill-data", MATRIX], "truncated"),
+        (["machine-status", "040000"], "2 trailing bytes"),
+        (["0x2ADA", "020100"], "1 trailing bytes"),
+    ],
+)
+def test_strict_rejects_the_deviations(argv: list[str], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        _run(["ftms", "decode", "--strict", *argv])
+
+
+def test_real_command_line_strict() -> None:
+    ok = _treadctl("ftms", "decode", "treadmill-data", CS_WALKING)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["deviations"] == ["step-count"]
+    bad = _treadctl("ftms", "decode", "--strict", "treadmill-data", CS_WALKING)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert "reserved flag bits" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

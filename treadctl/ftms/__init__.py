@@ -3,7 +3,8 @@
 Bytes in, frozen dataclasses out, and back: no I/O, no asyncio, no clock. Every decoder
 raises only :class:`FTMSDecodeError` for bad bytes; every encoder raises
 :class:`FTMSEncodeError` for values that do not fit the wire. Firmware quirks (pace format,
-signed speed) are keyword arguments, set from the firmware profile. See docs/ftms.md.
+signed speed) are keyword arguments, set from the firmware profile. ``strict=False`` and
+:class:`TelemetryReader` read the deviations real treadmills send. See docs/ftms.md.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from treadctl.ftms.registry import (
     decode_characteristic,
     to_jsonable,
 )
+from treadctl.ftms.tolerant import DEVIATIONS, TelemetryReader, TreadmillDataAssembler
 from treadctl.ftms.training_status import (
     TrainingStatus,
     TrainingStatusCode,
@@ -88,6 +90,7 @@ __all__ = [
     "BELT_DIRECTION",
     "CHARACTERISTICS",
     "CONTROL_POINT",
+    "DEVIATIONS",
     "FEATURE",
     "FITNESS_MACHINE_SERVICE",
     "INCLINATION_RANGE",
@@ -126,9 +129,11 @@ __all__ = [
     "TargetHeartRateChanged",
     "TargetInclineChanged",
     "TargetSpeedChanged",
+    "TelemetryReader",
     "TrainingStatus",
     "TrainingStatusCode",
     "TreadmillData",
+    "TreadmillDataAssembler",
     "characteristic_name",
     "decode_belt_direction",
     "decode_characteristic",

@@ -2,6 +2,11 @@
 
 HEX is what a capture tool shows: plain (``0c00e803``), spaced, colon- or dash-separated
 (nRF Connect: ``(0x) 0C-00-E8-03``), with an optional ``0x`` prefix per value or per byte.
+
+The decoding is tolerant by default, as the controller reads: the JSON's ``deviations`` names
+any deviation from FTMS 1.0 the value uses, ``missing`` the fields a short record announced
+but did not carry, ``not_available`` the fields that carried the "data not available" value.
+``--strict`` is the FTMS 1.0 decoder for conformance work: any deviation is an error.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ def _decode(args: argparse.Namespace) -> int:
     if args.pace_format is not None:
         quirks["pace_format"] = args.pace_format
     try:
-        value = decode_characteristic(args.characteristic, data, **quirks)
+        value = decode_characteristic(args.characteristic, data, strict=args.strict, **quirks)
     except FTMSDecodeError as exc:
         raise UsageError(f"cannot decode {data.hex()}: {exc}") from None
     except ValueError as exc:  # unknown characteristic name
@@ -83,5 +88,11 @@ def register(subparsers: Any) -> None:
         "--signed-speed",
         action="store_true",
         help="speeds are sint16, negative = reverse (kinetic-rx2 quirk)",
+    )
+    decode.add_argument(
+        "--strict",
+        action="store_true",
+        help="FTMS 1.0 exactly: reject the deviations real devices send (step count in flag"
+        " bit 13, records shorter than their flags, trailing Machine Status bytes)",
     )
     decode.set_defaults(func=_decode)

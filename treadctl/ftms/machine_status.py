@@ -4,17 +4,25 @@ target changed, control permission lost, ...).
 Wire format: uint8 opcode + parameters. Opcodes a treadmill controller acts on get their own
 class; the other opcodes FTMS 1.0 defines (bike, rower, targets we do not set) decode to
 :class:`OtherStatus` with their raw parameters. Reserved opcodes (0x00, 0x16-0xFE) are errors.
+
+``strict=False`` reads a notification with bytes after its parameters (CITYSPORTS walking
+pads send ``04 00 00`` for "started" and ``02 01 00`` for "stopped by user", docs/ftms.md):
+the opcode and its parameters are read, the rest ignored, and the value's ``deviations``
+names ``status-trailing-bytes``. Everything else is as strict as the default.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
 from treadctl.ftms._wire import s16, to_int, u8, u16
 from treadctl.ftms.errors import ByteData, FTMSDecodeError, FTMSEncodeError, check_size
 
 _NAME: Final = "machine-status"
+#: Deviation name (``.deviations`` of a status read with ``strict=False``; docs/ftms.md).
+STATUS_TRAILING_BYTES: Final = "status-trailing-bytes"
+_TRAILING: Final = (STATUS_TRAILING_BYTES,)
 
 RESET: Final = 0x01
 STOPPED_OR_PAUSED_BY_USER: Final = 0x02
@@ -32,45 +40,61 @@ OTHER_OPCODES: Final = frozenset({0x07, 0x08, *range(0x0A, 0x16)})
 @dataclass(frozen=True)
 class StatusReset:
     opcode: ClassVar[int] = RESET
+    #: Deviations from FTMS 1.0 this notification used (``strict=False`` only); not compared.
+    deviations: tuple[str, ...] | None = field(default=None, compare=False, kw_only=True)
 
 
 @dataclass(frozen=True)
 class StoppedOrPausedByUser:
     paused: bool
     opcode: ClassVar[int] = STOPPED_OR_PAUSED_BY_USER
+    #: Deviations from FTMS 1.0 this notification used (``strict=False`` only); not compared.
+    deviations: tuple[str, ...] | None = field(default=None, compare=False, kw_only=True)
 
 
 @dataclass(frozen=True)
 class StoppedBySafetyKey:
     opcode: ClassVar[int] = STOPPED_BY_SAFETY_KEY
+    #: Deviations from FTMS 1.0 this notification used (``strict=False`` only); not compared.
+    deviations: tuple[str, ...] | None = field(default=None, compare=False, kw_only=True)
 
 
 @dataclass(frozen=True)
 class StartedOrResumedByUser:
     opcode: ClassVar[int] = STARTED_OR_RESUMED_BY_USER
+    #: Deviations from FTMS 1.0 this notification used (``strict=False`` only); not compared.
+    deviations: tuple[str, ...] | None = field(default=None, compare=False, kw_only=True)
 
 
 @dataclass(frozen=True)
 class TargetSpeedChanged:
     speed_kmh: float
     opcode: ClassVar[int] = TARGET_SPEED_CHANGED
+    #: Deviations from FTMS 1.0 this notification used (``strict=False`` only); not compared.
+    deviations: tuple[str, ...] | None = field(default=None, compare=False, kw_only=True)
 
 
 @dataclass(frozen=True)
 class TargetInclineChanged:
     incline_pct: float
     opcode: ClassVar[int] = TARGET_INCLINE_CHANGED
+    #: Deviations from FTMS 1.0 this notification used (``strict=False`` only); not compared.
+    deviations: tuple[str, ...] | None = field(default=None, compare=False, kw_only=True)
 
 
 @dataclass(frozen=True)
 class TargetHeartRateChanged:
     bpm: int
     opcode: ClassVar[int] = TARGET_HEART_RATE_CHANGED
+    #: Deviations from FTMS 1.0 this notification used (``strict=False`` only); not compared.
+    deviations: tuple[str, ...] | None = field(default=None, compare=False, kw_only=True)
 
 
 @dataclass(frozen=True)
 class ControlPermissionLost:
     opcode: ClassVar[int] = CONTROL_PERMISSION_LOST
+    #: Deviations from FTMS 1.0 this notification used (``strict=False`` only); not compared.
+    deviations: tuple[str, ...] | None = field(default=None, compare=False, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -105,8 +129,13 @@ _SIZES: Final = {
 }
 
 
-def decode_machine_status(data: ByteData, *, signed_speed: bool = False) -> MachineStatus:
-    """Decode one Machine Status notification; raises only :class:`FTMSDecodeError`."""
+def decode_machine_status(
+    data: ByteData, *, signed_speed: bool = False, strict: bool = True
+) -> MachineStatus:
+    """Decode one Machine Status notification; raises only :class:`FTMSDecodeError`.
+
+    ``strict=False`` ignores bytes after the parameters of an opcode with a fixed size and
+    names ``status-trailing-bytes`` in the result's ``deviations``."""
     if not data:
         raise FTMSDecodeError(_NAME, "empty notification: no opcode", reason="empty")
     op = data[0]
@@ -117,9 +146,13 @@ def decode_machine_status(data: ByteData, *, signed_speed: bool = False) -> Mach
         raise FTMSDecodeError(
             _NAME, f"reserved opcode 0x{op:02x} at offset 0", reason="unsupported"
         )
-    check_size(_NAME, data, 1 + size, f"opcode 0x{op:02x} parameters")
+    dev: tuple[str, ...] | None = None
+    if strict or len(data) <= 1 + size:
+        check_size(_NAME, data, 1 + size, f"opcode 0x{op:02x} parameters")
+    else:
+        dev = _TRAILING
     if op == RESET:
-        return StatusReset()
+        return StatusReset(deviations=dev)
     if op == STOPPED_OR_PAUSED_BY_USER:
         if data[1] not in (1, 2):
             raise FTMSDecodeError(
@@ -128,18 +161,22 @@ def decode_machine_status(data: ByteData, *, signed_speed: bool = False) -> Mach
                 " (0x01 stop, 0x02 pause)",
                 reason="range",
             )
-        return StoppedOrPausedByUser(paused=data[1] == 2)
+        return StoppedOrPausedByUser(paused=data[1] == 2, deviations=dev)
     if op == STOPPED_BY_SAFETY_KEY:
-        return StoppedBySafetyKey()
+        return StoppedBySafetyKey(deviations=dev)
     if op == STARTED_OR_RESUMED_BY_USER:
-        return StartedOrResumedByUser()
+        return StartedOrResumedByUser(deviations=dev)
     if op == TARGET_SPEED_CHANGED:
-        return TargetSpeedChanged(int.from_bytes(data[1:3], "little", signed=signed_speed) / 100)
+        return TargetSpeedChanged(
+            int.from_bytes(data[1:3], "little", signed=signed_speed) / 100, deviations=dev
+        )
     if op == TARGET_INCLINE_CHANGED:
-        return TargetInclineChanged(int.from_bytes(data[1:3], "little", signed=True) / 10)
+        return TargetInclineChanged(
+            int.from_bytes(data[1:3], "little", signed=True) / 10, deviations=dev
+        )
     if op == TARGET_HEART_RATE_CHANGED:
-        return TargetHeartRateChanged(data[1])
-    return ControlPermissionLost()
+        return TargetHeartRateChanged(data[1], deviations=dev)
+    return ControlPermissionLost(deviations=dev)
 
 
 def encode_machine_status(status: MachineStatus, *, signed_speed: bool = False) -> bytes:

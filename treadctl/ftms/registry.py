@@ -44,18 +44,20 @@ _QUIRKS: Final = frozenset({"pace_format", "signed_speed"})
 _OPCODES: Final = frozenset(int(op) for op in OpCode)
 
 
-def _decoder(name: str, quirks: dict[str, Any]) -> Callable[[ByteData], object]:
+def _decoder(name: str, quirks: dict[str, Any], strict: bool) -> Callable[[ByteData], object]:
     pace = quirks.get("pace_format", "uint8-0.1kmpmin")
     signed = bool(quirks.get("signed_speed", False))
     table: dict[str, Callable[[ByteData], object]] = {
         "feature": decode_feature,
-        "treadmill-data": lambda d: decode_treadmill_data(d, pace_format=pace, signed_speed=signed),
+        "treadmill-data": lambda d: decode_treadmill_data(
+            d, pace_format=pace, signed_speed=signed, strict=strict
+        ),
         "training-status": decode_training_status,
         "speed-range": decode_speed_range,
         "inclination-range": decode_inclination_range,
         "control-point": lambda d: decode_control_point(d, signed_speed=signed),
         "control-point-response": decode_control_point_response,
-        "machine-status": lambda d: decode_machine_status(d, signed_speed=signed),
+        "machine-status": lambda d: decode_machine_status(d, signed_speed=signed, strict=strict),
         "belt-direction": decode_belt_direction,
     }
     return table[name]
@@ -80,15 +82,20 @@ def characteristic_name(name_or_uuid: str, data: ByteData = b"") -> str:
     raise ValueError(f"unknown characteristic {name_or_uuid!r} (known: {known}, or a 16-bit UUID)")
 
 
-def decode_characteristic(name_or_uuid: str, data: ByteData, **quirks: Any) -> object:
+def decode_characteristic(
+    name_or_uuid: str, data: ByteData, *, strict: bool = True, **quirks: Any
+) -> object:
     """Decode ``data`` as the named characteristic. Quirks: ``pace_format``, ``signed_speed``.
 
-    Raises ``ValueError`` for an unknown name or quirk, :class:`FTMSDecodeError` for bad bytes.
+    ``strict=False`` reads Treadmill Data and Machine Status tolerantly (the deviations real
+    devices send, named in the value's ``deviations``); the other characteristics have one
+    decoder. Raises ``ValueError`` for an unknown name or quirk, :class:`FTMSDecodeError`
+    for bad bytes.
     """
     unknown = set(quirks) - _QUIRKS
     if unknown:
         raise ValueError(f"unknown quirk(s): {', '.join(sorted(unknown))}")
-    return _decoder(characteristic_name(name_or_uuid, data), quirks)(data)
+    return _decoder(characteristic_name(name_or_uuid, data), quirks, strict)(data)
 
 
 def _jsonable(value: Any) -> Any:
@@ -96,12 +103,15 @@ def _jsonable(value: Any) -> Any:
         return value.name
     if isinstance(value, bytes | bytearray):
         return bytes(value).hex()
+    if isinstance(value, tuple):
+        return list(value)
     return value
 
 
 def to_jsonable(obj: object) -> dict[str, Any]:
     """A JSON-ready dict of a decoded value: ``"type"`` (the class name) plus the fields that
-    are present (None fields left out). Enums become their names, bytes become hex."""
+    are present (None fields left out). Enums become their names, bytes become hex, tuples
+    (``deviations``, ``missing``, ``not_available``) become lists."""
     if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
         raise TypeError(f"not a decoded FTMS value: {obj!r}")
     out: dict[str, Any] = {"type": type(obj).__name__}

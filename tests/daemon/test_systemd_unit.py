@@ -247,3 +247,159 @@ def test_dependencies_run_without_writable_executable_memory(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
     assert (tmp_path / "plot.png").stat().st_size > 0
+
+
+# --- one install story: the unit, the sysusers/tmpfiles files, the docs, the example
+# config and the broker ACL say the same thing ------------------------------------------
+
+DOCS = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
+INSTALL_DOCS = [ROOT / "docs" / "raspberry-pi.md", ROOT / "docs" / "daemon.md"]
+EXAMPLE_CONFIG = ROOT / "examples" / "daemon.toml"
+ACL = ROOT / "docs" / "examples" / "mosquitto" / "treadctl.acl"
+VENV = "/opt/treadctl/venv"
+
+
+def _sysusers_user() -> str:
+    users = [line.split()[1] for line in SYSUSERS.read_text().splitlines()
+             if line.startswith("u ")]
+    assert len(users) == 1, users
+    return users[0]
+
+
+def test_unit_user_is_the_sysusers_user_and_owns_the_state_directory(
+    service: dict[str, list[str]],
+) -> None:
+    user = _sysusers_user()
+    assert service["User"] == [user] and service["Group"] == [user]
+    owners = {line.split()[1]: (line.split()[3], line.split()[4])
+              for line in TMPFILES.read_text().splitlines() if line.startswith("d ")}
+    assert owners["/var/lib/treadctl"] == (user, user)
+    assert owners["/etc/treadctl"] == ("root", user)
+
+
+def test_the_install_docs_create_the_executable_the_unit_runs(
+    service: dict[str, list[str]],
+) -> None:
+    executable = service["ExecStart"][0].split()[0]
+    assert executable == f"{VENV}/bin/treadctl"
+    for doc in INSTALL_DOCS:
+        text = doc.read_text()
+        assert f"python3 -m venv {VENV}\n" in text, doc.name
+        assert f"{VENV}/bin/pip install /opt/treadctl/src" in text, doc.name
+
+
+def test_no_doc_installs_treadctl_anywhere_else() -> None:
+    # Every venv, pip and treadctl binary under /opt/treadctl is the unit's venv.
+    venv_re = re.compile(r"python3? -m venv (\S+)")
+    bin_re = re.compile(r"(/opt/treadctl/\S*?)/?bin/(?:pip|treadctl|python)\b")
+    files = [*DOCS, EXAMPLE_CONFIG, UNIT]
+    for path in files:
+        text = path.read_text()
+        for target in venv_re.findall(text):
+            if target.startswith("/opt/"):
+                assert target == VENV, f"{path.name}: venv at {target}"
+        for prefix in bin_re.findall(text):
+            assert prefix == VENV, f"{path.name}: {prefix}/bin/..."
+        # Never a system-wide pip install (PEP 668 refuses it on Bookworm).
+        assert not re.search(r"sudo (?:python3 -m )?pip3? install", text), path.name
+
+
+def test_the_docs_run_commands_as_the_service_user() -> None:
+    user = _sysusers_user()
+    for path in [*DOCS, EXAMPLE_CONFIG]:
+        text = path.read_text()
+        for other in re.findall(r"sudo -u (\S+)", text):
+            if other != "`.":  # "unless they show `sudo -u`."
+                assert other == user, f"{path.name}: sudo -u {other}"
+        assert "useradd" not in text, f"{path.name}: users come from sysusers.d"
+
+
+def _acl_rules(text: str) -> dict[str, list[tuple[str, str]]]:
+    """user -> [(access, topic pattern)] from mosquitto ACL lines (comments skipped)."""
+    rules: dict[str, list[tuple[str, str]]] = {}
+    user: str | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("user "):
+            user = line.split(None, 1)[1]
+            rules.setdefault(user, [])
+        elif line.startswith("topic ") and user is not None:
+            parts = line.split()
+            access, pattern = (parts[1], parts[2]) if len(parts) == 3 else ("readwrite", parts[1])
+            rules[user].append((access, pattern))
+    return rules
+
+
+def _matches(pattern: str, topic: str) -> bool:
+    p, t = pattern.split("/"), topic.split("/")
+    for i, level in enumerate(p):
+        if level == "#":
+            return True
+        if i >= len(t) or (level != "+" and level != t[i]):
+            return False
+    return len(p) == len(t)
+
+
+def _may_write(rules: list[tuple[str, str]], topic: str) -> bool:
+    return any(access in ("write", "readwrite") and _matches(pattern, topic)
+               for access, pattern in rules)
+
+
+def _acl_snippets() -> list[tuple[str, str]]:
+    """The shipped ACL, plus every fenced block in the docs that holds ACL lines."""
+    out = [(str(ACL.relative_to(ROOT)), ACL.read_text())]
+    for doc in DOCS:
+        for block in re.findall(r"```[^\n]*\n(.*?)```", doc.read_text(), flags=re.S):
+            if re.search(r"^\s*user \S+", block, flags=re.M) and "topic " in block:
+                out.append((doc.name, block))
+    return out
+
+
+def test_acl_matcher_follows_mqtt_wildcards() -> None:
+    assert _matches("treadctl/+/cmd/#", "treadctl/lane-1/cmd/reset")
+    assert _matches("treadctl/#", "treadctl/lane-1/cmd/reset")
+    assert _matches("treadctl/+/cmd/reset", "treadctl/all/cmd/reset")
+    assert not _matches("treadctl/+/cmd/stop", "treadctl/lane-1/cmd/reset")
+    assert not _matches("treadctl/+/status", "treadctl/lane-1/cmd/reset")
+    # The check below would catch the old daemon.md ACL (tablet: treadctl/+/cmd/#).
+    old = _acl_rules("user tablet\ntopic read treadctl/#\ntopic write treadctl/+/cmd/#\n")
+    assert _may_write(old["tablet"], "treadctl/lane-1/cmd/reset")
+
+
+def test_only_the_back_end_may_reset_in_every_acl_the_docs_show() -> None:
+    snippets = _acl_snippets()
+    assert snippets[0][0] == "docs/examples/mosquitto/treadctl.acl"
+    for source, text in snippets:
+        rules = _acl_rules(text)
+        assert rules, source
+        resetters = {user for user, r in rules.items()
+                     if _may_write(r, "treadctl/lane-1/cmd/reset")}
+        assert resetters <= {"gym-backend"}, f"{source}: {sorted(resetters)} may send reset"
+        for user in ("staff-tablet", "homeassistant", "tablet"):
+            if user in rules:
+                assert _may_write(rules[user], "treadctl/lane-1/cmd/estop"), (source, user)
+                assert _may_write(rules[user], "treadctl/all/cmd/estop"), (source, user)
+    shipped = _acl_rules(ACL.read_text())
+    assert {u for u, r in shipped.items() if _may_write(r, "treadctl/x/cmd/reset")} == {
+        "gym-backend"
+    }
+
+
+def test_example_config_uses_the_daemon_account_of_the_acl() -> None:
+    import tomllib
+
+    config = tomllib.loads(EXAMPLE_CONFIG.read_text())
+    daemon_accounts = [user for user, r in _acl_rules(ACL.read_text()).items()
+                       if _may_write(r, "treadctl/lane-1/state")]
+    assert daemon_accounts == [config["mqtt"]["username"]] == ["treadctl-daemon"]
+    assert config["daemon"]["data_dir"] == "/var/lib/treadctl"
+    assert service_state_dir() == "/var/lib/treadctl"
+    pi = (ROOT / "docs" / "raspberry-pi.md").read_text()
+    assert 'username = "treadctl-daemon"' in pi
+    assert 'password_file = "/etc/treadctl/mqtt-password"' in pi
+    assert "/etc/treadctl/mqtt-password" in EXAMPLE_CONFIG.read_text()
+
+
+def service_state_dir() -> str:
+    state = _directives(UNIT.read_text())["Service"]["StateDirectory"]
+    return f"/var/lib/{state[0]}"

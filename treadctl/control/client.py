@@ -82,6 +82,13 @@ class FTMSClient:
         self.on_direction: Callable[[Direction], None] = lambda d: None
         self.on_stop_result: Callable[[ftms.ResultCode], None] = lambda r: None
         self.decode_errors = 0
+        #: Tolerant decoding of what real machines send (docs/ftms.md): ``deviations``
+        #: counts each deviation seen; ``on_deviation`` runs once per name per connection.
+        self.telemetry = ftms.TelemetryReader(
+            pace_format=self.pace_format, signed_speed=self.signed_speed, on_new=self._deviation
+        )
+        self.deviations = self.telemetry.deviations
+        self.on_deviation: Callable[[str], None] = lambda name: None
         self.retries = 0
         self.stops_sent = 0
         #: When we last put a Stop or Pause on the wire (a machine status echoing it is ours).
@@ -116,14 +123,13 @@ class FTMSClient:
     def _on_notify(self, uuid: int, value: bytes) -> None:
         try:
             if uuid == ftms.TREADMILL_DATA:
-                td = ftms.decode_treadmill_data(
-                    value, pace_format=self.pace_format, signed_speed=self.signed_speed
-                )
-                self.on_telemetry(td)
+                td = self.telemetry.treadmill_data(value)  # None: part of a split record
+                if td is not None:
+                    self.on_telemetry(td)
             elif uuid == ftms.CONTROL_POINT:
                 self._on_response(ftms.decode_control_point_response(value))
             elif uuid == ftms.MACHINE_STATUS:
-                status = ftms.decode_machine_status(value, signed_speed=self.signed_speed)
+                status = self.telemetry.machine_status(value)
                 if isinstance(status, ftms.ControlPermissionLost):
                     self.in_control = False
                 self.on_status(status)
@@ -134,6 +140,13 @@ class FTMSClient:
             # Never act on a value we could not decode; count it and carry on.
             self.decode_errors += 1
             log.warning("dropped undecodable notification on 0x%04X: %s", uuid, exc)
+
+    def _deviation(self, name: str) -> None:
+        log.warning(
+            "this machine sends %s: read tolerantly (reported once per connection, docs/ftms.md)",
+            ftms.DEVIATIONS.get(name, name),
+        )
+        self.on_deviation(name)
 
     def _on_response(self, resp: ftms.ControlPointResponse) -> None:
         opcode = resp.request_opcode

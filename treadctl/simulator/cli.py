@@ -19,7 +19,7 @@ from treadctl import clock
 from treadctl.cli import UsageError
 from treadctl.profiles import DEFAULT_PROFILE, ProfileError, load_profile
 from treadctl.simulator.faults import FaultSpecError, parse_faults
-from treadctl.simulator.firmware import SimTreadmill
+from treadctl.simulator.firmware import QUIRKS, QuirkSpecError, SimTreadmill, parse_quirks
 from treadctl.simulator.link import serve_pty, serve_tcp
 
 DEFAULT_LISTEN = "tcp://127.0.0.1:0"
@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--speedup", type=float, default=1.0,
                    help="virtual seconds per real second (both sides must agree; default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed >= 0 (garbage fault)")
+    p.add_argument("--quirks", default="", metavar="NAME[,NAME]",
+                   help="FTMS deviations of real machines for the firmware to send: "
+                   + ", ".join(QUIRKS) + " (docs/simulator.md)")
     p.set_defaults(func=handle)
 
 
@@ -71,12 +74,16 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError(f"--faults: {exc}") from None
     if not math.isfinite(args.speedup) or args.speedup <= 0:
         raise UsageError(f"--speedup must be > 0, got {args.speedup}")
+    try:
+        quirks = parse_quirks(args.quirks)
+    except QuirkSpecError as exc:
+        raise UsageError(f"--quirks: {exc}") from None
     if args.seed < 0:  # as sim://?seed= (treadctl/transport/url.py): Random(-n) == Random(n)
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     listen = None if args.pty else _parse_listen(args.listen or DEFAULT_LISTEN)
 
     def make_sim() -> SimTreadmill:
-        return SimTreadmill(profile, faults=plan, seed=args.seed)
+        return SimTreadmill(profile, faults=plan, seed=args.seed, quirks=quirks)
 
     def announce(text: str) -> None:
         print(text, flush=True)

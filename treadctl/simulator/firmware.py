@@ -11,15 +11,19 @@ here knows about frames or sockets: values go in through :meth:`SimTreadmill.han
 Conventions: ``_v_mps`` is the belt speed MAGNITUDE and ``_dir_actual`` (+1/-1) the way the
 motor actually turns; the signed speed is their product. Times in ``trace``, ``events`` and
 ``wire_log`` are seconds since the simulator was created (the fault-plan time base).
+
+``quirks`` makes the simulated firmware send the FTMS deviations of real machines
+(:data:`QUIRKS`, docs/simulator.md "Quirks"): the controller must read them tolerantly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import random
-from collections.abc import Callable, Coroutine
-from typing import NamedTuple
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Final, NamedTuple
 
 from treadctl.clock import Clock, LoopClock
 from treadctl.ftms import (
@@ -89,8 +93,47 @@ HR_BPM_PER_KMH = 8.0
 HR_MAX_BPM = 200.0
 #: What the heart rate jumps to during the ``hr-spike`` fault.
 HR_SPIKE_BPM = 190.0
-#: Backward locomotion costs ~35 % more energy than forward at the same speed (docs/reverse-training.md).
+#: Backward locomotion costs ~35 % more energy than forward at the same speed
+#: (docs/reverse-training.md).
 REVERSE_EFFORT_FACTOR = 1.35
+
+#: Firmware quirks (``SimTreadmill(quirks=...)``, ``sim://?quirks=``, ``treadctl sim --quirks``):
+#: each makes the simulated firmware send one deviation real treadmills send (docs/ftms.md).
+QUIRKS: Final[dict[str, str]] = {
+    "step-count": "Treadmill Data sets flag bit 13 and appends a uint24 step count"
+    " (CITYSPORTS CS-WP8, FitShow/KingSmith walking pads)",
+    "short-record": "Treadmill Data flags announce 31+ bytes, the record is cut at 20"
+    " (older Matrix consoles)",
+    "status-trailing-bytes": "Machine Status notifications are padded with zeros to 3 bytes"
+    " (CITYSPORTS: 04 00 00 started, 02 01 00 stopped by user)",
+    "split-records": "every Treadmill Data record is split over two notifications (More Data)",
+    "not-available": "inclination, energy per hour and energy per minute carry the"
+    " 'data not available' value",
+}
+#: Step length of the simulated walker/runner, for the ``step-count`` quirk.
+STEP_LENGTH_M = 0.7
+#: What ATT carries in one notification at the default MTU: ``short-record`` cuts here.
+SHORT_RECORD_BYTES = 20
+
+
+class QuirkSpecError(ValueError):
+    """An unknown quirk name."""
+
+
+def parse_quirks(spec: str | Iterable[str] | None) -> frozenset[str]:
+    """``"step-count,short-record"`` (or names) -> the set of quirks; unknown names raise
+    :class:`QuirkSpecError`."""
+    if spec is None:
+        return frozenset()
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = frozenset(n.strip() for n in names if n.strip())
+    unknown = sorted(out - QUIRKS.keys())
+    if unknown:
+        raise QuirkSpecError(
+            f"unknown quirk {', '.join(map(repr, unknown))} (known: {', '.join(QUIRKS)})"
+        )
+    return out
+
 
 _EPS = 1e-9
 _DIR_FORWARD = encode_belt_direction(BeltDirection(reverse=False))
@@ -140,8 +183,10 @@ class SimTreadmill:
         clock: Clock | None = None,
         faults: FaultPlan | str | None = None,
         seed: int = 0,
+        quirks: str | Iterable[str] | None = None,
     ) -> None:
         self.profile = profile
+        self.quirks = parse_quirks(quirks)
         self.clock: Clock = clock if clock is not None else LoopClock()
         if faults is None:
             self.plan = FaultPlan()
@@ -193,6 +238,7 @@ class SimTreadmill:
         self._notify: NotifyFn | None = None
         self._td_key: tuple[int, int, int, int, int] | None = None
         self._td_value = b""
+        self._td_values: tuple[bytes, ...] = ()
         self._fault_listeners: list[Callable[[str, bool], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._timeline: list[asyncio.TimerHandle] = []
@@ -719,7 +765,10 @@ class SimTreadmill:
         self._notify(uuid, value)
 
     def _status(self, status: MachineStatus) -> None:
-        self._emit(MACHINE_STATUS, encode_machine_status(status, signed_speed=self._signed))
+        value = encode_machine_status(status, signed_speed=self._signed)
+        if "status-trailing-bytes" in self.quirks and len(value) < 3:
+            value += bytes(3 - len(value))
+        self._emit(MACHINE_STATUS, value)
 
     def _set_training(self, code: int) -> None:
         if code != self._training:
@@ -735,7 +784,13 @@ class SimTreadmill:
         task.add_done_callback(self._tasks.discard)
 
     def telemetry_value(self) -> bytes:
-        """The Treadmill Data notification for the current state.
+        """The Treadmill Data notification for the current state (the last one of a split
+        record under the ``split-records`` quirk: the one with the speed)."""
+        return self.telemetry_values()[-1]
+
+    def telemetry_values(self) -> tuple[bytes, ...]:
+        """The Treadmill Data notifications of one telemetry tick (one, or two under the
+        ``split-records`` quirk), with the firmware's quirks applied.
 
         Encoding is the costliest part of a telemetry tick, and at a steady pace most
         ticks carry the same wire values: the last encoding is reused while every field's
@@ -752,7 +807,7 @@ class SimTreadmill:
             int(self._elapsed_s),
         )
         if key == self._td_key:
-            return self._td_value
+            return self._td_values
         self._td_key = key
         speed_kmh = abs(speed_cs) / 100.0
         fmt = self.profile.quirks.pace_format
@@ -772,21 +827,49 @@ class SimTreadmill:
             heart_rate_bpm=key[3],
             elapsed_time_s=min(key[4], 0xFFFF),
         )
-        self._td_value = encode_treadmill_data(td, pace_format=fmt, signed_speed=self._signed)
-        return self._td_value
-        speed, distance, incline, hr, elapsed, pace = key
-        td = TreadmillData(
-            speed_kmh=speed,
-            total_distance_m=distance,
-            inclination_pct=incline,
-            ramp_angle_deg=round(math.degrees(math.atan(incline / 100.0)), 1),
-            instantaneous_pace=pace,
-            heart_rate_bpm=hr,
-            elapsed_time_s=elapsed,
+        if self.quirks:
+            td = self._quirked(td)
+        values = self._split(td) if "split-records" in self.quirks else (td,)
+        out = tuple(
+            encode_treadmill_data(v, pace_format=fmt, signed_speed=self._signed) for v in values
         )
-        self._td_key = key
-        self._td_value = encode_treadmill_data(td, pace_format=fmt, signed_speed=self._signed)
-        return self._td_value
+        if "short-record" in self.quirks:
+            # Cut like a notification at the default ATT MTU: the flags stay as they were.
+            out = tuple(v[:SHORT_RECORD_BYTES] for v in out)
+        self._td_values = out
+        self._td_value = out[-1]
+        return out
+
+    def _quirked(self, td: TreadmillData) -> TreadmillData:
+        """The record's contents under the value quirks (the framing quirks come later)."""
+        changes: dict[str, Any] = {}
+        q = self.quirks
+        kcal = min(int(self._distance_m * 0.06), 0xFFFE)  # ~60 kcal/km: only a plausible count
+        if "step-count" in q:
+            changes["step_count"] = min(int(self._distance_m / STEP_LENGTH_M), 0xFFFFFF)
+        if "short-record" in q:
+            # Like the Matrix console: more fields announced than 20 bytes carry. Speed,
+            # distance and incline lie wholly inside the first 20 bytes; energy per hour and
+            # minute, heart rate and elapsed time do not.
+            changes.update(
+                average_speed_kmh=td.speed_kmh,
+                positive_elevation_gain_m=0.0, negative_elevation_gain_m=0.0,
+                total_energy_kcal=kcal, energy_per_hour_kcal=0, energy_per_minute_kcal=0,
+            )
+        if "not-available" in q:
+            changes.update(
+                inclination_pct=None, total_energy_kcal=kcal,
+                energy_per_hour_kcal=None, energy_per_minute_kcal=None,
+            )
+        return dataclasses.replace(td, **changes) if changes else td
+
+    @staticmethod
+    def _split(td: TreadmillData) -> tuple[TreadmillData, TreadmillData]:
+        """A split record: the first part (More Data set) carries everything but the speed
+        and the elapsed time, the last part the speed and the elapsed time."""
+        first = dataclasses.replace(td, speed_kmh=None, elapsed_time_s=None)
+        last = TreadmillData(speed_kmh=td.speed_kmh, elapsed_time_s=td.elapsed_time_s)
+        return first, last
 
     # ------------------------------------------------------------------ timers
 
@@ -804,7 +887,8 @@ class SimTreadmill:
         self._mark()
         if self._notify is None or self.fault_active("telemetry-stop"):
             return
-        self._emit(TREADMILL_DATA, self.telemetry_value())
+        for value in self.telemetry_values():
+            self._emit(TREADMILL_DATA, value)
         if self._dir_uuid is not None:
             self._emit(self._dir_uuid, self._direction_value())
 

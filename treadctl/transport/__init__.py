@@ -60,7 +60,7 @@ def open_transport(
         from treadctl.transport.sim import SimTransport
 
         sim_profile: FirmwareProfile | str | None = u.profile or profile
-        return SimTransport(sim_profile, faults=u.faults, seed=u.seed)
+        return SimTransport(sim_profile, faults=u.faults, seed=u.seed, quirks=u.quirks)
     if u.scheme == "tcp":
         from treadctl.transport.tcp import DEFAULT_CONNECT_TIMEOUT_S, TcpTransport
 

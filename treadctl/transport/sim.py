@@ -29,12 +29,14 @@ class SimTransport(FramedTransport):
         profile: FirmwareProfile | str | None = None,
         faults: Any = None,
         seed: int = 0,
+        quirks: Any = None,
     ) -> None:
         if profile is None:
             profile = DEFAULT_PROFILE
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
         self.faults = faults
         self.seed = seed
+        self.quirks = quirks
         name = f"sim://?profile={self.profile.name}"
         super().__init__(self._open, name)
         self._sim: SimTreadmill | None = None
@@ -51,7 +53,9 @@ class SimTransport(FramedTransport):
         from treadctl.simulator import SimTreadmill, serve_stream
 
         loop = asyncio.get_running_loop()
-        self._sim = sim = SimTreadmill(self.profile, faults=self.faults, seed=self.seed)
+        self._sim = sim = SimTreadmill(
+            self.profile, faults=self.faults, seed=self.seed, quirks=self.quirks
+        )
         host, device = memory_pipe()
         self._device = device
         self._tasks = [

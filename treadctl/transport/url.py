@@ -22,7 +22,7 @@ SCHEMES: tuple[Scheme, ...] = ("sim", "ble", "serial", "tcp")
 DEFAULT_BAUD = 115200
 # Query parameters each scheme accepts; anything else is a typo we refuse to guess about.
 _ALLOWED: dict[str, tuple[str, ...]] = {
-    "sim": ("profile", "speedup", "faults", "seed"),
+    "sim": ("profile", "speedup", "faults", "seed", "quirks"),
     "ble": ("timeout",),
     "serial": ("baud",),
     "tcp": ("timeout",),
@@ -60,6 +60,8 @@ class DeviceURL:
     speedup: float | None = None
     faults: str | None = None
     seed: int = 0
+    #: Simulated firmware quirks (FTMS deviations of real machines), comma-separated names.
+    quirks: str | None = None
     # ble scan / tcp connect timeout, seconds (None = transport default)
     timeout_s: float | None = None
     #: The raw query parameters, in order, as (name, value) pairs.
@@ -132,6 +134,9 @@ def parse_device_url(url: str) -> DeviceURL:
         faults = q.get("faults")
         if faults is not None:
             _check_faults(faults, bad)
+        quirks = q.get("quirks")
+        if quirks is not None:
+            _check_quirks(quirks, bad)
         seed = 0
         if "seed" in q:
             try:
@@ -142,7 +147,7 @@ def parse_device_url(url: str) -> DeviceURL:
                 raise bad(f"seed must be >= 0, got {seed}")
         return DeviceURL(
             "sim", text, profile=profile, speedup=speedup, faults=faults or None, seed=seed,
-            params=params,
+            quirks=quirks or None, params=params,
         )
 
     if scheme == "ble":
@@ -233,3 +238,15 @@ def _check_faults(spec: str, bad: _Bad) -> None:
         parse_faults(spec)
     except ValueError as exc:
         raise bad(f"faults: {exc}") from None
+
+
+def _check_quirks(spec: str, bad: _Bad) -> None:
+    """Validate simulator quirk names with the simulator's own parser when it is installed."""
+    try:
+        from treadctl.simulator.firmware import parse_quirks
+    except ImportError:
+        return
+    try:
+        parse_quirks(spec)
+    except ValueError as exc:
+        raise bad(f"quirks: {exc}") from None

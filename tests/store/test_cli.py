@@ -37,13 +37,28 @@ def test_list_table_and_json(
     out = capsys.readouterr().out
     assert a in out and b in out and "estopped" in out and "reverse-walk-intro" in out
     assert main(["sessions", "list", "--json", "--limit", "1", "--data-dir", str(d)]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 1 and rows[0]["id"] in (a, b)
+
+
+def test_list_json_is_one_object_per_session_and_line(
+    data_dir: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # JSON lines, like every other --json output (run, programs list, profiles list, scan).
+    d, a, b = data_dir
+    assert main(["sessions", "list", "--json", "--data-dir", str(d)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    rows = [json.loads(line) for line in lines]
+    assert all(isinstance(r, dict) for r in rows)
+    assert {r["id"] for r in rows} == {a, b}
+    assert {r["outcome"] for r in rows} == {"estopped", "finished"}
+    assert rows[0]["summary"]["distance_m"] > 0 and rows[0]["sample_count"] > 0
 
 
 def test_list_without_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sessions", "list", "--json", "--data-dir", str(tmp_path)]) == 0
-    assert json.loads(capsys.readouterr().out) == []
+    assert capsys.readouterr().out == ""  # no session, no line
 
 
 def test_default_data_dir_from_xdg(
@@ -72,6 +87,96 @@ def test_show_by_unique_prefix(
     doc = json.loads(capsys.readouterr().out)
     assert doc["outcome"] == "estopped" and doc["summary"]["reverse_distance_m"] > 0
     assert any(e["type"] == "estop" for e in doc["events"])
+
+
+def summary_of(d: Path, sid: str) -> dict[str, object]:
+    with open_store(d) as store:
+        summary = store.get_session(sid).summary
+    assert summary is not None
+    return dict(summary)
+
+
+def _event_lines(out: str) -> list[str]:
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("events")) + 1
+    end = next(i for i, line in enumerate(lines) if line.startswith("summary"))
+    return lines[start:end]
+
+
+def _count(line: str) -> int:
+    """How many events one line of ``sessions show`` stands for (``×N`` when collapsed)."""
+    mark = line.rpartition(" ×")[2]
+    return int(mark.split()[0]) if " ×" in line and mark.split()[0].isdigit() else 1
+
+
+def test_show_lists_every_event(
+    data_dir: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    d, a, _ = data_dir
+    with open_store(d) as store:
+        stored = store.events(a)
+    assert main(["sessions", "show", a, "--data-dir", str(d)]) == 0
+    out = capsys.readouterr().out
+    lines = _event_lines(out)
+    assert out.splitlines()[8] == f"events     {len(stored) + 1}"
+    assert sum(_count(line) for line in lines) == len(stored) + 1  # + finished
+    text = "\n".join(lines)
+    # Segments, in words, numbered from 1 like the program listing.
+    for n, seg in enumerate(synth.PROGRAM["segment"], 1):
+        head = f"segment          {n}/5 {seg['direction']} {seg['speed_kmh']:.1f} km/h"
+        assert head in text, (head, text)
+    assert "state            direction=reverse" in text
+    assert "command          command=estop, source=mqtt" in text
+    # The e-stop with its reason, then how the session ended.
+    assert "estop            remote e-stop (front desk) (source=mqtt)" in text
+    assert lines[-1].split()[:3] == ["8:04", "finished", "estopped:"]
+    summary = summary_of(d, a)
+    assert lines[-1].endswith(
+        f"remote e-stop (front desk) (distance_m={summary['distance_m']:g},"
+        f" segments_completed={summary['segments_completed']})"
+    )
+
+
+def test_show_json_has_every_event_and_the_end(
+    data_dir: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    d, a, b = data_dir
+    with open_store(d) as store:
+        stored = store.events(a)
+    assert main(["sessions", "show", a, "--json", "--data-dir", str(d)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    events = doc["events"]
+    assert [e["type"] for e in events] == [e.type for e in stored] + ["finished"]
+    assert all(e["ts"].endswith("Z") for e in events)  # as started_at / ended_at
+    assert events[-1]["data"]["outcome"] == "estopped"
+    assert events[-1]["data"]["reason"] == "remote e-stop (front desk)"
+    assert events[-1]["ts"] == doc["ended_at"]
+    assert main(["sessions", "show", b, "--json", "--data-dir", str(d)]) == 0
+    last = json.loads(capsys.readouterr().out)["events"][-1]
+    assert last["type"] == "finished" and last["data"]["outcome"] == "finished"
+
+
+def test_show_a_real_simulated_session_with_an_estop(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The controller's own events, as `run` records them: segments, FTMS status echoes
+    # (one per setpoint: they are collapsed, not dropped), the interlock's e-stop.
+    d = str(tmp_path)
+    argv = ["run", "quick-demo", "--speedup", "max", "--json", "--data-dir", d,
+            "--device", "sim://?faults=runaway@20"]  # fmt: skip
+    assert main(argv) == 3
+    capsys.readouterr()
+    with open_store(d) as store:
+        (info,) = store.list_sessions(5, None)
+        stored = store.events(info.id)
+    assert main(["sessions", "show", info.id, "--data-dir", d]) == 0
+    lines = _event_lines(capsys.readouterr().out)
+    assert sum(_count(line) for line in lines) == len(stored) + 1
+    assert any(" segment          1/4 forward 3.0 km/h" in line for line in lines)
+    estop = [line for line in lines if line.split()[1] == "estop"]
+    assert len(estop) == 1 and "overspeed: belt at" in estop[0]
+    assert lines[-1].split()[1:3] == ["finished", "estopped:"]
+    assert any("×" in line for line in lines)  # the status echoes of a ramp, counted
 
 
 def test_export_to_stdout_and_files(

@@ -20,7 +20,8 @@ from treadctl.store.db import (
     default_data_dir,
     default_db_path,
 )
-from treadctl.store.model import SessionInfo
+from treadctl.store.model import Event, Outcome, SessionInfo, iso_utc
+from treadctl.store.segments import program_segments
 from treadctl.store.summary import format_duration, print_summary
 
 __all__ = ["print_summary", "register"]
@@ -41,14 +42,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub = p.add_subparsers(dest="sessions_command", metavar="ACTION", required=True)
 
     ls = sub.add_parser("list", parents=[common], help="newest sessions first")
-    ls.add_argument("--json", action="store_true", help="JSON array instead of a table")
+    ls.add_argument(
+        "--json", action="store_true", help="one JSON object per session and line (JSON lines)"
+    )
     ls.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (default 20)")
     ls.add_argument("--treadmill", metavar="ID", help="only this treadmill")
     ls.set_defaults(func=_cmd_list)
 
     show = sub.add_parser("show", parents=[common], help="details and summary of one session")
     show.add_argument("id", metavar="ID", help="session id or a unique prefix of one")
-    show.add_argument("--json", action="store_true", help="JSON (with events)")
+    show.add_argument("--json", action="store_true", help="one JSON object, with every event")
     show.set_defaults(func=_cmd_show)
 
     exp = sub.add_parser("export", parents=[common], help="CSV, TCX or FIT file of a session")
@@ -136,12 +139,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
         raise UsageError("--limit must be >= 0")
     db = default_db_path(args.data_dir)
     if not db.exists():
-        print("[]" if args.json else f"no sessions recorded yet ({db})")
+        if not args.json:  # JSON lines: no session, no line
+            print(f"no sessions recorded yet ({db})")
         return EXIT_OK
     with _open(args) as store:
         sessions = store.list_sessions(args.limit, args.treadmill)
     if args.json:
-        print(json.dumps([s.to_dict() for s in sessions], indent=1))
+        for s in sessions:
+            print(json.dumps(s.to_dict()))
         return EXIT_OK
     if not sessions:
         print("no sessions")
@@ -160,22 +165,125 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _session_events(info: SessionInfo, events: list[Event]) -> list[dict[str, Any]]:
+    """Every recorded event in time order, ending with ``finished`` once the session is
+    over: the controller's own ``finished`` event when one was recorded, else one made
+    from the session row (outcome, reason, end time, summary)."""
+    out = [
+        {
+            "t_s": e.t_s,
+            "ts": iso_utc(e.ts) if e.ts else None,
+            "type": e.type,
+            "data": dict(e.data),
+        }
+        for e in events
+    ]
+    if info.outcome != Outcome.RUNNING and not any(e["type"] == "finished" for e in out):
+        summary = info.summary or {}
+        last_t = max([float(summary.get("duration_s") or 0.0), *(e["t_s"] for e in out)])
+        data: dict[str, Any] = {"outcome": str(info.outcome), "reason": info.reason}
+        for key in ("distance_m", "segments_completed"):
+            if key in summary:
+                data[key] = summary[key]
+        out.append(
+            {
+                "t_s": last_t,
+                "ts": iso_utc(info.ended_at) if info.ended_at else None,
+                "type": "finished",
+                "data": data,
+            }
+        )
+    return out
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, dict | list):
+        return json.dumps(v, separators=(",", ":"))
+    return str(v)
+
+
+def _pairs(data: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
+    return ", ".join(f"{k}={_value(v)}" for k, v in data.items() if k not in skip)
+
+
+def _event_text(entry: dict[str, Any], info: SessionInfo) -> str:
+    """One readable line for one event: segments and stops in words, the rest as k=v."""
+    kind, data = entry["type"], entry["data"]
+    if kind == "segment":
+        segs = program_segments(info.program)
+        if "segment" in data:  # the controller numbers segments from 1
+            number = int(data["segment"])
+        elif "index" in data:
+            number = int(data["index"]) + 1
+        else:
+            return _pairs(data)
+        text = f"{number}/{len(segs)}" if segs else str(number)
+        if "direction" in data:
+            text += f" {data['direction']}"
+        if "speed_kmh" in data:
+            text += f" {float(data['speed_kmh']):.1f} km/h"
+        if "incline_pct" in data:
+            text += f", incline {float(data['incline_pct']):.1f} %"
+        if "duration_s" in data:
+            text += f", {format_duration(float(data['duration_s']))}"
+        label = data.get("label")
+        if label is None and 0 < number <= len(segs):
+            label = segs[number - 1].get("label")
+        rest = _pairs(data, ("segment", "index", "direction", "speed_kmh", "incline_pct",
+                             "duration_s", "label"))  # fmt: skip
+        return text + (f" · {label}" if label else "") + (f" ({rest})" if rest else "")
+    if kind == "finished":
+        text = str(data.get("outcome") or "finished")
+        if data.get("reason"):
+            text += f": {data['reason']}"
+        rest = _pairs(data, ("outcome", "reason", "session_id", "summary"))
+        return text + (f" ({rest})" if rest else "")
+    if kind == "session-start":
+        return _pairs(data, ("session_id",))  # the id heads the page already
+    if kind == "machine-status" and set(data) == {"status"}:
+        return str(data["status"])
+    if "reason" in data:  # e-stops, interlocks, faults, resets: the reason first
+        what = data.get("interlock") or data.get("fault")
+        reason = str(data["reason"])
+        text = reason if not what or reason.startswith(str(what)) else f"{what}: {reason}"
+        rest = _pairs(data, ("reason", "interlock", "fault"))
+        return text + (f" ({rest})" if rest else "")
+    return _pairs(data)
+
+
+def _event_lines(entries: list[dict[str, Any]], info: SessionInfo) -> list[str]:
+    """Consecutive identical events (FTMS status echoes during a ramp come one per
+    setpoint) become one line with a count, so nothing is hidden and nothing floods."""
+    lines: list[str] = []
+    i = 0
+    while i < len(entries):
+        entry = entries[i]
+        j = i + 1
+        while (
+            j < len(entries)
+            and entries[j]["type"] == entry["type"]
+            and entries[j]["data"] == entry["data"]
+        ):
+            j += 1
+        text = _event_text(entry, info)
+        if j - i > 1:
+            text += f" ×{j - i} (until {format_duration(entries[j - 1]['t_s'])})"
+        lines.append(f"  {format_duration(entry['t_s']):>8}  {entry['type']:<16} {text}".rstrip())
+        i = j
+    return lines
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
     with _open(args) as store:
         sid = _resolve(store, args.id)
         info = store.get_session(sid)
         events = store.events(sid)
+    entries = _session_events(info, events)
     if args.json:
         out: dict[str, Any] = info.to_dict()
-        out["events"] = [
-            {
-                "t_s": e.t_s,
-                "ts": e.ts.isoformat() if e.ts else None,
-                "type": e.type,
-                "data": dict(e.data),
-            }
-            for e in events
-        ]
+        out["events"] = entries
         print(json.dumps(out, indent=1))
         return EXIT_OK
     lines = [
@@ -188,14 +296,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
         f"outcome    {info.outcome}" + (f" ({info.reason})" if info.reason else ""),
         f"samples    {info.sample_count}",
     ]
-    notable = [e for e in events if e.type not in ("segment", "state")]
-    if notable:
-        lines.append("events")
-        for e in notable[:20]:
-            data = ", ".join(f"{k}={v}" for k, v in e.data.items())
-            lines.append(f"  {format_duration(e.t_s):>8}  {e.type:<10} {data}")
-        if len(notable) > 20:
-            lines.append(f"  ... {len(notable) - 20} more (--json for all)")
+    if entries:
+        lines.append(f"events     {len(entries)}")
+        lines.extend(_event_lines(entries, info))
     if info.summary:
         lines.append("summary    " + print_summary(info.summary))
     print("\n".join(lines))

@@ -51,6 +51,31 @@ def _alarm_text(e: Event) -> str:
     return text if len(text) <= 48 else text[:47] + "…"
 
 
+def speed_runs(samples: Sequence[Sample]) -> list[tuple[Direction, int, int]]:
+    """The measured-speed curve cut into pieces of one colour: ``(direction, first, last)``,
+    a polyline through samples ``first..last`` (inclusive; a piece shares its last sample
+    with the next one, so the curve has no gaps).
+
+    The colour is the belt's recorded direction, never the sign of the plotted value: a
+    belt standing at 0 km/h is forward or reverse according to what it was told. The line
+    between two samples takes the direction of the faster one (the belt moved that way in
+    between); between two standing samples, the earlier one's.
+    """
+    if not samples:
+        return []
+    if len(samples) == 1:
+        return [(samples[0].direction, 0, 0)]
+    runs: list[tuple[Direction, int, int]] = []
+    for i in range(len(samples) - 1):
+        a, b = samples[i], samples[i + 1]
+        direction = b.direction if b.speed_kmh > a.speed_kmh else a.direction
+        if runs and runs[-1][0] == direction:
+            runs[-1] = (direction, runs[-1][1], i + 1)
+        else:
+            runs.append((direction, i, i + 1))
+    return runs
+
+
 def plot_session(
     session: SessionInfo,
     samples: Sequence[Sample],
@@ -104,9 +129,10 @@ def plot_session(
             mid = (span.t_start_s + span.t_end_s) / 2
             head = f"{span.index + 1}" if span.index is not None else "manual"
             arrow = "◀ reverse" if rev else "forward ▶"
-            label = f"{head}  {arrow}"
             if span.target_speed_kmh > 0:
-                label += f"\n{span.target_speed_kmh:.1f} km/h"
+                label = f"{head}  {arrow}\n{span.target_speed_kmh:.1f} km/h"
+            else:
+                label = f"{head}  standstill"  # a belt told to stand has no direction to show
             if span.target_incline_pct:
                 label += f" · {span.target_incline_pct:+.0f} %"
             frac = span.duration_s / t_end
@@ -124,11 +150,17 @@ def plot_session(
 
         ax.axhline(0, color="#4a5568", lw=1.0, zorder=1)
         ax.plot(t, targets, color="#2d3748", lw=1.6, ls=(0, (5, 3)), zorder=3)
-        # Measured speed coloured by direction: forward above zero blue, reverse orange.
-        fwd = [v if v >= 0 else float("nan") for v in speeds]
-        rev_v = [v if v <= 0 else float("nan") for v in speeds]
-        ax.plot(t, fwd, color=FORWARD_COLOR, lw=2.4, zorder=4)
-        ax.plot(t, rev_v, color=REVERSE_COLOR, lw=2.4, zorder=4)
+        # Measured speed coloured by the belt's direction (a standing belt included).
+        for direction, first, last in speed_runs(samples):
+            ax.plot(
+                t[first : last + 1],
+                speeds[first : last + 1],
+                color=REVERSE_COLOR if direction == Direction.REVERSE else FORWARD_COLOR,
+                lw=2.4,
+                solid_capstyle="butt",
+                zorder=4,
+                marker="o" if first == last else None,
+            )
         ax.set_ylim(y_min, y_max)
         ax.set_ylabel("belt speed (km/h)\n← reverse  |  forward →", fontsize=12)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))

@@ -150,3 +150,19 @@ def test_plot_of_a_real_simulated_session(tmp_path: Path, monkeypatch, capsys) -
     _check_colours(samples, fig)
     labels = [t.get_text() for t in fig.axes[0].texts]
     assert "2  standstill" in labels and "3  ◀ reverse\n2.0 km/h" in labels
+
+
+def test_an_estop_at_the_end_of_the_recording_stays_inside_the_frame(
+    store: SessionStore, tmp_path: Path, monkeypatch
+) -> None:
+    # `run` stops recording at the latch, so the e-stop is the last thing recorded.
+    rec = SessionRecorder.start(store, {"treadmill_id": "lane-9"})
+    for i in range(200):
+        rec.record_sample(Sample(t_s=i * 0.1, speed_kmh=min(i * 0.05, 3.0)))
+    rec.record_event(Event(t_s=19.9, type="estop", data={"reason": "overspeed"}))
+    rec.finish("estopped", "overspeed")
+    fig = _plot_keeping_figure(monkeypatch, store, rec.session_id, tmp_path)
+    red = [ln for ln in fig.axes[0].lines if ln.get_color() == "#c53030"]
+    assert [float(ln.get_xdata()[0]) for ln in red] == [19.9]
+    right = fig.axes[0].get_xlim()[1]
+    assert right > 19.9 + 0.01 * 19.9  # the red line is not drawn on the frame's edge

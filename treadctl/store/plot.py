@@ -177,13 +177,15 @@ def plot_session(
         ax_inc.set_ylabel("incline (%)", fontsize=12)
         ax_inc.yaxis.set_major_locator(MaxNLocator(4))
         ax_inc.grid(True, axis="y", color="#cbd5e0", lw=0.6, zorder=0)
-        ax_inc.set_xlim(0, t_end)
+        alarms = [e for e in events if e.type in ALARM_EVENT_TYPES]
+        # A recording that ends at its e-stop would hide the red line in the frame's edge.
+        at_end = any(e.t_s >= 0.99 * t_end for e in alarms)
+        ax_inc.set_xlim(0, t_end * 1.02 if at_end else t_end)
         ax_inc.xaxis.set_major_formatter(FuncFormatter(_fmt_clock))
         ax_inc.xaxis.set_major_locator(MultipleLocator(_tick_step_s(t_end)))
         ax_inc.set_xlabel("session time (min:s)", fontsize=12)
         ax_inc.tick_params(labelsize=11)
 
-        alarms = [e for e in events if e.type in ALARM_EVENT_TYPES]
         # Labels go between the zero line and the curves of the larger half of the speed
         # panel (the band under the plateaus is empty), in axes-fraction rows;
         # alarms close together in time step down a row so their labels never overlap.

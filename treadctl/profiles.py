@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -33,31 +34,41 @@ class ProfileError(ValueError):
     """A profile that cannot be used; the message names the file and field."""
 
 
-@dataclass(frozen=True)
+# Fields that describe the real machine have no default: a profile file must state them
+# (docs/reference-firmware.md, "Profile files"). A forgotten [speed] table must not turn
+# into 18 km/h. Defaults are left only where the standard FTMS behaviour is the answer
+# (quirks), where a value only matters to the simulator (ack_delay_ms), and in [reverse],
+# whose fields are required by the loader once reverse.method is not "none".
+
+
+@dataclass(frozen=True, kw_only=True)
 class SpeedLimits:
-    min_kmh: float = 0.5
-    max_kmh: float = 18.0
-    increment_kmh: float = 0.1
+    min_kmh: float
+    max_kmh: float
+    increment_kmh: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class InclineLimits:
-    min_pct: float = 0.0
-    max_pct: float = 12.0
-    increment_pct: float = 0.5
-    rate_pct_per_s: float = 0.5  # incline motor speed
+    min_pct: float
+    max_pct: float
+    increment_pct: float
+    rate_pct_per_s: float  # incline motor speed
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MotionLimits:
-    accel_mps2: float = 0.4  # belt acceleration the firmware allows (and the motor achieves)
-    decel_mps2: float = 0.6  # normal deceleration
-    stop_decel_mps2: float = 1.0  # controlled stop (Stop opcode, link timeout)
-    estop_decel_mps2: float = 2.0  # safety key / emergency
+    accel_mps2: float  # belt acceleration the firmware allows (and the motor achieves)
+    decel_mps2: float  # normal deceleration
+    stop_decel_mps2: float  # controlled stop (Stop opcode, link timeout)
+    estop_decel_mps2: float  # safety key / emergency
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReverseSpec:
+    """How reverse is commanded. ``ReverseSpec()`` is a forward-only machine; the other
+    values only count when ``method`` is not ``none`` (and are then required in a file)."""
+
     method: ReverseMethod = "none"
     characteristic: int = BELT_DIRECTION_UUID
     max_speed_kmh: float = 6.0
@@ -68,31 +79,31 @@ class ReverseSpec:
     standstill_dwell_s: float = 2.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ControlSpec:
-    ack_timeout_ms: int = 500
-    min_command_interval_ms: int = 100
-    link_timeout_ms: int = 1000  # firmware stops the belt without a frame for this long
-    telemetry_hz: float = 4.0
-    requires_start_before_speed: bool = False
-    ack_delay_ms: int = 20  # how long this firmware takes to answer (simulator)
+    ack_timeout_ms: int
+    min_command_interval_ms: int
+    link_timeout_ms: int  # firmware stops the belt without a frame for this long
+    telemetry_hz: float
+    requires_start_before_speed: bool = False  # FTMS itself needs no Start before a speed
+    ack_delay_ms: int = 20  # how long this firmware takes to answer (simulator only)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Quirks:
-    pace_format: PaceFormat = "uint8-0.1kmpmin"
+    pace_format: PaceFormat = "uint8-0.1kmpmin"  # the FTMS standard
     speed_rounding: Literal["nearest", "down"] = "nearest"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FirmwareProfile:
     name: str
     description: str = ""
-    speed: SpeedLimits = field(default_factory=SpeedLimits)
-    incline: InclineLimits = field(default_factory=InclineLimits)
-    motion: MotionLimits = field(default_factory=MotionLimits)
+    speed: SpeedLimits
+    incline: InclineLimits
+    motion: MotionLimits
     reverse: ReverseSpec = field(default_factory=ReverseSpec)
-    control: ControlSpec = field(default_factory=ControlSpec)
+    control: ControlSpec
     quirks: Quirks = field(default_factory=Quirks)
     source: str = "<builtin>"
 
@@ -114,18 +125,41 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "quirks.pace_format": ("uint8-0.1kmpmin", "uint16-s-per-km"),
     "quirks.speed_rounding": ("nearest", "down"),
 }
+#: Fields every profile file states, whatever the machine.
+REQUIRED_FIELDS: tuple[str, ...] = (
+    "speed.min_kmh", "speed.max_kmh", "speed.increment_kmh",
+    "incline.min_pct", "incline.max_pct", "incline.increment_pct", "incline.rate_pct_per_s",
+    "motion.accel_mps2", "motion.decel_mps2", "motion.stop_decel_mps2",
+    "motion.estop_decel_mps2",
+    "reverse.method",
+    "control.ack_timeout_ms", "control.min_command_interval_ms", "control.link_timeout_ms",
+    "control.telemetry_hz",
+)  # fmt: skip
+#: ... and once ``reverse.method`` is not ``none``.
+REQUIRED_FOR_REVERSE: tuple[str, ...] = (
+    "reverse.max_speed_kmh", "reverse.accel_mps2", "reverse.decel_mps2",
+    "reverse.min_incline_pct", "reverse.max_incline_pct", "reverse.standstill_dwell_s",
+)  # fmt: skip
+#: ... and for ``vendor-characteristic``: which characteristic.
+REQUIRED_FOR_VENDOR_CHARACTERISTIC: tuple[str, ...] = ("reverse.characteristic",)
 
 
-def _section(src: str, name: str, cls: type, raw: Any) -> Any:
+def _field_type(cls: type, key: str) -> type:
+    hint = typing.get_type_hints(cls)[key]
+    return str if typing.get_origin(hint) is Literal else hint
+
+
+def _section(src: str, name: str, cls: type, raw: Any) -> dict[str, Any]:
+    """The checked values of one table (types, choices, signs); missing ones are left out."""
     if not isinstance(raw, dict):
         raise ProfileError(f"{src}: [{name}] must be a table")
-    defaults = cls()
+    known = {f.name for f in fields(cls)}
     values: dict[str, Any] = {}
     for key, value in raw.items():
         where = f"{name}.{key}"
-        if not hasattr(defaults, key):
+        if key not in known:
             raise ProfileError(f"{src}: unknown field {where}")
-        expected = type(getattr(defaults, key))
+        expected = _field_type(cls, key)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
@@ -139,7 +173,27 @@ def _section(src: str, name: str, cls: type, raw: Any) -> Any:
             if value < 0 and not negative_ok:
                 raise ProfileError(f"{src}: {where} must not be negative, got {value}")
         values[key] = value
-    return cls(**values)
+    return values
+
+
+def _missing(src: str, values: dict[str, dict[str, Any]]) -> None:
+    required = list(REQUIRED_FIELDS)
+    method = values.get("reverse", {}).get("method")
+    if method not in (None, "none"):
+        required += REQUIRED_FOR_REVERSE
+    if method == "vendor-characteristic":
+        required += REQUIRED_FOR_VENDOR_CHARACTERISTIC
+    missing = []
+    for where in required:
+        section, _, key = where.partition(".")
+        if key not in values.get(section, {}):
+            missing.append(where)
+    if missing:
+        noun = "field" if len(missing) == 1 else "fields"
+        raise ProfileError(
+            f"{src}: missing required {noun} {', '.join(missing)}"
+            " (see docs/reference-firmware.md, 'Profile files')"
+        )
 
 
 def _check(src: str, p: FirmwareProfile) -> None:
@@ -172,6 +226,8 @@ def _check(src: str, p: FirmwareProfile) -> None:
 
 
 def profile_from_dict(data: dict[str, Any], src: str = "<dict>") -> FirmwareProfile:
+    """A profile from its TOML structure; every problem is a :class:`ProfileError` that
+    names ``src`` and the field, a missing required field included."""
     data = dict(data)
     name = data.pop("name", None)
     if not isinstance(name, str) or not name:
@@ -179,11 +235,13 @@ def profile_from_dict(data: dict[str, Any], src: str = "<dict>") -> FirmwareProf
     description = data.pop("description", "")
     if not isinstance(description, str):
         raise ProfileError(f"{src}: description must be a string")
-    sections: dict[str, Any] = {}
+    values: dict[str, dict[str, Any]] = {}
     for key, raw in data.items():
         if key not in _SECTIONS:
             raise ProfileError(f"{src}: unknown section or field {key!r}")
-        sections[key] = _section(src, key, _SECTIONS[key], raw)
+        values[key] = _section(src, key, _SECTIONS[key], raw)
+    _missing(src, values)
+    sections = {key: _SECTIONS[key](**vals) for key, vals in values.items()}
     profile = FirmwareProfile(name=name, description=description, source=src, **sections)
     _check(src, profile)
     return profile

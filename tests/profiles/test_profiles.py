@@ -3,15 +3,27 @@ and the CLI answers bad input with one line and exit code 2."""
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from treadctl.cli import main
-from treadctl.profiles import ProfileError, list_profiles, load_profile, load_profile_file
+from treadctl.profiles import (
+    REQUIRED_FIELDS,
+    REQUIRED_FOR_REVERSE,
+    REQUIRED_FOR_VENDOR_CHARACTERISTIC,
+    ProfileError,
+    list_profiles,
+    load_profile,
+    load_profile_file,
+    shipped_profiles_dir,
+)
 
 
 def test_shipped_profiles_load_and_cover_every_reverse_method() -> None:
@@ -37,29 +49,144 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+# A complete profile: every required field, nothing else (a reverse machine).
+FULL: dict[str, Any] = {
+    "name": "x",
+    "speed": {"min_kmh": 0.5, "max_kmh": 16.0, "increment_kmh": 0.1},
+    "incline": {"min_pct": 0.0, "max_pct": 10.0, "increment_pct": 0.5, "rate_pct_per_s": 0.5},
+    "motion": {"accel_mps2": 0.4, "decel_mps2": 0.6, "stop_decel_mps2": 1.0,
+               "estop_decel_mps2": 2.0},
+    "reverse": {"method": "vendor-characteristic", "characteristic": 0xFF01,
+                "max_speed_kmh": 5.0, "accel_mps2": 0.25, "decel_mps2": 0.5,
+                "min_incline_pct": 0.0, "max_incline_pct": 6.0, "standstill_dwell_s": 2.0},
+    "control": {"ack_timeout_ms": 500, "min_command_interval_ms": 100,
+                "link_timeout_ms": 1000, "telemetry_hz": 4.0},
+}  # fmt: skip
+
+
+def _toml(data: dict[str, Any]) -> str:
+    """Scalars and one level of tables: all a profile has (JSON scalars are TOML too)."""
+    lines = [f"{k} = {json.dumps(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for table, values in data.items():
+        if isinstance(values, dict):
+            lines.append(f"[{table}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _variant(**changes: Any) -> dict[str, Any]:
+    """FULL with ``section__key=value`` set, or removed when the value is ``...``."""
+    data = copy.deepcopy(FULL)
+    for name, value in changes.items():
+        section, _, key = name.partition("__")
+        if value is ...:
+            del data[section][key]
+        else:
+            data.setdefault(section, {})[key] = value
+    return data
+
+
+def test_the_complete_example_loads(tmp_path: Path) -> None:
+    p = load_profile_file(_write(tmp_path, _toml(FULL)))
+    assert p.speed.max_kmh == 16.0 and p.reverse.characteristic == 0xFF01
+    assert p.quirks.pace_format == "uint8-0.1kmpmin"  # optional: the FTMS standard
+    assert p.control.requires_start_before_speed is False and p.control.ack_delay_ms == 20
+
+
 @pytest.mark.parametrize(
-    ("text", "message"),
+    ("data", "message"),
     [
-        ('name = "x"\n[speed]\nmax_kmh = "fast"\n', "speed.max_kmh must be float"),
-        ('name = "x"\n[speed]\nturbo = 1\n', "unknown field speed.turbo"),
-        ('name = "x"\n[reverse]\nmethod = "magic"\n', "reverse.method must be one of"),
-        ('name = "x"\n[speed]\nmin_kmh = 5.0\nmax_kmh = 2.0\n', "speed.min_kmh must be below"),
-        ('name = "x"\n[motion]\naccel_mps2 = -1\n', "motion.accel_mps2 must not be negative"),
-        ("[speed]\nmax_kmh = 10.0\n", "name must be a non-empty string"),
-        ('name = "x"\nwheels = 3\n', "unknown section or field 'wheels'"),
-        ("name = \n", "invalid TOML"),
-        (
-            'name = "x"\n[reverse]\nmethod = "signed-speed"\nmax_speed_kmh = 40.0\n',
-            "reverse.max_speed_kmh must be in",
-        ),
+        (_variant(speed__max_kmh="fast"), "speed.max_kmh must be float"),
+        (_variant(speed__turbo=1), "unknown field speed.turbo"),
+        (_variant(reverse__method="magic"), "reverse.method must be one of"),
+        (_variant(speed__min_kmh=5.0, speed__max_kmh=2.0), "speed.min_kmh must be below"),
+        (_variant(motion__accel_mps2=-1), "motion.accel_mps2 must not be negative"),
+        ({k: v for k, v in FULL.items() if k != "name"}, "name must be a non-empty string"),
+        ({**FULL, "wheels": 3}, "unknown section or field 'wheels'"),
+        (_variant(reverse__max_speed_kmh=40.0), "reverse.max_speed_kmh must be in"),
+        (_variant(control__link_timeout_ms=0), "control.link_timeout_ms must be > 0"),
     ],
 )
-def test_bad_profile_names_file_and_field(tmp_path: Path, text: str, message: str) -> None:
-    path = _write(tmp_path, text)
+def test_bad_profile_names_file_and_field(
+    tmp_path: Path, data: dict[str, Any], message: str
+) -> None:
+    path = _write(tmp_path, _toml(data))
     with pytest.raises(ProfileError) as err:
         load_profile_file(path)
-    assert str(path) in str(err.value)
+    assert str(err.value).startswith(f"{path}: ")
     assert message in str(err.value)
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "name = \n")
+    with pytest.raises(ProfileError, match="invalid TOML") as err:
+        load_profile_file(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_profile_with_only_a_name_is_refused_naming_every_missing_field(
+    tmp_path: Path,
+) -> None:
+    # It used to load with made-up hardware: 0.5-18 km/h, 0-12 %, 0.4 m/s^2, ...
+    path = _write(tmp_path, 'name = "my-treadmill"\n')
+    with pytest.raises(ProfileError) as err:
+        load_profile_file(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: missing required fields speed.min_kmh, speed.max_kmh,")
+    for where in REQUIRED_FIELDS:
+        assert where in text
+    assert "docs/reference-firmware.md" in text and "\n" not in text
+
+
+@pytest.mark.parametrize("where", [*REQUIRED_FIELDS, *REQUIRED_FOR_REVERSE,
+                                   *REQUIRED_FOR_VENDOR_CHARACTERISTIC])  # fmt: skip
+def test_each_required_field_is_required(tmp_path: Path, where: str) -> None:
+    section, _, key = where.partition(".")
+    # Without reverse.method the other reverse fields are not required: it alone is named.
+    data = _variant(**{f"{section}__{key}": ...})
+    path = _write(tmp_path, _toml(data))
+    with pytest.raises(ProfileError) as err:
+        load_profile_file(path)
+    assert str(err.value).startswith(f"{path}: missing required field {where} ("), err.value
+
+
+def test_reverse_fields_are_required_only_when_the_machine_reverses(tmp_path: Path) -> None:
+    forward_only = copy.deepcopy(FULL)
+    forward_only["reverse"] = {"method": "none"}
+    assert not load_profile_file(_write(tmp_path, _toml(forward_only))).supports_reverse
+    signed = copy.deepcopy(FULL)
+    del signed["reverse"]["characteristic"]  # signed speed needs no characteristic
+    signed["reverse"]["method"] = "signed-speed"
+    assert load_profile_file(_write(tmp_path, _toml(signed))).supports_reverse
+    del signed["reverse"]["max_speed_kmh"]
+    with pytest.raises(ProfileError, match=r"missing required field reverse\.max_speed_kmh"):
+        load_profile_file(_write(tmp_path, _toml(signed)))
+
+
+def test_no_hidden_hardware_defaults_in_code_either() -> None:
+    from treadctl.profiles import ControlSpec, InclineLimits, MotionLimits, SpeedLimits
+
+    for cls in (SpeedLimits, InclineLimits, MotionLimits, ControlSpec):
+        with pytest.raises(TypeError):
+            cls()
+
+
+def test_shipped_profiles_state_every_required_field() -> None:
+    files = [f for f in shipped_profiles_dir().iterdir() if f.name.endswith(".toml")]
+    assert {f.name for f in files} >= {
+        "generic-ftms.toml", "treadctl-reference.toml", "kinetic-rx2.toml",
+    }  # fmt: skip
+    for f in files:
+        data = tomllib.loads(f.read_text(encoding="utf-8"))
+        method = data["reverse"]["method"]
+        required = list(REQUIRED_FIELDS)
+        if method != "none":
+            required += REQUIRED_FOR_REVERSE
+        if method == "vendor-characteristic":
+            required += REQUIRED_FOR_VENDOR_CHARACTERISTIC
+        for where in required:
+            section, _, key = where.partition(".")
+            assert key in data.get(section, {}), (f.name, where)
 
 
 def test_unknown_profile_lists_known_ones() -> None:
@@ -73,7 +200,7 @@ def test_profiles_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "kinetic-rx2" in names
     assert main(["profiles", "show", "kinetic-rx2"]) == 0
     assert json.loads(capsys.readouterr().out)["reverse"]["method"] == "signed-speed"
-    bad = _write(tmp_path, 'name = "x"\n[speed]\nmax_kmh = "fast"\n')
+    bad = _write(tmp_path, _toml(_variant(speed__max_kmh="fast")))
     # A real process: one line on stderr, exit code 2, for a bad file and for a bad device URL.
     for args in (
         ["profiles", "show", str(bad)],

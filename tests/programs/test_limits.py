@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -56,9 +58,9 @@ def test_generic_ftms_cannot_reverse() -> None:
 
 
 def test_default_reverse_cap_applies_when_profile_allows_more() -> None:
-    fast = profile_from_dict(
-        {"name": "fast-reverse", "reverse": {"method": "signed-speed", "max_speed_kmh": 10.0}}
-    )
+    data = {k: v for k, v in asdict(KINETIC).items() if k != "source"}  # a complete profile
+    fast = profile_from_dict({**data, "name": "fast-reverse",
+                              "reverse": {**data["reverse"], "max_speed_kmh": 10.0}})  # fmt: skip
     assert fast.reverse.max_speed_kmh == 10.0
     assert effective_limits(fast).reverse_max_speed_kmh == DEFAULT_REVERSE_MAX_SPEED_KMH
     # A site cannot raise it past the default either; it is reported as loosened instead.

@@ -3,27 +3,34 @@
 A ``Probe`` is an independent MQTT v5 client (aiomqtt, like any back-end would use) that
 records everything under ``treadctl/#`` and lets a test wait for a message matching a
 predicate, within a deadline (``within_s``; a failure names what was awaited).
-``running_daemon`` runs a :class:`Daemon` in the test's loop.
+``running_daemon`` runs a :class:`Daemon` in the test's loop; ``virtual_daemon`` and
+``frozen`` do the same on jumping virtual time. ``TcpSim`` serves a simulated treadmill on
+TCP from the test's process (ground truth while the daemon is another process);
+``TcpCable`` is a cable between them that a test can pull.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import subprocess
+import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from treadctl.daemon.config import DaemonConfig, parse_config
-from treadctl.daemon.service import Daemon
+from treadctl.daemon.service import Daemon, tcp_nodelay
+
+T = TypeVar("T")
 
 WALK = {
     "name": "test-walk",
@@ -80,9 +87,12 @@ class Probe:
         self.client: aiomqtt.Client | None = None
 
     async def __aenter__(self) -> Probe:
-        self.client = aiomqtt.Client("127.0.0.1", self.port,
-                                     protocol=aiomqtt.ProtocolVersion.V5,
-                                     identifier=f"probe-{uuid.uuid4().hex[:6]}", **self.kw)
+        # Nagle off, as docs/daemon.md advises back-ends: otherwise every reply waits ~40 ms
+        # for a delayed ACK.
+        self.client = tcp_nodelay(aiomqtt.Client("127.0.0.1", self.port,
+                                                 protocol=aiomqtt.ProtocolVersion.V5,
+                                                 identifier=f"probe-{uuid.uuid4().hex[:6]}",
+                                                 **self.kw))
         await self.client.__aenter__()
         for f in self.filters:
             await self.client.subscribe(f, qos=1)
@@ -228,3 +238,150 @@ async def until(pred: Callable[[], bool], within_s: float = 10.0, what: str = ""
         await asyncio.wait_for(poll(), within_s)
     except TimeoutError:
         raise AssertionError(f"timed out waiting for {what}") from None
+
+
+# --------------------------------------------------------------------------- TCP treadmills
+
+
+class TcpSim:
+    """A simulated treadmill served on TCP by *this* process (the daemon under test may be
+    another process): ``url`` goes into the daemon's config, ``sim`` is the ground truth
+    (the belt's physics and the firmware's wire log) once the daemon has connected."""
+
+    def __init__(self, profile: str = "treadctl-reference", faults: str | None = None,
+                 seed: int = 0) -> None:
+        self.profile = profile
+        self.faults = faults
+        self.seed = seed
+        self.url = ""
+        self._sim: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    def _make(self) -> Any:
+        from treadctl.profiles import load_profile
+        from treadctl.simulator import SimTreadmill
+
+        self._sim = SimTreadmill(load_profile(self.profile), faults=self.faults, seed=self.seed)
+        return self._sim
+
+    @property
+    def sim(self) -> Any:
+        assert self._sim is not None, f"nobody connected to {self.url} yet"
+        return self._sim
+
+    @property
+    def connected(self) -> bool:
+        return self._sim is not None
+
+    async def start(self) -> TcpSim:
+        from treadctl.simulator.link import serve_tcp
+
+        ready: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(serve_tcp(self._make, "127.0.0.1", 0, ready=ready))
+        host, port = await asyncio.wait_for(ready, 10)
+        self.url = f"tcp://{host}:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+
+class TcpCable:
+    """A TCP cable between the daemon and a treadmill that a test can pull: ``cut()`` drops
+    every connection and refuses new ones, while the treadmill itself keeps running (its
+    firmware watchdog stops the belt, as on real hardware)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.url = ""
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._pumps: list[asyncio.Task[None]] = []
+
+    async def start(self) -> TcpCable:
+        self._server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
+        self.url = f"tcp://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, up_writer]
+        self._pumps += [asyncio.create_task(self._pump(reader, up_writer)),
+                        asyncio.create_task(self._pump(up_reader, writer))]
+
+    @staticmethod
+    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            while data := await reader.read(65536):
+                writer.write(data)
+        with contextlib.suppress(Exception):
+            writer.close()
+
+    def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        for pump in self._pumps:
+            pump.cancel()
+
+    async def close(self) -> None:
+        self.cut()
+        for pump in self._pumps:
+            with contextlib.suppress(BaseException):
+                await pump
+
+
+# --------------------------------------------------------------------------- virtual time
+
+#: Threads that hold virtual time still while a test waits on the broker (see ``frozen``).
+_FREEZERS = concurrent.futures.ThreadPoolExecutor(max_workers=64,
+                                                  thread_name_prefix="freeze-virtual-time")
+
+
+async def frozen(aw: Awaitable[T], cap_s: float = 30.0) -> T:
+    """Await ``aw`` with the virtual clock standing still (:class:`treadctl.clock.
+    WarpEventLoop`, jumping mode: time stands still while an executor job runs).
+
+    On jumping virtual time the broker is outside the clock: a command's round trip through
+    mosquitto would let the in-process treadmills run on for an unknown number of virtual
+    seconds. Frozen, a command sent at virtual time t is carried out by the daemon at t, so
+    a test can act in an exact phase of the session. Only for waits that need no timer of
+    the loop (broker round trips, acks); ``cap_s`` (real seconds) bounds a mistake."""
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    job = loop.run_in_executor(_FREEZERS, release.wait, cap_s)
+    try:
+        return await aw
+    finally:
+        release.set()
+        await job
+
+
+@contextlib.asynccontextmanager
+async def virtual_daemon(config: DaemonConfig, **kw: Any) -> AsyncIterator[Daemon]:
+    """``running_daemon`` for a test on jumping virtual time (``treadctl.clock.run(...,
+    speedup=None)``): the broker connections come up with time frozen, so no MQTT timeout
+    (virtual seconds) expires while mosquitto answers in real time."""
+    daemon = Daemon(config, **kw)
+    task = asyncio.create_task(daemon.run())
+    try:
+        ready = asyncio.create_task(daemon.ready.wait())
+        await asyncio.wait({task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+        assert ready.done(), "daemon not ready"
+        await frozen(asyncio.wait_for(asyncio.gather(
+            daemon.estop_link.up.wait(),
+            *(lane.broker_up.wait() for lane in daemon.lanes.values())), 20))
+        yield daemon
+    finally:
+        daemon.request_stop()
+        try:
+            await asyncio.wait_for(task, 120)
+        finally:
+            if not task.done():
+                task.cancel()

@@ -70,6 +70,50 @@ def test_estop_details_never_raise(payload: bytes) -> None:
         assert (reason, rid) == ("fire", 1)
 
 
+@pytest.mark.parametrize(
+    ("payload", "reason", "rid", "warning"),
+    [
+        (b"", None, None, None),
+        (b"{}", None, None, None),
+        (json.dumps({"reason": " runner\n fell ", "request_id": "e1"}).encode(), "runner fell",
+         "e1", None),
+        (b'"runner fell"', "runner fell", None, None),
+        (b"runner fell", "runner fell", None, "not JSON"),
+        (b'{"reason": 5, "request_id": "e2"}', "5", "e2", "expected a string, got number"),
+        (b'{"reason": true, "request_id": 3}', "true", 3, "got boolean"),
+        (b'{"reason": ["a"], "request_id": "e3"}', '["a"]', "e3", "got array"),
+        (b'{"reason": "x", "request_id": "e4", "who": 1}', "x", "e4", "unknown field 'who'"),
+        (b'{"reason": "x", "request_id": [1]}', "x", None, "request_id"),
+        (b"[1, 2]", None, None, "JSON array"),
+        (b"\xff\xfe garbage {", None, None, "not UTF-8"),
+        (b"x" * (MAX + 1), None, None, "too large"),
+        (b"[" * 10_000, None, None, "not understood"),
+    ],
+)
+def test_parse_estop_keeps_what_it_can_and_says_what_it_did(
+        payload: bytes, reason: str | None, rid: object, warning: str | None) -> None:
+    """An e-stop payload never refuses (it has stopped already): the reason is coerced,
+    the request id kept, and every deviation named in ``warnings`` for the ack."""
+    details = bridge.parse_estop(payload, MAX)
+    assert (details.reason, details.request_id) == (reason, rid), details
+    if warning is None:
+        assert details.warnings == ()
+    else:
+        assert any(warning in w for w in details.warnings), details
+
+
+def test_parse_estop_cuts_a_long_reason() -> None:
+    details = bridge.parse_estop(json.dumps({"reason": "y" * 500}).encode(), MAX)
+    assert details.reason is not None and len(details.reason) == bridge.MAX_REASON_CHARS
+    assert any("longer than" in w for w in details.warnings)
+
+
+def test_events_drop_the_controller_clock() -> None:
+    """``t_s`` is the controller's monotonic clock: meaningless to a back-end."""
+    ev = json.loads(bridge.event_payload({"type": "segment", "t_s": 812.5, "segment": 2}, "T"))
+    assert ev == {"type": "segment", "segment": 2, "request_id": None, "ts": "T"}
+
+
 def test_payload_shapes() -> None:
     snap = {"state": "running", "latched": False, "reason": None, "program": "p", "segment": 1,
             "direction": "reverse", "target_speed_kmh": 3.0, "speed_kmh": 2.9,

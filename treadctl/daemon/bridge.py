@@ -6,8 +6,8 @@ caller passes ``now``), so every rule of the contract is testable byte by byte a
 service (:mod:`treadctl.daemon.service`) is only wiring.
 
 ``cmd/estop`` is deliberately *not* parsed here before it acts: the service stops the belt
-on the topic alone and only afterwards asks :func:`estop_details` for a reason and a
-request id to put in the ack (best effort, never raises).
+on the topic alone and only afterwards asks :func:`parse_estop` for the operator's reason
+(it goes into the latch) and a request id for the ack (best effort, never raises).
 """
 
 from __future__ import annotations
@@ -197,16 +197,84 @@ def parse_command(kind: str, payload: bytes, max_bytes: int) -> Command:
     return Command(kind, rid)
 
 
-def estop_details(payload: bytes, max_bytes: int) -> tuple[str | None, RequestId]:
-    """Reason and request id of an e-stop payload, if it happens to carry them. Never raises:
-    the belt has already been told to stop, whatever this payload is."""
+@dataclass(frozen=True)
+class EstopDetails:
+    """What an e-stop payload says, read *after* the belt was told to stop: the operator's
+    ``reason`` (carried into the latch: ``state.reason``, the ``estop`` event, the session
+    record), the ``request_id`` for the ack, and ``warnings`` naming whatever in the payload
+    was not as documented (it stopped anyway)."""
+
+    reason: str | None = None
+    request_id: RequestId = None
+    warnings: tuple[str, ...] = ()
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())  # one line: it ends up in logs and in state.reason
+    if len(text) > MAX_REASON_CHARS:
+        text = text[: MAX_REASON_CHARS - 1] + "\u2026"
+    return text
+
+
+def parse_estop(payload: bytes, max_bytes: int) -> EstopDetails:
+    """Best-effort reading of an e-stop payload. Never raises and never refuses: every
+    payload has already stopped the belt. A JSON object gives ``reason`` and
+    ``request_id``; a reason that is not a string is coerced (``5`` -> ``"5"``, an object
+    to its JSON text) and a too long one is cut, each with a warning; a non-JSON text
+    payload (``mosquitto_pub -m "runner fell"``) is taken as the reason."""
     try:
-        if not payload or len(payload) > max_bytes:
-            return None, None
-        cmd = parse_command("estop", payload, max_bytes)
-        return cmd.reason, cmd.request_id
-    except Exception:
-        return None, None
+        return _parse_estop(payload, max_bytes)
+    except Exception as exc:  # e.g. RecursionError on absurdly nested JSON
+        return EstopDetails(warnings=(f"payload not understood ({type(exc).__name__})",))
+
+
+def _parse_estop(payload: bytes, max_bytes: int) -> EstopDetails:
+    if not payload.strip():
+        return EstopDetails()
+    if len(payload) > max_bytes:
+        return EstopDetails(warnings=(f"payload too large ({len(payload)} > {max_bytes} "
+                                      "bytes): not read",))
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return EstopDetails(warnings=("payload is not UTF-8 text: not read",))
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except ValueError:
+        if all(c.isprintable() or c.isspace() for c in text):
+            return EstopDetails(_clip(text) or None,
+                                warnings=("payload is not JSON: taken as the reason",))
+        return EstopDetails(warnings=("payload is not JSON: not read",))
+    if isinstance(obj, str):
+        return EstopDetails(_clip(obj) or None)
+    if not isinstance(obj, dict):
+        return EstopDetails(warnings=(f"payload is a JSON {_json_type(obj)}, expected an "
+                                      "object: not read",))
+    warnings: list[str] = []
+    rid: RequestId = None
+    try:
+        rid = _request_id(obj, "estop")
+    except CommandInvalid as exc:
+        warnings.append(f"{exc.message}: ignored")
+    unknown = sorted(set(obj) - _FIELDS["estop"])
+    if unknown:
+        warnings.append(f"unknown field {unknown[0]!r} ignored (known: reason, request_id)")
+    value = obj.get("reason")
+    reason: str | None = None
+    if isinstance(value, str):
+        reason = _clip(value) or None
+        if len(" ".join(value.split())) > MAX_REASON_CHARS:
+            warnings.append(f"reason: longer than {MAX_REASON_CHARS} characters; cut")
+    elif value is not None:
+        reason = _clip(json.dumps(value, separators=(",", ":"), default=str))
+        warnings.append(f"reason: expected a string, got {_json_type(value)}; used {reason!r}")
+    return EstopDetails(reason, rid, tuple(warnings))
+
+
+def estop_details(payload: bytes, max_bytes: int) -> tuple[str | None, RequestId]:
+    """Reason and request id of an e-stop payload (:func:`parse_estop`); never raises."""
+    details = parse_estop(payload, max_bytes)
+    return details.reason, details.request_id
 
 
 # --------------------------------------------------------------------------- payloads out
@@ -264,6 +332,9 @@ def disconnected_state(reason: str | None, ts: str | None = None) -> bytes:
 def event_payload(event: dict[str, Any], ts: str | None = None) -> bytes:
     """An ``event`` message; ``request_id`` is always present (null when not a reply)."""
     out = dict(event)
+    # The controller stamps its events with its own monotonic clock (``t_s``): meaningless
+    # outside this process (it restarts at every boot). ``ts`` is the event's time.
+    out.pop("t_s", None)
     out.setdefault("request_id", None)
     out["ts"] = ts or iso_utc()
     return _dumps(out)

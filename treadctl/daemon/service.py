@@ -52,16 +52,28 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from treadctl.control.controller import ControlError, Controller, Snapshot, State
+from treadctl.control.controller import (
+    ControlError,
+    Controller,
+    Outcome,
+    SessionResult,
+    Snapshot,
+    State,
+)
 from treadctl.control.safety import Interlock, Trip
 from treadctl.daemon import bridge
-from treadctl.daemon.bridge import Command, CommandInvalid, RequestId, Topics
+from treadctl.daemon.bridge import Command, CommandInvalid, EstopDetails, RequestId, Topics
 from treadctl.daemon.config import DaemonConfig, TreadmillConfig
 from treadctl.limits import FIELD_BOUNDS, Limits
 from treadctl.profiles import FirmwareProfile, load_profile
 from treadctl.programs import ProgramError, builtin_names, load_builtin, program_from_dict
+from treadctl.programs.model import Program
 from treadctl.store.db import SessionStore, StoreError, default_db_path
-from treadctl.store.integration import RecorderFactory, controller_recorder_factory
+from treadctl.store.integration import (
+    ControllerRecorder,
+    RecorderFactory,
+    controller_recorder_factory,
+)
 from treadctl.transport import Transport, open_transport
 
 log = logging.getLogger(__name__)
@@ -85,6 +97,12 @@ LINK_SILENCE_S = 5.0
 LINK_TELEMETRY_S = 10.0
 #: How often the link counters are checked for new drops (logged as a warning).
 LINK_CHECK_S = 1.0
+#: The retained ``state`` follows the measured belt (speed, incline, direction) at most
+#: this often between state changes; reaching standstill is published at once.
+STATE_REFRESH_S = 1.0
+#: How long the daemon waits for a session that ended without its own ending to be closed
+#: in the store (and announced) before it moves on.
+SESSION_CLOSE_TIMEOUT_S = 10.0
 
 
 class Backoff:
@@ -132,6 +150,43 @@ class _Queued:
     properties: Properties | None
 
 
+class _SessionRecord:
+    """The lane's handle on one session's recording. The controller records through it
+    (samples, events, its own ending), and the lane can still close the session in the
+    store and announce its end when the controller's own ending never ran or was cut short
+    (a session task cancelled while stopping, a link torn down while the session was being
+    finished): no session is left ``running`` and every ending gets its ``finished``."""
+
+    def __init__(self, inner: ControllerRecorder) -> None:
+        self.inner = inner
+        self.session_id = inner.session_id
+        #: The controller's result, when it got as far as finishing the session.
+        self.result: SessionResult | None = None
+        self._finishing: asyncio.Future[dict[str, Any]] | None = None
+
+    def sample(self, ctl: Controller, now: float) -> None:
+        self.inner.sample(ctl, now)
+
+    def event(self, ctl: Controller, event: dict[str, Any]) -> None:
+        self.inner.event(ctl, event)
+
+    def finish(self, ctl: Controller, result: SessionResult) -> asyncio.Future[dict[str, Any]]:
+        """The controller's own ending. A future (not a coroutine): it runs to the end even
+        when the session task awaiting it is cancelled, and the lane can await it too."""
+        self.result = result
+        if self._finishing is None:
+            self._finishing = asyncio.ensure_future(self.inner.finish(ctl, result))
+        return self._finishing
+
+    async def close(self, outcome: str, reason: str) -> dict[str, Any]:
+        """The summary of the closed session: the controller's ending if it started one,
+        else the session is finished here with ``outcome``."""
+        if self._finishing is None:
+            self._finishing = asyncio.ensure_future(
+                self.inner.recorder.afinish(outcome, reason))
+        return await asyncio.shield(self._finishing)
+
+
 class Lane:
     """One treadmill: its controller (re-created per link), its MQTT client, its commands."""
 
@@ -160,7 +215,23 @@ class Lane:
         self._grace_timer: asyncio.TimerHandle | None = None
         self._link_reason: str | None = "connecting"
         self.stats = {"estops": 0, "commands": 0, "errors": 0, "rate_limited": 0}
-        self.recorder: RecorderFactory | None = daemon.recorder_for(tm)
+        self._record_factory: RecorderFactory | None = daemon.recorder_for(tm)
+        #: What the controller records through (None: the store is unusable).
+        self.recorder = self._record if self._record_factory is not None else None
+        self._records: dict[str, _SessionRecord] = {}
+        #: Sessions started on this lane and not yet ended: id -> (controller, task).
+        self._sessions: dict[str, tuple[Controller, asyncio.Task[SessionResult]]] = {}
+        #: Sessions whose ``finished`` event went out (the controller's own ending ran).
+        self._finished_ids: set[str] = set()
+        #: Sessions being closed by the lane (their own ending did not run).
+        self._closing: dict[str, asyncio.Task[None]] = {}
+        #: Why sessions end when the lane tears the controller down (shutdown, link lost).
+        self._ending_reason: str | None = None
+        #: Does the retained state show the current session (program, segment, session_id)?
+        self._session_shown = False
+        #: The measured fields in the last encoded state, and when (loop time) it was.
+        self._state_measured: tuple[float, float, str] | None = None
+        self._state_at = -math.inf
         self.link: dict[str, int] = {}
         self._link_checked = -math.inf
         self._link_in_telemetry = -math.inf
@@ -211,16 +282,19 @@ class Lane:
         self.link_up.set()
         self._publish_state(ctrl.snapshot)
 
-    async def close_link(self) -> None:
+    async def close_link(self, reason: str = "link closed") -> None:
         ctrl, self.controller = self.controller, None
         self.link_up.clear()
-        if ctrl is None:
-            return
-        trip = ctrl.latch.trip
-        if trip is not None and trip.interlock is not Interlock.LINK_LOST:
-            self.pending_trip = trip
-        with contextlib.suppress(Exception):
-            await ctrl.close()  # commands Stop (if the link still carries anything)
+        if ctrl is not None:
+            trip = ctrl.latch.trip
+            if trip is not None and trip.interlock is not Interlock.LINK_LOST:
+                self.pending_trip = trip
+            self._ending_reason = self._ending_reason or reason
+            with contextlib.suppress(Exception):
+                await ctrl.close()  # commands Stop (if the link still carries anything)
+        # A session cut short by the close is closed in the store and announced.
+        await self.settle()
+        self._ending_reason = None
 
     async def run_link(self) -> None:
         """Keep the device link up: reconnect with backoff; a reconnected belt is idle."""
@@ -240,7 +314,7 @@ class Lane:
                 up_since = time.monotonic()
                 reason = await self._wait_link_lost()
                 log.warning("%s: link lost (%s); reconnecting", self.cfg.id, reason)
-                await self.close_link()
+                await self.close_link(f"link lost ({reason or 'link closed'})")
                 self._link_reason = reason or "link lost"
                 self._last_state = bridge.disconnected_state(self._link_reason)
                 self._publish_raw_state()
@@ -288,8 +362,34 @@ class Lane:
         ctrl = self.controller
         if ctrl is not None:
             self.link = _link_counters(ctrl.transport)
-        return bridge.state_payload(bridge.snapshot_fields(snap, bridge.STATE_FIELDS),
-                                    link=self.link)
+        fields = bridge.snapshot_fields(snap, bridge.STATE_FIELDS)
+        # program / segment / session_id name the session the state is about: the running
+        # one, or the one an e-stop ended (kept while latched). Idle (after the end, after a
+        # reset) and disconnected treadmills have none; the controller keeps the last ones.
+        if snap.state in _ACTIVE:
+            self._session_shown = True
+        elif snap.state in (State.IDLE, State.DISCONNECTED):
+            self._session_shown = False
+        if not self._session_shown:
+            fields["program"] = fields["segment"] = fields["session_id"] = None
+        self._state_measured = (snap.speed_kmh, snap.incline_pct, str(snap.direction))
+        self._state_at = asyncio.get_running_loop().time()
+        return bridge.state_payload(fields, link=self.link)
+
+    def _follow_belt(self, snap: Snapshot) -> None:
+        """Keep the retained state's measured fields true between state changes: after an
+        e-stop the belt still runs down, and a state taken at the latch would go on saying
+        so. Republished at most every ``STATE_REFRESH_S``, and at once at standstill."""
+        last = self._state_measured
+        if last is None:
+            return
+        if (snap.speed_kmh, snap.incline_pct, str(snap.direction)) == last:
+            return
+        at_rest = snap.speed_kmh == 0.0 and last[0] != 0.0
+        if not at_rest and asyncio.get_running_loop().time() - self._state_at < STATE_REFRESH_S:
+            return
+        self._state_measured = None  # one refresh in flight at a time (set when encoded)
+        self._publish_state(snap)
 
     def _publish_raw_state(self) -> None:
         self.publish(self.topics.state, self._last_state, qos=1, retain=True)
@@ -299,6 +399,7 @@ class Lane:
         if now - self._link_checked >= LINK_CHECK_S:
             self._link_checked = now
             self._check_link()
+        self._follow_belt(snap)
         # 0.8: frames arrive with jitter; a strict period would halve the rate.
         if now - self._last_telemetry < self.telemetry_period_s * 0.8 or self.client is None:
             return
@@ -326,6 +427,8 @@ class Lane:
         self._dropped = dropped
 
     def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "finished" and event.get("session_id"):
+            self._finished_ids.add(event["session_id"])
         if self.client is None:
             return
         asyncio.get_running_loop().call_soon(self._publish_event_now, event)
@@ -410,9 +513,14 @@ class Lane:
         ctrl.client.stop_now()
         return True
 
-    def latch(self, gym: bool, stop_sent: bool = False) -> None:
+    def latch(self, gym: bool, stop_sent: bool = False, note: str | None = None) -> None:
+        """Latch this lane's controller (remote or gym-wide e-stop). ``note`` is the
+        operator's reason from the payload: it goes into the trip, hence into
+        ``state.reason``, the ``estop`` event and the session record."""
         interlock = Interlock.GYM_ESTOP if gym else Interlock.REMOTE_ESTOP
         detail = "gym-wide e-stop (MQTT)" if gym else "e-stop (MQTT)"
+        if note:
+            detail = f"{detail}: {note}"
         ctrl = self.controller
         if ctrl is not None and self.link_up.is_set():
             # The stop frame is on the wire when this returns (sent here unless stop_first()
@@ -424,19 +532,27 @@ class Lane:
 
     def estop_now(self, gym: bool, payload: Any = b"", properties: Properties | None = None,
                   source: str = "lane") -> None:
-        self.latch(gym)
-        # Only now look at the payload, for the ack (deferred: any payload at all has
-        # already stopped, and the ack must not hold up whatever the loop does next).
+        # The Stop goes on the wire on the topic alone; only then is the payload looked at
+        # (bounded, never raises), for the operator's reason in the latch - all in this one
+        # synchronous step, so nothing can move the belt in between.
+        stop_sent = self.stop_first()
+        details = bridge.parse_estop(_payload_bytes(payload), self.config.mqtt.max_payload_bytes)
+        self.latch(gym, stop_sent=stop_sent, note=details.reason)
+        # The ack is deferred: it must not hold up whatever the loop does next.
         loop = asyncio.get_running_loop()
         if self._twins.is_twin(payload, source, loop.time()):
             return  # the same message via the other connection: stopped again, acked once
-        loop.call_soon(self.estop_ack, gym, payload, properties)
+        loop.call_soon(self.estop_ack, gym, details, properties)
 
-    def estop_ack(self, gym: bool, payload: Any, properties: Properties | None) -> None:
-        reason, rid = bridge.estop_details(_payload_bytes(payload),
-                                           self.config.mqtt.max_payload_bytes)
+    def estop_ack(self, gym: bool, details: EstopDetails, properties: Properties | None) -> None:
+        extra: dict[str, Any] = {}
+        if details.warnings:
+            extra["warnings"] = list(details.warnings)
+            log.warning("%s: e-stop payload: %s (it stopped anyway)", self.cfg.id,
+                        "; ".join(details.warnings))
         self.reply(
-            bridge.ack("estop", rid, reason=reason, scope="all" if gym else self.cfg.id),
+            bridge.ack("estop", details.request_id, reason=details.reason,
+                       scope="all" if gym else self.cfg.id, **extra),
             properties,
         )
 
@@ -534,9 +650,10 @@ class Lane:
             raise ControlError(f"treadmill is disconnected ({self._link_reason or 'link down'})")
         if cmd.kind == "start":
             program = _resolve_program(cmd.program)
-            ctrl.start(program)
-            return bridge.ack("start", rid, program=program.name,
-                              session_id=ctrl.snapshot.session_id)
+            task = ctrl.start(program)
+            session_id = ctrl.snapshot.session_id
+            self._watch_session(ctrl, session_id, task)
+            return bridge.ack("start", rid, program=program.name, session_id=session_id)
         if cmd.kind == "stop":
             await ctrl.stop()
             return bridge.ack("stop", rid)
@@ -557,6 +674,86 @@ class Lane:
             ctrl.heartbeat()
             return bridge.ack("heartbeat", rid)
         raise ControlError(f"unknown command {cmd.kind!r}")
+
+    # ------------------------------------------------------------------ sessions
+    def _record(self, ctl: Controller, program: Program, session_id: str) -> _SessionRecord:
+        """The controller's recorder factory: the store's recorder, kept by the lane."""
+        assert self._record_factory is not None
+        record = _SessionRecord(self._record_factory(ctl, program, session_id))
+        self._records[record.session_id] = record
+        return record
+
+    def _watch_session(self, ctrl: Controller, session_id: str | None,
+                       task: asyncio.Task[SessionResult]) -> None:
+        if session_id is None:
+            return
+        self._sessions[session_id] = (ctrl, task)
+        task.add_done_callback(lambda _task: self._session_done(session_id))
+
+    def _session_done(self, session_id: str) -> None:
+        """A session task ended. Its own ending ran (``finished`` published, store record
+        closed), or the lane closes and announces the session now."""
+        entry = self._sessions.pop(session_id, None)
+        if entry is None:
+            return
+        if session_id in self._finished_ids:
+            self._finished_ids.discard(session_id)
+            self._records.pop(session_id, None)
+            return
+        ctrl, _task = entry
+        self._closing[session_id] = asyncio.get_running_loop().create_task(
+            self._close_session(ctrl, session_id), name=f"close-session-{session_id}")
+
+    async def _close_session(self, ctrl: Controller, session_id: str) -> None:
+        """The ending the controller did not get to: a session task cancelled while
+        stopping (a trip during the stop), or the link torn down while the session was
+        being finished. The session is closed in the store and ``finished`` goes out, with
+        the outcome and summary, as for any other ending."""
+        try:
+            record = self._records.pop(session_id, None)
+            result = record.result if record is not None else None
+            snap = ctrl.snapshot
+            trip = ctrl.latch.trip
+            if result is not None:
+                outcome, reason = result.outcome.value, result.reason
+                elapsed, distance = result.elapsed_s, result.distance_m
+                completed = result.segments_completed
+            else:
+                if trip is not None:
+                    outcome, reason = Outcome.ESTOPPED.value, trip.reason
+                else:
+                    outcome = Outcome.STOPPED.value
+                    reason = self._ending_reason or "session ended without a result"
+                elapsed, distance = round(snap.elapsed_s, 2), round(snap.distance_m, 1)
+                completed = max(0, (snap.segment or 1) - 1)
+            summary: dict[str, Any] | None = None
+            if record is not None:
+                try:
+                    summary = await record.close(outcome, reason or "")
+                except Exception as exc:
+                    log.error("%s: session %s could not be closed in the store: %s",
+                              self.cfg.id, session_id, exc)
+            if summary:
+                completed = summary.get("segments_completed", completed)
+            log.warning("%s: session %s ended without its own ending; closed as %s (%s)",
+                        self.cfg.id, session_id, outcome, reason)
+            self._on_event({
+                "type": "finished", "outcome": outcome, "reason": reason,
+                "session_id": session_id, "elapsed_s": elapsed, "distance_m": distance,
+                "segments_completed": completed, "summary": summary,
+            })
+        finally:
+            self._finished_ids.discard(session_id)
+            self._closing.pop(session_id, None)
+
+    async def settle(self, timeout_s: float = SESSION_CLOSE_TIMEOUT_S) -> None:
+        """Until every ended session of this lane is closed and announced (bounded)."""
+        for session_id, (_ctrl, task) in list(self._sessions.items()):
+            if task.done():
+                self._session_done(session_id)  # its done-callback has not run yet
+        pending = list(self._closing.values())
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
 
     # ------------------------------------------------------------------ broker
     def _make_client(self) -> aiomqtt.Client:
@@ -675,15 +872,25 @@ class Lane:
                 await asyncio.sleep(backoff.next())
 
     async def controlled_stop(self) -> None:
+        """Shutdown: a controlled stop of this belt; the session ends (``stopped``), is
+        closed in the store and announced before the daemon goes offline."""
         ctrl = self.controller
         if ctrl is None:
+            await self.settle()
             return
+        self._ending_reason = "daemon shutdown"
         with contextlib.suppress(Exception):
             await ctrl.stop()
         task = ctrl.session_task
         if task is not None and not task.done():
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_STOP_TIMEOUT_S)
+            await asyncio.wait([task], timeout=SHUTDOWN_STOP_TIMEOUT_S)
+            if not task.done():
+                log.error("%s: the session did not end within %g s of the stop: cancelled",
+                          self.cfg.id, SHUTDOWN_STOP_TIMEOUT_S)
+                ctrl.client.stop_now()
+                task.cancel()
+                await asyncio.wait([task], timeout=2.0)
+        await self.settle()
 
     async def publish_offline(self) -> None:
         client = self.client
@@ -911,16 +1118,18 @@ class Daemon:
         arrival stops again: a gym-wide e-stop is never dropped as a "duplicate"."""
         lanes = list(self.lanes.values())
         sent = [lane.stop_first() for lane in lanes]
+        # Every Stop is on the wire: now the payload, for the reason in every latch.
+        details = bridge.parse_estop(_payload_bytes(payload), self.config.mqtt.max_payload_bytes)
         now = asyncio.get_running_loop().time()
         for lane, stop_sent in zip(lanes, sent, strict=True):
             lane.gym_estop_at = now
-            lane.latch(gym=True, stop_sent=stop_sent)
+            lane.latch(gym=True, stop_sent=stop_sent, note=details.reason)
         loop = asyncio.get_running_loop()
         if self._gym_twins.is_twin(payload, source, now):
             return  # the same message via the backup path: stopped again, acked once
         log.warning("gym-wide e-stop: %d treadmill(s) stopped", len(lanes))
         for lane in lanes:
-            loop.call_soon(lane.estop_ack, True, payload, properties)
+            loop.call_soon(lane.estop_ack, True, details, properties)
 
     def _open_store(self) -> SessionStore | None:
         path = default_db_path(self.config.daemon.data_dir)

@@ -10,6 +10,13 @@ loop's own clock *is* the clock. We make that clock pluggable:
   second of CPU, deterministically. Only valid when nothing in the loop waits on an
   outside process (in-process simulator). While an executor job (``asyncio.to_thread``)
   runs, virtual time stands still, so a slow disk never looks like a silent treadmill.
+* ``speedup=X, virtual=True`` - *paced* virtual time: the same virtual clock, but each jump
+  to the next timer takes 1/X of its length in real time (X=1: a session a person can
+  watch). Time moves only while every task waits, never while code runs, so a starved CPU
+  makes the run slower, never makes one side see the other "silent": the in-process
+  simulator's link watchdog and the controller share this one clock (``treadctl run`` on
+  ``sim://``). Like ``speedup=None``, only for loops that wait on nothing outside
+  but signals, threads and the terminal.
 
 Code takes a :class:`Clock`; tests and the simulator pick the loop.
 """
@@ -27,6 +34,9 @@ T = TypeVar("T")
 
 #: Timers nearer than this in virtual time are treated as due now (see WarpEventLoop.call_at).
 _MIN_STEP_S = 1e-6
+#: Paced virtual time that fell this far (real seconds) behind its pace does not catch up
+#: in a burst: the pace restarts from now (a stall only makes the run slower).
+_MAX_PACE_LAG_S = 0.25
 
 
 class Clock(Protocol):
@@ -66,7 +76,7 @@ class _WarpSelector:
 
     def select(self, timeout: float | None = None) -> list[Any]:
         loop = self._loop
-        if loop.speedup is None:
+        if loop.virtual:
             events = self._inner.select(0)
             if events or timeout == 0:
                 return events
@@ -76,11 +86,33 @@ class _WarpSelector:
             if timeout is None:
                 # Nothing scheduled: only outside I/O or a thread can wake us.
                 return self._inner.select(None)
-            loop._virtual += timeout
-            return []
+            if loop.speedup is None:
+                loop._virtual += timeout
+                return []
+            return self._paced(timeout, loop.speedup)
         if timeout is not None:
-            timeout = timeout / loop.speedup
+            timeout = timeout / loop.speedup  # type: ignore[operator]
         return self._inner.select(timeout)
+
+    def _paced(self, timeout: float, speedup: float) -> list[Any]:
+        """Wait the real time that ``timeout`` virtual seconds take at ``speedup``, then
+        advance virtual time by exactly that (less if outside I/O wakes us first)."""
+        loop = self._loop
+        now_real = time.monotonic()
+        due_real = loop._pace_real + (loop._virtual + timeout - loop._pace_virtual) / speedup
+        if now_real - (due_real - timeout / speedup) > _MAX_PACE_LAG_S:
+            # Far behind the pace (a stall): restart the pace here instead of racing.
+            loop._pace_real, loop._pace_virtual = now_real, loop._virtual
+            due_real = now_real + timeout / speedup
+        wait = due_real - now_real
+        events = self._inner.select(wait) if wait > 0 else []
+        if events:
+            # Woken early (a signal, a thread): only the real time that passed, in virtual.
+            passed = (time.monotonic() - loop._pace_real) * speedup + loop._pace_virtual
+            loop._virtual = min(loop._virtual + timeout, max(loop._virtual, passed))
+        else:
+            loop._virtual += timeout
+        return events
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -89,14 +121,22 @@ class _WarpSelector:
 class WarpEventLoop(asyncio.SelectorEventLoop):
     """A selector event loop whose ``time()`` is virtual (jumping) or scaled real time."""
 
-    def __init__(self, speedup: float | None = None) -> None:
+    def __init__(self, speedup: float | None = None, *, virtual: bool | None = None) -> None:
         super().__init__()
         if speedup is not None and speedup <= 0:
             raise ValueError(f"speedup must be > 0, got {speedup}")
+        if virtual is None:
+            virtual = speedup is None
+        if speedup is None and not virtual:
+            raise ValueError("scaled real time needs a speedup")
         self.speedup = speedup
+        #: Virtual time (jumping, or paced at ``speedup``) instead of scaled real time.
+        self.virtual = virtual
         self._virtual = 0.0
         self._executor_jobs = 0
         self._real0 = time.monotonic()
+        self._pace_real = self._real0  # paced virtual time: real/virtual anchor of the pace
+        self._pace_virtual = 0.0
         self._selector = _WarpSelector(self._selector, self)  # type: ignore[has-type,arg-type]
 
     def run_in_executor(  # type: ignore[override]
@@ -114,28 +154,33 @@ class WarpEventLoop(asyncio.SelectorEventLoop):
     def call_at(  # type: ignore[override]
         self, when: float, callback: Any, *args: Any, context: Any = None
     ) -> Any:
-        if self.speedup is None and 0 < when - self._virtual < _MIN_STEP_S:
+        if self.virtual and 0 < when - self._virtual < _MIN_STEP_S:
             # A timer closer than the loop's resolution would fire without time moving, and
             # code that waits "until t" would spin on it: let that sliver of time pass now.
             self._virtual = when
         return super().call_at(when, callback, *args, context=context)
 
     def time(self) -> float:
-        if self.speedup is None:
+        if self.virtual:
             return self._virtual
-        return (time.monotonic() - self._real0) * self.speedup
+        return (time.monotonic() - self._real0) * self.speedup  # type: ignore[operator]
 
 
-def loop_factory(speedup: float | None) -> Callable[[], asyncio.AbstractEventLoop]:
-    """A loop factory for ``asyncio.Runner``: plain loop at 1x, warp loop otherwise."""
-    if speedup == 1:
+def loop_factory(
+    speedup: float | None, *, virtual: bool = False
+) -> Callable[[], asyncio.AbstractEventLoop]:
+    """A loop factory for ``asyncio.Runner``: plain loop at 1x real time, warp loop
+    otherwise (``virtual=True``: paced virtual time at ``speedup``)."""
+    if speedup == 1 and not virtual:
         return asyncio.new_event_loop
-    return lambda: WarpEventLoop(speedup)
+    return lambda: WarpEventLoop(speedup, virtual=virtual or speedup is None)
 
 
-def run(main: Coroutine[Any, Any, T], speedup: float | None = 1) -> T:
+def run(
+    main: Coroutine[Any, Any, T], speedup: float | None = 1, *, virtual: bool = False
+) -> T:
     """``asyncio.run`` with a chosen time base (see module docstring)."""
-    with asyncio.Runner(loop_factory=loop_factory(speedup)) as runner:
+    with asyncio.Runner(loop_factory=loop_factory(speedup, virtual=virtual)) as runner:
         return runner.run(main)
 
 

@@ -75,3 +75,31 @@ def motion_writes_after(sim: Any, t_s: float) -> list[tuple[float, int, bytes]]:
     """Host writes that could move the belt, received by the simulated firmware after t_s
     (simulator session time)."""
     return [(t, u, v) for (t, u, v) in sim.wire_log if t > t_s and is_motion_write(u, v)]
+
+
+def first_stop_after(sim: Any, t_s: float) -> float:
+    """Simulator time of the first Stop (0x08 0x01) the firmware received after ``t_s``."""
+    for t, uuid, value in sim.wire_log:
+        if t >= t_s and uuid == ftms.CONTROL_POINT and value[:2] == b"\x08\x01":
+            return float(t)
+    raise AssertionError(f"no Stop reached the firmware after t={t_s}")
+
+
+def assert_controlled_stop(sim: Any, t_request: float, profile_name: str) -> None:
+    """Physics of a controlled stop from ``t_request`` on: a Stop reached the firmware,
+    no motion command after it, the belt decelerated no harder than ``stop_decel_mps2``
+    and stands, stopped by the user's request (not the watchdog or the safety key)."""
+    profile = load_profile(profile_name)
+    t_stop = first_stop_after(sim, t_request)
+    assert motion_writes_after(sim, t_stop) == [], "a motion command followed our Stop"
+    after = [p for p in sim.trace if p.t_s >= t_request]
+    assert after, "no trace after the stop request"
+    hardest = min(p.accel_mps2 for p in after)
+    assert hardest >= -profile.motion.stop_decel_mps2 - 1e-6, (
+        f"braked at {-hardest} m/s^2, controlled stop is {profile.motion.stop_decel_mps2}"
+    )
+    assert hardest > -profile.motion.estop_decel_mps2
+    truth = sim.truth()
+    assert truth.speed_kmh == 0.0 and not truth.running
+    assert truth.safety_key_in
+    assert truth.stop_reason in ("user", "pause"), truth.stop_reason

@@ -10,11 +10,17 @@ from typing import Any
 
 import pytest
 
-from treadctl import ftms
 from treadctl.control.controller import Controller, Outcome, State
 from treadctl.profiles import load_profile
 
-from harness import motion_writes_after, program, wait_for, with_sim
+from harness import (
+    assert_controlled_stop,
+    first_stop_after,
+    motion_writes_after,
+    program,
+    wait_for,
+    with_sim,
+)
 
 # Forward 4 km/h, then reverse 3 km/h (a direction change between them).
 REVERSING = program((60, 4.0, "forward"), (60, 3.0, "reverse"))
@@ -33,34 +39,6 @@ def _reached(ctl: Controller, sim: Any, phase: str) -> bool:
     if phase == "mid-direction-change":
         return snap.segment == 2 and snap.phase == "dwell"
     return snap.state is State.PAUSED
-
-
-def first_stop_after(sim: Any, t_s: float) -> float:
-    """Simulator time of the first Stop (0x08 0x01) the firmware received after ``t_s``."""
-    for t, uuid, value in sim.wire_log:
-        if t >= t_s and uuid == ftms.CONTROL_POINT and value[:2] == b"\x08\x01":
-            return float(t)
-    raise AssertionError(f"no Stop reached the firmware after t={t_s}")
-
-
-def assert_controlled_stop(sim: Any, t_request: float, profile_name: str) -> None:
-    """Physics of a controlled stop from ``t_request`` on: a Stop reached the firmware,
-    no motion command after it, the belt decelerated no harder than ``stop_decel_mps2``
-    and stands, stopped by the user's request (not the watchdog or the safety key)."""
-    profile = load_profile(profile_name)
-    t_stop = first_stop_after(sim, t_request)
-    assert motion_writes_after(sim, t_stop) == [], "a motion command followed our Stop"
-    after = [p for p in sim.trace if p.t_s >= t_request]
-    assert after, "no trace after the stop request"
-    hardest = min(p.accel_mps2 for p in after)
-    assert hardest >= -profile.motion.stop_decel_mps2 - 1e-6, (
-        f"braked at {-hardest} m/s^2, controlled stop is {profile.motion.stop_decel_mps2}"
-    )
-    assert hardest > -profile.motion.estop_decel_mps2
-    truth = sim.truth()
-    assert truth.speed_kmh == 0.0 and not truth.running
-    assert truth.safety_key_in
-    assert truth.stop_reason in ("user", "pause"), truth.stop_reason
 
 
 # Forward-only firmware (generic-ftms) has no direction change to be in.

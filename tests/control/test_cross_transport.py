@@ -18,7 +18,9 @@ from treadctl.transport import open_transport
 from harness import program
 
 SPEEDUP = 3.0
-PROGRAM = program((8, 4.0, "forward"), (8, 3.0, "reverse"), (6, 4.0, "forward"))
+# A segment's time includes its direction change and ramps (docs/programs.md): the reverse
+# one is long enough to reach its speed after the dwell and the reverse acceleration.
+PROGRAM = program((8, 4.0, "forward"), (14, 3.0, "reverse"), (6, 4.0, "forward"))
 
 
 @pytest.fixture(params=["tcp", "pty"])

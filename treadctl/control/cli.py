@@ -6,21 +6,32 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from treadctl import clock as clockmod
 from treadctl.cli import EXIT_OK, EXIT_RUNTIME, EXIT_SAFETY, EXIT_USAGE, UsageError
-from treadctl.control.controller import Controller, Outcome, SessionResult, Snapshot
+from treadctl.control.controller import (
+    ControlError,
+    Controller,
+    Outcome,
+    SessionResult,
+    Snapshot,
+    State,
+)
 from treadctl.limits import effective_limits
 from treadctl.profiles import DEFAULT_PROFILE, FirmwareProfile, ProfileError, load_profile
 from treadctl.programs.model import Program, ProgramError, load_program
 from treadctl.programs.validate import validate_program
 from treadctl.transport import DeviceURLError, open_transport, parse_device_url
 from treadctl.transport.base import TransportError
+from treadctl.transport.framing import SIMULATOR_CLOCK_UUID
+from treadctl.transport.url import DeviceURL
 
 
 def register(sub: Any) -> None:
@@ -34,7 +45,9 @@ def register(sub: Any) -> None:
     p.add_argument("--profile", help=f"firmware profile (default: {DEFAULT_PROFILE})")
     p.add_argument(
         "--speedup",
-        help="simulator only: virtual seconds per real second, or 'max' (default 1)",
+        help="simulator only: virtual seconds per real second, or 'max' (sim:// only); "
+        "default 1 (real time). Against `treadctl sim` over tcp:// or serial://, give the "
+        "same value as the simulator's --speedup",
     )
     p.add_argument("--json", action="store_true", help="JSON lines instead of the live view")
     p.add_argument("--data-dir", type=Path, help="where sessions are recorded")
@@ -43,9 +56,30 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_run)
 
 
-def _parse_speedup(text: str | None, default: float | None) -> float | None:
-    if text is None:
-        return default
+#: A simulator in another process shares no clock with us: its link watchdog runs on its own
+#: scaled real time. Below this much real time per link timeout, scheduling jitter on a
+#: loaded host alone can starve it (seen: e-stops at 30x), so such speed-ups are refused.
+MIN_REAL_LINK_TIMEOUT_S = 0.1
+
+
+class _RunError(Exception):
+    """A run that cannot go ahead: one line on stderr, ``code`` is the exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class _Plan:
+    program: Program
+    url: DeviceURL
+    profile: FirmwareProfile
+    speedup: float | None  # None: as fast as the CPU allows (sim:// only)
+    virtual: bool  # the in-process simulator: one virtual clock drives both sides
+
+
+def _parse_speedup(text: str) -> float | None:
     if text == "max":
         return None
     try:
@@ -57,7 +91,46 @@ def _parse_speedup(text: str | None, default: float | None) -> float | None:
     return value
 
 
-def _prepare(args: argparse.Namespace) -> tuple[Program, Any, FirmwareProfile, float | None]:
+def max_cross_process_speedup(profile: FirmwareProfile) -> float:
+    """The highest speed-up a simulator in another process can run ``profile`` at here."""
+    return profile.control.link_timeout_ms / 1000 / MIN_REAL_LINK_TIMEOUT_S
+
+
+def _choose_speedup(
+    args: argparse.Namespace, url: DeviceURL, profile: FirmwareProfile
+) -> float | None:
+    """Real time unless asked; ``max`` and other speed-ups only where a clock can follow."""
+    asked = None if args.speedup is None else _parse_speedup(args.speedup)
+    if url.scheme == "sim":
+        if args.speedup is not None and url.speedup is not None and asked != url.speedup:
+            raise UsageError(
+                f"--speedup {args.speedup} and the device URL's speedup={url.speedup:g} differ"
+            )
+        if args.speedup is None:
+            return url.speedup if url.speedup is not None else 1.0
+        return asked
+    if args.speedup is None:
+        return 1.0
+    if url.scheme == "ble" or asked is None:
+        raise UsageError(
+            "--speedup only applies to a simulator: sim:// (any value, or 'max'), or "
+            "`treadctl sim --speedup X` over tcp:// or serial:// (the same X on both sides)"
+        )
+    if asked == 1.0:
+        return asked
+    limit = max_cross_process_speedup(profile)
+    if asked > limit + 1e-9:
+        real_ms = profile.control.link_timeout_ms / asked
+        raise UsageError(
+            f"--speedup {asked:g} is too fast for a simulator in another process: profile "
+            f"{profile.name}'s {profile.control.link_timeout_ms} ms link timeout would be "
+            f"{real_ms:.0f} ms of real time, less than this host can promise between two "
+            f"keepalives; use at most {limit:g}, or sim:// (one clock, any speed-up)"
+        )
+    return asked
+
+
+def _prepare(args: argparse.Namespace) -> _Plan:
     try:
         url = parse_device_url(args.device)
     except DeviceURLError as exc:
@@ -67,10 +140,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Program, Any, FirmwareProfile, f
         profile = load_profile(profile_name)
     except ProfileError as exc:
         raise UsageError(str(exc)) from None
-    url_speedup = url.speedup if url.scheme == "sim" else 1.0
-    speedup = _parse_speedup(args.speedup, url_speedup)
-    if url.scheme != "sim" and speedup != 1.0:
-        raise UsageError("--speedup only applies to the simulator (sim://)")
+    speedup = _choose_speedup(args, url, profile)
     if not 1 <= args.tick_hz <= 50:
         raise UsageError(f"--tick-hz must be within 1..50, got {args.tick_hz}")
     try:
@@ -85,19 +155,46 @@ def _prepare(args: argparse.Namespace) -> tuple[Program, Any, FirmwareProfile, f
             f"program {program.name!r} is not valid for profile {profile.name!r} "
             f"({len(violations)} problem(s)); nothing moved"
         )
-    return program, url, profile, speedup
+    if program.heartbeat_s is not None:
+        # Nothing here could send the heartbeat: the session would always trip
+        # heartbeat-missed. The daemon takes it over MQTT (cmd/heartbeat).
+        raise UsageError(
+            f"program {program.name!r} needs a dead-man heartbeat every "
+            f"{program.heartbeat_s:g} s, which `treadctl run` cannot give; run it with "
+            "`treadctl daemon` (cmd/heartbeat over MQTT); nothing moved"
+        )
+    return _Plan(program, url, profile, speedup, virtual=url.scheme == "sim")
 
 
 def _run(args: argparse.Namespace) -> int:
-    program, url, profile, speedup = _prepare(args)
-    view = _View(args.json, program)
+    plan = _prepare(args)
+    _quiet_logging()
+    recorder_factory = _recorder_factory(args, plan.profile)
+    view = _View(args.json, plan.program)
     try:
-        result = clockmod.run(_session(args, program, url, profile, view), speedup=speedup)
-    except TransportError as exc:
-        view.close()
+        result = clockmod.run(
+            _session(args, plan, view, recorder_factory),
+            speedup=plan.speedup,
+            virtual=plan.virtual,
+        )
+    except (TransportError, _RunError) as exc:
+        view.close(None)
         print(f"treadctl: error: {exc}", file=sys.stderr)
+        return exc.code if isinstance(exc, _RunError) else EXIT_RUNTIME
+    except Exception as exc:  # a bug: the belt was commanded to stop on the way out
+        view.close(None)
+        logging.getLogger(__name__).debug("run failed", exc_info=True)
+        print(f"treadctl: internal error: {exc!r} (the belt was commanded to stop)",
+              file=sys.stderr)
         return EXIT_RUNTIME
-    view.close()
+    finally:
+        if recorder_factory is not None:
+            recorder_factory.close()
+    if result is None:  # interrupted before anything was started
+        view.close(None)
+        print("treadctl: interrupted before the session started; nothing moved", file=sys.stderr)
+        return EXIT_OK
+    view.close(result)
     view.summary(result)
     if result.outcome is Outcome.FINISHED or result.outcome is Outcome.STOPPED:
         return EXIT_OK
@@ -106,55 +203,138 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_RUNTIME
 
 
+def _quiet_logging() -> None:
+    """Errors as one prefixed line each; warnings hidden: what a user must know (an
+    interlock, an escalation) is shown by the view from the controller's events."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("treadctl: %(levelname)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.ERROR)
+
+
+#: Why a session still ``running`` in the store, whose process is gone, is closed.
+STALE_SESSION_REASON = "its process ended without closing it (killed or crashed)"
+
+
 def _recorder_factory(args: argparse.Namespace, profile: FirmwareProfile) -> Any:
     if args.no_record:
         return None
-    from treadctl.store.db import StoreError
+    from treadctl.store.db import SessionStore, StoreError, default_db_path
     from treadctl.store.integration import controller_recorder_factory
 
     try:
+        path = default_db_path(args.data_dir)
+        store = SessionStore(path)
+    except (OSError, StoreError) as exc:
+        raise UsageError(f"cannot open the session store: {exc}") from None
+    try:
+        # A session whose process was killed (SIGKILL, power, crash) stays 'running' for
+        # ever otherwise: close it as aborted, with its data (live processes are spared).
+        for stale in store.mark_running_as_aborted(STALE_SESSION_REASON):
+            print(f"treadctl: session {stale} was left running; closed as aborted",
+                  file=sys.stderr)
         return controller_recorder_factory(
             data_dir=args.data_dir,
             treadmill_id="local",
             device=str(args.device),
             profile=profile.name,
+            store=store,
         )
     except (OSError, StoreError) as exc:
+        store.close()
         raise UsageError(f"cannot open the session store: {exc}") from None
 
 
+async def _peer_clock(transport: Any, speedup: float) -> float | None:
+    """The speed-up of a ``treadctl sim`` at the other end, or None for anything else."""
+    try:
+        # One real second, whatever our own time scale.
+        value = await transport.read(SIMULATOR_CLOCK_UUID, timeout_s=1.0 * speedup)
+    except TransportError:
+        return None  # not supported (a real machine or bridge) or no answer
+    try:
+        return float(value.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+async def _check_peer_clock(plan: _Plan, transport: Any) -> None:
+    if plan.url.scheme not in ("tcp", "serial"):
+        return
+    ours = 1.0 if plan.speedup is None else plan.speedup
+    theirs = await _peer_clock(transport, ours)
+    where = plan.url.endpoint
+    if theirs is None:
+        if ours != 1.0:
+            raise _RunError(
+                f"--speedup {ours:g} is for a simulator, and {where} is not one (it does not "
+                "answer the simulator clock query); nothing moved",
+                EXIT_USAGE,
+            )
+        return
+    if abs(theirs - ours) > 1e-9 * max(theirs, ours):
+        raise _RunError(
+            f"the simulator at {where} runs at {theirs:g}x and this run at {ours:g}x: "
+            f"pass --speedup {theirs:g} (both sides must agree); nothing moved",
+            EXIT_USAGE,
+        )
+
+
 async def _session(
-    args: argparse.Namespace, program: Program, url: Any, profile: FirmwareProfile, view: _View
-) -> SessionResult:
-    transport = open_transport(url, profile=profile)
-    recorder_factory = _recorder_factory(args, profile)
+    args: argparse.Namespace, plan: _Plan, view: _View, recorder_factory: Any
+) -> SessionResult | None:
+    transport = open_transport(plan.url, profile=plan.profile)
     controller = Controller(
         transport,
-        profile,
+        plan.profile,
         tick_hz=args.tick_hz,
         recorder_factory=recorder_factory,
     )
-    controller.state_listeners.append(view.update)
-    controller.telemetry_listeners.append(view.update)
-    controller.event_listeners.append(view.event)
     loop = asyncio.get_running_loop()
-    stop_signals = 0
+    main_task = asyncio.current_task()
+    signals = 0
+    started = False
     stop_tasks: list[asyncio.Task[None]] = []
 
     def on_signal() -> None:
-        nonlocal stop_signals
-        stop_signals += 1
-        view.note("stopping (controlled stop)..." if stop_signals == 1 else "e-stop")
-        if stop_signals == 1:
+        # First signal: controlled stop. Any further one: e-stop (docs/safety.md).
+        nonlocal signals
+        signals += 1
+        if not started:
+            if main_task is not None:
+                main_task.cancel()  # nothing moves yet: just do not start
+            return
+        if signals == 1:
+            view.note("stopping (controlled stop)...")
             stop_tasks.append(loop.create_task(controller.stop()))
         else:
             controller.estop("second interrupt from the terminal")
 
+    # Installed before anything is opened and removed only after the link is closed: an
+    # interrupt at any moment is ours to handle, never a KeyboardInterrupt traceback.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
-        await controller.open()
-        task = controller.start(program)
+        try:
+            await controller.open()
+            _check_link(controller, plan)
+            await _check_peer_clock(plan, transport)
+            _check_link(controller, plan)
+            controller.state_listeners.append(view.update)
+            controller.telemetry_listeners.append(view.update)
+            controller.event_listeners.append(view.event)
+            try:
+                task = controller.start(plan.program)
+            except ControlError as exc:
+                _check_link(controller, plan)
+                raise _RunError(f"cannot start: {exc}; nothing moved", EXIT_RUNTIME) from None
+            started = True
+        except asyncio.CancelledError:
+            if signals:
+                return None
+            raise
         result = await asyncio.shield(task)
         esc = controller.escalation_task
         if esc is not None:
@@ -162,13 +342,26 @@ async def _session(
                 await asyncio.wait_for(esc, timeout=30)
         if not result.belt_stopped:
             result.belt_stopped = await controller.wait_stopped(timeout_s=10.0)
+        for stopping in stop_tasks:
+            with contextlib.suppress(BaseException):
+                await stopping
         return result
     finally:
+        await controller.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await controller.close()
-        if recorder_factory is not None:
-            recorder_factory.close()
+
+
+def _check_link(controller: Controller, plan: _Plan) -> None:
+    """A link that failed before the session started is a connection error, not an
+    interlock: nothing was moving (docs/safety.md)."""
+    if controller.snapshot.state is State.DISCONNECTED:
+        why = controller.snapshot.reason or "link lost"
+        why = why.removeprefix("link-lost: ")
+        raise _RunError(
+            f"cannot use {plan.url.endpoint}: {why} before the session started; nothing moved",
+            EXIT_RUNTIME,
+        )
 
 
 class _View:
@@ -182,9 +375,11 @@ class _View:
         self._last_key: tuple[Any, ...] | None = None
         self._live: Any = None
         self._notes: list[str] = []
+        self._tty_attrs: list[Any] | None = None
         if not as_json and sys.stdout.isatty():
             from rich.live import Live
 
+            self._tty_attrs = _hide_control_echo()
             self._live = Live(self._render(Snapshot()), refresh_per_second=8, transient=False)
             self._live.start()
 
@@ -231,7 +426,7 @@ class _View:
         else:
             print(_plain(snap), flush=True)
 
-    def _render(self, snap: Snapshot) -> Any:
+    def _render(self, snap: Snapshot, final: SessionResult | None = None) -> Any:
         from rich.panel import Panel
         from rich.table import Table
 
@@ -241,7 +436,11 @@ class _View:
         seg = f"{snap.segment}/{snap.segment_count}" if snap.segment else "-"
         arrow = "◀ reverse" if snap.direction.value == "reverse" else "▶ forward"
         table.add_row("program", self.program.name)
-        table.add_row("state", f"{snap.state.value}" + (f" ({snap.phase})" if snap.phase else ""))
+        if final is not None:
+            state = final.outcome.value + (f" ({final.reason})" if final.reason else "")
+        else:
+            state = f"{snap.state.value}" + (f" ({snap.phase})" if snap.phase else "")
+        table.add_row("state", state)
         table.add_row("segment", f"{seg}  {snap.segment_label or ''}")
         table.add_row("direction", arrow)
         table.add_row("speed", f"{snap.speed_kmh:5.1f} km/h  (target {snap.target_speed_kmh:.1f})")
@@ -250,21 +449,31 @@ class _View:
         )
         table.add_row("distance", f"{snap.distance_m:7.0f} m")
         table.add_row("heart rate", f"{snap.hr_bpm} bpm" if snap.hr_bpm else "-")
-        table.add_row("time", f"{_mmss(snap.elapsed_s)} elapsed, {_mmss(snap.remaining_s)} left")
+        elapsed = final.elapsed_s if final is not None else snap.elapsed_s
+        table.add_row("time", f"{_mmss(elapsed)} elapsed, {_left(snap.remaining_s)} left")
         for note in self._notes[-3:]:
             table.add_row("[yellow]note", f"[yellow]{note}")
         if snap.latched:
             table.add_row("[red]LATCHED", f"[red]{snap.reason}")
         return Panel(table, title="treadctl", border_style="red" if snap.latched else "cyan")
 
-    def close(self) -> None:
+    def close(self, result: SessionResult | None) -> None:
+        """End the live view; its last frame shows how the session ended."""
         if self._live is not None:
             if self.last is not None:
-                self._live.update(self._render(self.last))
+                self._live.update(self._render(self.last, result), refresh=True)
             self._live.stop()
             self._live = None
+        _restore_tty(self._tty_attrs)
+        self._tty_attrs = None
 
     def summary(self, result: SessionResult) -> None:
+        """The one line summing up the session (one duration: the session's own)."""
+        stats = dict(result.summary) if result.summary else None
+        if stats is not None:
+            # The store's copy ends at its last record; the session's clock is the truth.
+            stats["duration_s"] = result.elapsed_s
+            stats["segments_completed"] = result.segments_completed
         line = {
             "summary": True,
             "ts": _now_iso(),
@@ -276,23 +485,65 @@ class _View:
             "segments_completed": result.segments_completed,
             "segment_count": len(self.program.segments),
             "belt_stopped": result.belt_stopped,
-            "stats": result.summary,
+            "stats": stats,
         }
         if self.as_json:
             print(json.dumps(line), flush=True)
             return
-        why = f" ({result.reason})" if result.reason else ""
-        print(
-            f"session {result.session_id}: {result.outcome.value}{why}; "
-            f"{_mmss(result.elapsed_s)}, {result.distance_m:.0f} m, "
-            f"{result.segments_completed}/{len(self.program.segments)} segments; "
-            f"belt {'stopped' if result.belt_stopped else 'NOT confirmed stopped'}",
-            flush=True,
-        )
-        if result.summary:
-            from treadctl.store.summary import print_summary
+        from treadctl.store.summary import format_duration
 
-            print(print_summary(result.summary), flush=True)
+        why = f" ({result.reason})" if result.reason else ""
+        parts = [
+            f"session {result.session_id}: {result.outcome.value}{why}",
+            format_duration(result.elapsed_s),
+        ]
+        if stats is not None:
+            dist = _distance(float(stats.get("distance_m") or 0.0))
+            rev_m = float(stats.get("reverse_distance_m") or 0.0)
+            rev_s = float(stats.get("reverse_time_s") or 0.0)
+            if rev_m > 0 or rev_s > 0:
+                dist += f" (reverse {_distance(rev_m)} in {format_duration(rev_s)})"
+            parts.append(dist)
+            speed = f"max {float(stats.get('max_speed_kmh') or 0.0):.1f} km/h"
+            if float(stats.get("max_reverse_speed_kmh") or 0.0) > 0:
+                speed += f", reverse {float(stats['max_reverse_speed_kmh']):.1f} km/h"
+            parts.append(speed)
+            if stats.get("avg_hr_bpm") is not None:
+                parts.append(
+                    f"HR avg {float(stats['avg_hr_bpm']):.0f} / max {stats.get('max_hr_bpm')} bpm"
+                )
+        else:
+            parts.append(_distance(result.distance_m))
+        parts.append(f"{result.segments_completed}/{len(self.program.segments)} segments")
+        parts.append("belt stopped" if result.belt_stopped else "belt NOT confirmed stopped")
+        print(" · ".join(parts), flush=True)
+
+
+def _hide_control_echo() -> list[Any] | None:
+    """The terminal would echo Ctrl-C as '^C' into the live view and shift it: turn that
+    echo off while the view runs (restored on close)."""
+    try:
+        import termios
+
+        fd = sys.stdin.fileno()
+        attrs = termios.tcgetattr(fd)
+        quiet = list(attrs)
+        quiet[3] &= ~termios.ECHOCTL
+        termios.tcsetattr(fd, termios.TCSANOW, quiet)
+        return attrs
+    except (ImportError, OSError, ValueError, AttributeError):
+        return None  # not a terminal on stdin, or no termios: nothing to hide
+
+
+def _restore_tty(attrs: list[Any] | None) -> None:
+    if attrs is None:
+        return
+    try:
+        import termios
+
+        termios.tcsetattr(sys.stdin.fileno(), termios.TCSANOW, attrs)
+    except (ImportError, OSError, ValueError):
+        pass
 
 
 def _plain(snap: Snapshot) -> str:
@@ -301,7 +552,7 @@ def _plain(snap: Snapshot) -> str:
     return (
         f"[{_mmss(snap.elapsed_s)}] {snap.state.value}{phase} seg {seg} {snap.direction.value} "
         f"{snap.speed_kmh:.1f}/{snap.target_speed_kmh:.1f} km/h incline {snap.incline_pct:.1f}% "
-        f"left {_mmss(snap.remaining_s)}" + (f" LATCHED: {snap.reason}" if snap.latched else "")
+        f"left {_left(snap.remaining_s)}" + (f" LATCHED: {snap.reason}" if snap.latched else "")
     )
 
 
@@ -310,6 +561,17 @@ def _mmss(seconds: float | None) -> str:
         return "--:--"
     s = max(0, int(seconds))
     return f"{s // 60:02d}:{s % 60:02d}"
+
+
+def _distance(metres: float) -> str:
+    return f"{metres:.0f} m" if metres < 1000 else f"{metres / 1000:.2f} km"
+
+
+def _left(seconds: float | None) -> str:
+    """Time left, rounded up: 00:00 only once nothing is left (the belt stands)."""
+    if seconds is None:
+        return "--:--"
+    return _mmss(math.ceil(max(0.0, seconds) - 1e-9))
 
 
 def _now_iso() -> str:

@@ -39,7 +39,14 @@ from treadctl.control.client import (
     Preempted,
     consume_result,
 )
-from treadctl.control.planner import Ramp, incline_ramp, on_grid, quantize_toward, speed_ramp
+from treadctl.control.planner import (
+    Ramp,
+    incline_ramp,
+    on_grid,
+    planned_ramp_s,
+    quantize_toward,
+    speed_ramp,
+)
 from treadctl.control.safety import (
     Interlock,
     Latch,
@@ -57,7 +64,7 @@ from treadctl.profiles import FirmwareProfile
 from treadctl.programs.model import Program, Segment
 from treadctl.programs.validate import validate_program
 from treadctl.transport.base import Transport
-from treadctl.types import Direction
+from treadctl.types import KMH_PER_MPS, Direction
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +137,11 @@ class SessionResult:
 #: The controller's loop sends at least this many keepalives per firmware link timeout, so
 #: the firmware watchdog only fires after every host frame was lost for 7/8 of it.
 KEEPALIVES_PER_LINK_TIMEOUT = 8
+
+
+#: A ramp down the sender cannot follow (a firmware's slow command pace) is given this long
+#: past its planned end; then the Stop goes out and the firmware brakes at its stop rate.
+RAMP_OVERRUN_S = 5.0
 
 
 class DirectionError(CommandError):
@@ -222,7 +234,6 @@ class Controller:
         self._resume = asyncio.Event()
         self._last_heartbeat = -math.inf
         self._paused_since: float | None = None
-        self._last_pause_s = 0.0  # length of the last pause cycle (extends the segment)
         self._session_started = 0.0
         self._paused_total = 0.0
         self._recorder: Any = None
@@ -557,6 +568,7 @@ class Controller:
             changes["direction"] = self.measured_dir
         if self._session_task is not None and not self._session_task.done():
             changes["elapsed_s"] = round(self._elapsed(now), 2)
+            changes["remaining_s"] = self._remaining_s(now)
         self.snapshot = replace(snap, **changes)
         if self._monitoring and not self.latch.latched:
             trip = self._check_telemetry(now, td)
@@ -850,6 +862,8 @@ class Controller:
             segments_completed=completed,
             belt_stopped=self.measured_kmh <= self.cfg.standstill_kmh,
         )
+        if outcome is Outcome.FINISHED:
+            self._set_snapshot(remaining_s=0.0)
         if not self.latch.latched:
             self._set_snapshot(state=State.IDLE, segment=None, phase=None, target_speed_kmh=0.0)
         recorder, self._recorder = self._recorder, None
@@ -880,22 +894,49 @@ class Controller:
         if self._stop_requested:
             raise _StopRequested()
 
-    async def _sleep_until(self, deadline: float) -> None:
-        """Sleep in ticks so stop/pause requests are seen promptly."""
+    async def _wait_session_time(self, end_s: float) -> None:
+        """Until session time (pauses excluded) reaches ``end_s``, in ticks, so stop and
+        pause requests are seen promptly (a pause holds session time still)."""
         while True:
             self._check_stop()
             if self._pause_requested:
                 await self._pause_cycle()
-                deadline += self._last_pause_s
                 continue
-            now = self.clock.now()
-            if now >= deadline:
+            left = end_s - self._elapsed(self.clock.now())
+            if left <= 1e-6:
                 return
-            await asyncio.sleep(min(self.tick_s, deadline - now))
+            await asyncio.sleep(min(self.tick_s, left))
+
+    def _remaining_s(self, now: float) -> float | None:
+        """Program time left: listed total minus session time. It reaches 0 only when the
+        session is over (the belt stands): until then it shows at least 0.1 s."""
+        if self._program is None:
+            return None
+        left = self._program.total_duration_s - self._elapsed(now)
+        return round(max(left, 0.1), 1)
+
+    def _final_stop_lead_s(self, seg: Segment, limits: EffectiveLimits) -> float:
+        """How long before the program's end the final ramp down must begin, so the belt
+        stands when the listed duration is over: the planner's ramp to the minimum speed
+        (no faster than one increment per procedure), then the firmware's stop from there
+        and one telemetry period to see it."""
+        if seg.speed_kmh <= 0:
+            return 0.0
+        ctl = self.profile.control
+        step_s = max(ctl.min_command_interval_ms, ctl.ack_delay_ms) / 1000
+        v0, v_min = seg.speed_kmh, limits.min_speed_kmh
+        ramp_s = planned_ramp_s(v0, v_min, limits, seg.direction, step_s)
+        nominal_s = planned_ramp_s(v0, v_min, limits, seg.direction)
+        v_stop = v_min
+        if ramp_s > nominal_s + RAMP_OVERRUN_S:
+            # A slow command pace: the Stop goes out when the ramp overruns (_sleep_ramp).
+            ramp_s = nominal_s + RAMP_OVERRUN_S
+            v_stop = max(v_min, v0 - ramp_s / step_s * limits.speed_increment_kmh)
+        stop_s = v_stop / KMH_PER_MPS / self.profile.motion.stop_decel_mps2
+        return ramp_s + step_s + stop_s + 1.0 / ctl.telemetry_hz
 
     async def _pause_cycle(self) -> None:
         assert self._limits is not None
-        t0 = self.clock.now()
         resume_speed = self._speed_ramp.v1 if self._speed_ramp else 0.0
         resume_incline = self.commanded_incline
         self._set_snapshot(state=State.STOPPING, phase="pausing")
@@ -919,7 +960,6 @@ class Controller:
         self._incline_ramp = incline_ramp(now, self.commanded_incline, resume_incline, self._limits)
         self._set_snapshot(state=State.RUNNING, phase=None)
         self._event("resumed")
-        self._last_pause_s = self.clock.now() - t0
 
     async def _run_segment(self, index: int, seg: Segment, limits: EffectiveLimits) -> None:
         self._check_stop()
@@ -962,17 +1002,14 @@ class Controller:
         self._incline_ramp = incline_ramp(now, self.commanded_incline, seg.incline_pct, limits)
         self._monitoring = True
         self._set_snapshot(state=State.RUNNING, phase=None, direction=seg.direction)
-        remaining_after = (
-            sum(s.duration_s for s in self._program.segments[index + 1 :]) if self._program else 0.0
-        )
-        deadline = t_seg + seg.duration_s
-        while True:
-            await self._sleep_until(min(deadline, self.clock.now() + 1.0))
-            self._set_snapshot(
-                remaining_s=round(max(0.0, deadline - self.clock.now()) + remaining_after, 1)
-            )
-            if self.clock.now() >= deadline:
-                break
+        # The listed durations are what the user gets: a segment's time runs from its
+        # entry (its direction change, start and ramps count toward it), and the last one
+        # ends early enough for the final ramp down to end with the program.
+        segments = self._program.segments if self._program else [seg]
+        end_s = sum(s.duration_s for s in segments[: index + 1])
+        if index == len(segments) - 1:
+            end_s -= self._final_stop_lead_s(seg, limits)
+        await self._wait_session_time(end_s)
 
     async def _start_belt(self, direction: Direction, limits: EffectiveLimits) -> None:
         """From standstill: first setpoint at the minimum speed, Start, wait for motion."""
@@ -1052,7 +1089,7 @@ class Controller:
             if self.latch.latched:
                 return
             await asyncio.sleep(self.tick_s)
-            if self.clock.now() > ramp.t_end + 5.0:
+            if self.clock.now() > ramp.t_end + RAMP_OVERRUN_S:
                 return
 
     async def _change_direction(self, direction: Direction, limits: EffectiveLimits) -> None:

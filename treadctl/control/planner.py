@@ -79,6 +79,20 @@ def incline_ramp(t0: float, i0_pct: float, i1_pct: float, limits: EffectiveLimit
     return Ramp(t0, i0_pct, i1_pct, limits.incline_rate_pct_per_s)
 
 
+def planned_ramp_s(
+    v0_kmh: float,
+    v1_kmh: float,
+    limits: EffectiveLimits,
+    direction: Direction,
+    step_interval_s: float = 0.0,
+) -> float:
+    """How long the live ramp from ``v0_kmh`` to ``v1_kmh`` takes: the planner's rate, or
+    one setpoint increment per ``step_interval_s`` (the firmware's command pace) if slower."""
+    ramp = speed_ramp(0.0, v0_kmh, v1_kmh, limits, direction)
+    steps = math.ceil(abs(v1_kmh - v0_kmh) / limits.speed_increment_kmh - 1e-9)
+    return max(ramp.duration, steps * step_interval_s)
+
+
 def quantize_toward(value: float, increment: float, start: float, end: float) -> float:
     """Snap ``value`` to the increment grid without overshooting the leg start→end.
 

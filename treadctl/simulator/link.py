@@ -21,7 +21,14 @@ import tty
 from collections.abc import Callable
 
 from treadctl.simulator.firmware import SimTreadmill
-from treadctl.transport.framing import Frame, FrameDecoder, FrameType, encode_frame
+from treadctl.transport.framing import (
+    SIMULATOR_CLOCK_UUID,
+    STATUS_OK,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    encode_frame,
+)
 from treadctl.transport.stream import AsyncioByteStream, ByteStream
 
 MakeSim = Callable[[], SimTreadmill]
@@ -47,6 +54,12 @@ def _flip_bit(sim: SimTreadmill, data: bytes) -> bytes:
 
 def _noise(sim: SimTreadmill) -> bytes:
     return bytes(sim.rng.randrange(256) for _ in range(sim.rng.randrange(8, 40)))
+
+
+def _speedup_text() -> bytes:
+    """The running loop's time speed-up (``treadctl.clock``): 1 on an ordinary loop."""
+    speedup = getattr(asyncio.get_running_loop(), "speedup", 1.0)
+    return f"{1.0 if speedup is None else float(speedup):g}".encode()
 
 
 async def serve_stream(sim: SimTreadmill, stream: ByteStream) -> None:
@@ -83,6 +96,10 @@ async def serve_stream(sim: SimTreadmill, stream: ByteStream) -> None:
             if frame.type is FrameType.WRITE:
                 status = sim.handle_write(frame.uuid, frame.value)
                 send(Frame(FrameType.WRITE_RESPONSE, frame.uuid, bytes([status]), frame.seq))
+            elif frame.type is FrameType.READ and frame.uuid == SIMULATOR_CLOCK_UUID:
+                # Not FTMS: the link says how fast this process's time runs (framing.py).
+                send(Frame(FrameType.READ_RESPONSE, frame.uuid,
+                           bytes([STATUS_OK]) + _speedup_text(), frame.seq))
             elif frame.type is FrameType.READ:
                 status, value = sim.handle_read(frame.uuid)
                 send(Frame(FrameType.READ_RESPONSE, frame.uuid, bytes([status]) + value,

@@ -39,6 +39,12 @@ STATUS_WRITE_NOT_PERMITTED = 0x03
 STATUS_NOT_SUPPORTED = 0x06
 STATUS_APP_ERROR = 0x80
 
+#: READ of this UUID asks "are you the treadctl simulator, and how fast does your time
+#: run?": the simulator answers its speed-up as ASCII (``b"1"``, ``b"10"``), any other
+#: firmware or bridge answers not-supported. ``treadctl run`` over TCP/serial checks it,
+#: so both sides of a sped-up cross-process run agree (docs/framing.md).
+SIMULATOR_CLOCK_UUID = 0xFFFE
+
 
 @dataclass(frozen=True, slots=True)
 class Frame:

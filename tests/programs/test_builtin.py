@@ -1,4 +1,5 @@
-"""Built-in programs: all valid on the reverse-capable profiles, shaped by docs/reverse-training.md."""
+"""Built-in programs: all valid on the reverse-capable profiles, shaped by
+docs/reverse-training.md."""
 
 from __future__ import annotations
 

@@ -125,6 +125,51 @@ def test_validate_with_site_limits(capsys: pytest.CaptureFixture[str], tmp_path:
     assert rc == 2 and "unknown field 'reverse_max_speed'" in err
 
 
+DAEMON_CONFIG = """\
+[mqtt]
+host = "127.0.0.1"
+[[treadmill]]
+id = "lane-1"
+device = "sim://"
+"""
+
+
+def test_validate_site_limits_from_a_daemon_config(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A daemon config's [site_limits] is the site layer, not silently ignored."""
+    config = tmp_path / "daemon.toml"
+    config.write_text(DAEMON_CONFIG + "[site_limits]\nreverse_max_speed_kmh = 2.5\n")
+    rc, out, _ = run(capsys, "validate", "reverse-walk-intro", "--site-limits", str(config))
+    assert rc == 2
+    assert "segment 8: speed_kmh: 3 km/h is above the reverse cap of 2.5 km/h" in out
+    # Without the table: said so, validated without site limits.
+    config.write_text(DAEMON_CONFIG)
+    rc, out, err = run(capsys, "validate", "reverse-walk-intro", "--site-limits", str(config))
+    assert rc == 0 and "without a [site_limits] table: no site limits" in err
+    # Neither kind of file, or both tables: refused, not checked against nothing.
+    other = tmp_path / "other.toml"
+    other.write_text("[limit]\nreverse_max_speed_kmh = 2.5\n")
+    rc, _, err = run(capsys, "validate", "reverse-walk-intro", "--site-limits", str(other))
+    assert rc == 2 and "no [limits] table" in err
+    other.write_text("[limits]\nmax_speed_kmh = 8\n[site_limits]\nmax_speed_kmh = 9\n")
+    rc, _, err = run(capsys, "validate", "reverse-walk-intro", "--site-limits", str(other))
+    assert rc == 2 and "both [limits] and [site_limits]" in err
+
+
+def test_validate_site_limits_from_the_shipped_example_config(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The example config caps reverse at 5 km/h for the whole site."""
+    example = REPO / "examples" / "daemon.toml"
+    prog = tmp_path / "fast-reverse.toml"
+    prog.write_text('name = "r"\n[[segment]]\nduration_s = 60\nspeed_kmh = 5.5\n'
+                    'direction = "reverse"\n')
+    rc, out, _ = run(capsys, "validate", str(prog), "--site-limits", str(example))
+    assert rc == 2, out
+    assert "segment 1: speed_kmh: 5.5 km/h is above the reverse cap of 5.0 km/h" in out
+
+
 def test_validate_load_errors_and_bad_profile(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -43,7 +43,8 @@ def register(sub: Any) -> None:
     )
     val.add_argument(
         "--site-limits", metavar="TOML", default=None,
-        help="TOML file with a [limits] table (the site layer), as in the daemon config",
+        help="the site layer: a TOML file with a [limits] table, or a daemon config "
+        "(its [site_limits] table)",
     )
     val.set_defaults(func=_validate)
 
@@ -117,6 +118,10 @@ def _show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: Top-level tables that make a TOML file a daemon config (docs/daemon.md).
+_DAEMON_TABLES = frozenset({"mqtt", "daemon", "treadmill", "safety", "homeassistant"})
+
+
 def _site_limits(path: str | None) -> Limits | None:
     if path is None:
         return None
@@ -127,9 +132,28 @@ def _site_limits(path: str | None) -> Limits | None:
         raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: invalid TOML: {exc}") from None
-    table = data.get("limits", {})
+    # A site limits file has [limits]; a daemon config has the same layer as [site_limits].
+    # Both are read; anything else is refused rather than checked against nothing.
+    if "limits" in data and "site_limits" in data:
+        raise UsageError(f"{path}: has both [limits] and [site_limits]; which one is the site?")
+    if "site_limits" in data:
+        key = "site_limits"
+    elif "limits" in data:
+        key = "limits"
+    elif _DAEMON_TABLES & data.keys():
+        print(f"{path}: daemon config without a [site_limits] table: no site limits",
+              file=sys.stderr)
+        return None
+    else:
+        raise UsageError(
+            f"{path}: no [limits] table (a site limits file) or [site_limits] table "
+            "(a daemon config)"
+        )
+    table = data[key]
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [{key}] must be a table")
     try:
-        return limits_from_dict(table, f"{path} [limits]")
+        return limits_from_dict(table, f"{path} [{key}]")
     except LimitsError as exc:
         raise UsageError(str(exc)) from None
 

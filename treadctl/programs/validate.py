@@ -1,4 +1,5 @@
-"""Program validation against the limits in force, before anything moves (docs/programs.md, docs/safety.md).
+"""Program validation against the limits in force, before anything moves (docs/programs.md,
+docs/safety.md).
 
 This module owns the rules a program must meet on a given treadmill: positive durations and
 a total inside ``max_duration_s``, speeds inside the (direction's) speed range, reverse only

@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("bumble", reason="bumble is in the test extras: pip install -e '.[test]'")
-
 from treadctl import ftms
 from treadctl.clock import run_virtual
 from treadctl.ftms import (
@@ -318,3 +316,69 @@ def test_name_prefix_scan_sees_real_adverts_and_skips_non_ftms() -> None:
             await b.transport(name_prefix="TREADCTL-H").connect()  # the strap is not FTMS
 
     virtual(body, extra_peripherals=[("TREADCTL-HRM", "C0:FF:EE:00:00:01", [0x180D])])
+
+
+def _spy_att_requests(t: BleTransport) -> list[bytes]:
+    """Every ATT PDU the central's GATT client hands to L2CAP, as it is handed."""
+    gatt_client = t._client._backend._peer.gatt_client
+    sent: list[bytes] = []
+    original = gatt_client.send_gatt_pdu
+
+    def spy(pdu: bytes) -> None:
+        sent.append(bytes(pdu))
+        original(pdu)
+
+    gatt_client.send_gatt_pdu = spy
+    return sent
+
+
+STOP = encode_control_point(ftms.StopOrPause(pause=False))
+ATT_WRITE_REQUEST = 0x12
+
+
+def test_write_nowait_hands_the_request_to_the_stack_in_the_call() -> None:
+    assert BleTransport.nowait_delivery == "after-outstanding-request"
+
+    async def body(b: Bench) -> None:
+        t = await b.connected()
+        sent = _spy_att_requests(t)
+        fut = t.write_nowait(CONTROL_POINT, STOP)
+        # No await yet: the Write Request is already with L2CAP/HCI.
+        handle = t._client.services.get_characteristic(full_uuid(CONTROL_POINT)).handle
+        assert sent == [bytes([ATT_WRITE_REQUEST]) + handle.to_bytes(2, "little") + STOP]
+        await fut
+        assert b.sim.wire_log[-1][2] == STOP
+        await t.close()
+
+    virtual(body, connection_interval_ms=30)
+
+
+def test_write_nowait_goes_right_after_the_request_on_the_air_and_before_later_ones() -> None:
+    async def body(b: Bench) -> None:
+        t = await b.connected()
+        await start_belt(t, 4.0)
+        first = t.write_nowait(ftms.BELT_DIRECTION, b"\x00")  # on the air (refused: moving)
+        later = asyncio.ensure_future(t.write(CONTROL_POINT, encode_control_point(
+            SetTargetSpeed(5.0))))  # made before the stop, but its task has not run yet
+        stop = t.write_nowait(CONTROL_POINT, STOP)
+        results = await asyncio.gather(first, stop, later, return_exceptions=True)
+        assert isinstance(results[0], WriteRejected) and results[1] is None
+        order = [(u, v) for _, u, v in b.sim.wire_log[-3:]]
+        assert order[:2] == [(ftms.BELT_DIRECTION, b"\x00"), (CONTROL_POINT, STOP)]
+        await t.close()
+
+    virtual(body, connection_interval_ms=30)
+
+
+def test_write_nowait_times_out_and_fails_with_the_link() -> None:
+    async def body(b: Bench) -> None:
+        t = await b.connected()
+        b.sim.inject("link-drop")
+        with pytest.raises(ResponseTimeout, match=r"within 0\.2 s"):
+            await t.write_nowait(CONTROL_POINT, STOP, timeout_s=0.2)
+        await asyncio.sleep(3.0)  # supervision timeout: the link is gone
+        with pytest.raises(LinkLost):
+            t.write_nowait(CONTROL_POINT, STOP)
+        await t.close()
+
+    virtual(body, supervision_timeout_s=1.0)

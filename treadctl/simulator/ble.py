@@ -468,7 +468,7 @@ class FtmsPeripheral:
             self._spawn(conn.disconnect(hci.HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR))
 
     async def close(self) -> None:
-        for task in list(self._tasks) + [self._alive_task, self._silence_task, self._sim_task]:
+        for task in [*self._tasks, self._alive_task, self._silence_task, self._sim_task]:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(BaseException):

@@ -11,9 +11,20 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Callable
+from typing import ClassVar, Literal
 
 NotifyHandler = Callable[[int, bytes], None]
 DisconnectHandler = Callable[[str], None]
+
+#: What :meth:`Transport.write_nowait` guarantees on a link (``Transport.nowait_delivery``):
+#:
+#: * ``"in-call"`` - the bytes are on the link when the call returns (framed links: the
+#:   frame is written to the stream inside the call).
+#: * ``"after-outstanding-request"`` - the request is handed to the stack inside the call
+#:   and leaves ahead of every request made after it; ATT allows one outstanding request
+#:   per connection, so if one is already on the air it goes out as soon as that request's
+#:   response arrives (BLE: one or two connection events).
+NowaitDelivery = Literal["in-call", "after-outstanding-request"]
 
 
 class TransportError(Exception):
@@ -42,6 +53,9 @@ class Transport(abc.ABC):
 
     #: Human-readable endpoint, e.g. ``tcp://127.0.0.1:5000``.
     name: str = "transport"
+    #: What :meth:`write_nowait` guarantees here (:data:`NowaitDelivery`). A transport
+    #: that can do neither must not exist: the stop path relies on one of the two.
+    nowait_delivery: ClassVar[NowaitDelivery] = "in-call"
 
     def __init__(self) -> None:
         self._notify: NotifyHandler | None = None
@@ -84,11 +98,20 @@ class Transport(abc.ABC):
     async def read(self, uuid: int, *, timeout_s: float = 1.0) -> bytes:
         """Read a characteristic value."""
 
-    def write_nowait(self, uuid: int, value: bytes) -> asyncio.Future[None]:
-        """Write with response, the bytes leaving for the wire *in this call* where the
-        link allows it (framed links override this). The returned future resolves with
-        the write-response. The stop path uses it so nothing can be sent ahead of a stop."""
-        return asyncio.ensure_future(self.write(uuid, value))
+    @abc.abstractmethod
+    def write_nowait(
+        self, uuid: int, value: bytes, *, timeout_s: float = 1.0
+    ) -> asyncio.Future[None]:
+        """Write with response, started *in this call*: nothing written later can leave
+        ahead of it. :attr:`nowait_delivery` says how far the call gets: the bytes on the
+        link (``in-call``), or the request in the stack behind at most one request already
+        on the air (``after-outstanding-request``, BLE). The returned future resolves with
+        the write-response (``WriteRejected`` / ``ResponseTimeout`` / ``LinkLost`` as for
+        :meth:`write`); cancelling it abandons the request. Raises ``LinkLost`` in the call
+        when not connected. The stop path uses it so nothing can be sent ahead of a stop.
+
+        Abstract on purpose: a default that only schedules a task would make the promise
+        on a transport that cannot keep it."""
 
     async def keepalive(self) -> None:  # noqa: B027 - optional for transports without one
         """Tell the firmware the host is alive (serial/TCP/sim). BLE: nothing to do."""

@@ -17,12 +17,14 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Callable
-from typing import Any
+import types
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, ClassVar, TypeVar
 
 from treadctl.ftms.uuids import FITNESS_MACHINE_SERVICE, full_uuid
 from treadctl.transport.base import (
     LinkLost,
+    NowaitDelivery,
     ResponseTimeout,
     Transport,
     TransportError,
@@ -30,6 +32,7 @@ from treadctl.transport.base import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FTMS_SERVICE_UUID = full_uuid(FITNESS_MACHINE_SERVICE)
 DEFAULT_SCAN_TIMEOUT_S = 10.0
@@ -68,8 +71,52 @@ def att_status(exc: BaseException) -> int | None:
     return None
 
 
+@types.coroutine
+def _continue(coro: Coroutine[Any, Any, T], yielded: Any) -> Generator[Any, Any, T]:
+    # Drive a coroutine that already ran to its first suspension: hand what it yielded to
+    # the task, pass results and exceptions (cancellation too) back into it.
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+
+
+async def _resume(coro: Coroutine[Any, Any, T], yielded: Any) -> T:
+    return await _continue(coro, yielded)
+
+
+def start_now(coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+    """Run ``coro`` up to its first suspension inside this call, the rest in a task (what
+    Python 3.12's eager tasks do). Only for code that does not ask for the current task
+    before that suspension (``asyncio.timeout`` does: it would arm the caller's task)."""
+    loop = asyncio.get_running_loop()
+    try:
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        done: asyncio.Future[T] = loop.create_future()
+        done.set_result(stop.value)
+        return done
+    except Exception as exc:
+        failed: asyncio.Future[T] = loop.create_future()
+        failed.set_exception(exc)
+        return failed
+    return loop.create_task(_resume(coro, yielded))
+
+
 class BleTransport(Transport):
     """A connected FTMS treadmill over BLE. Give ``address`` or ``name_prefix``."""
+
+    #: ATT has one outstanding request per connection: see :meth:`write_nowait`.
+    nowait_delivery: ClassVar[NowaitDelivery] = "after-outstanding-request"
 
     def __init__(
         self,
@@ -264,6 +311,49 @@ class BleTransport(Transport):
                 await client.write_gatt_char(full_uuid(uuid), value, response=True)
         except Exception as exc:
             raise self._map_error(uuid, exc, "write", timeout_s) from None
+
+    def write_nowait(
+        self, uuid: int, value: bytes, *, timeout_s: float = 1.0
+    ) -> asyncio.Future[None]:
+        """Hand the Write Request to the stack inside this call (bleak -> backend -> ATT run
+        up to their first suspension here, not in a later task). ATT allows one request
+        outstanding per connection: with none on the air the request is sent in the call;
+        otherwise the stack holds it and sends it when that response arrives, ahead of every
+        write made after this call. BlueZ queues the same way inside bluetoothd."""
+        client = self._require()
+        self._counts["writes"] += 1
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[None] = loop.create_future()
+        op = start_now(client.write_gatt_char(full_uuid(uuid), value, response=True))
+
+        def expire() -> None:
+            if not result.done():
+                result.set_exception(self._map_error(uuid, TimeoutError(), "write", timeout_s))
+                op.cancel()
+
+        timer = loop.call_later(timeout_s, expire)
+
+        def finished(f: asyncio.Future[None]) -> None:
+            timer.cancel()
+            if result.done():
+                return
+            if f.cancelled():
+                result.set_exception(LinkLost(f"{self.name}: write 0x{uuid:04X} abandoned"))
+                return
+            exc = f.exception()
+            if exc is None:
+                result.set_result(None)
+            else:
+                result.set_exception(self._map_error(uuid, exc, "write", timeout_s))
+
+        def abandoned(r: asyncio.Future[None]) -> None:
+            if r.cancelled():
+                timer.cancel()
+                op.cancel()
+
+        op.add_done_callback(finished)
+        result.add_done_callback(abandoned)
+        return result
 
     async def read(self, uuid: int, *, timeout_s: float = 1.0) -> bytes:
         client = self._require()

@@ -349,13 +349,16 @@ def test_live_view_final_frame_shows_how_it_ended() -> None:
 
     view = _View(True, load_program("quick-demo"))
     view._live = FakeLive()
-    view.last = Snapshot(state=State.RUNNING, segment=4, segment_count=4, remaining_s=0.1)
-    result = SessionResult(Outcome.FINISHED, None, "s1", 90.0, 52.0, 4, True)
+    view.update(Snapshot(state=State.RUNNING, segment=4, segment_count=4, remaining_s=0.1))
+    # What the controller shows once the session is over: idle, no segment.
+    view.update(Snapshot(state=State.IDLE, segment=None, segment_count=4, remaining_s=0.0))
+    result = SessionResult(Outcome.FINISHED, None, "s1", 89.95, 52.0, 4, True)
     view.close(result)
     console = Console(width=100, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
     console.print(frames[-1])
     text = console.export_text()
-    assert "finished" in text and "running" not in text, text
+    assert "finished" in text and "running" not in text and "idle" not in text, text
+    assert "4/4" in text and "01:30 elapsed, 00:00 left" in text, text
 
 
 def test_a_session_left_running_by_a_killed_process_is_closed(

@@ -376,6 +376,7 @@ class _View:
         self._live: Any = None
         self._notes: list[str] = []
         self._tty_attrs: list[Any] | None = None
+        self._last_segment: int | None = None  # the final frame shows where it ended
         if not as_json and sys.stdout.isatty():
             from rich.live import Live
 
@@ -395,6 +396,8 @@ class _View:
 
     def update(self, snap: Snapshot) -> None:
         self.last = snap
+        if snap.segment:
+            self._last_segment = snap.segment
         key = (snap.state, snap.segment, snap.phase, snap.latched)
         changed = key != self._last_key
         self._last_key = key
@@ -433,7 +436,8 @@ class _View:
         table = Table.grid(padding=(0, 2))
         table.add_column(justify="right", style="bold")
         table.add_column()
-        seg = f"{snap.segment}/{snap.segment_count}" if snap.segment else "-"
+        segment = snap.segment if final is None else (snap.segment or self._last_segment)
+        seg = f"{segment}/{snap.segment_count}" if segment else "-"
         arrow = "◀ reverse" if snap.direction.value == "reverse" else "▶ forward"
         table.add_row("program", self.program.name)
         if final is not None:
@@ -449,8 +453,9 @@ class _View:
         )
         table.add_row("distance", f"{snap.distance_m:7.0f} m")
         table.add_row("heart rate", f"{snap.hr_bpm} bpm" if snap.hr_bpm else "-")
-        elapsed = final.elapsed_s if final is not None else snap.elapsed_s
-        table.add_row("time", f"{_mmss(elapsed)} elapsed, {_left(snap.remaining_s)} left")
+        # The last frame rounds like the summary line; live, it counts like a stopwatch.
+        elapsed = _mmss(round(final.elapsed_s) if final is not None else snap.elapsed_s)
+        table.add_row("time", f"{elapsed} elapsed, {_left(snap.remaining_s)} left")
         for note in self._notes[-3:]:
             table.add_row("[yellow]note", f"[yellow]{note}")
         if snap.latched:

@@ -906,7 +906,7 @@ async def serve_ble(
         try:
             await peripheral.start_advertising()
             if on_ready is not None:
-                on_ready(f"ble://{device.random_address} name={name}")
+                on_ready(f"ble://{str(device.random_address).split('/')[0]}")
             await asyncio.get_running_loop().create_future()
         finally:
             await peripheral.close()
@@ -919,3 +919,50 @@ def _direction_uuid(sim: SimTreadmill) -> int | None:
     # asks a throwaway one, which never runs): the profile decides it.
     reverse = sim.profile.reverse
     return reverse.characteristic if reverse.method == "vendor-characteristic" else None
+
+
+# ------------------------------------------------------------------ treadctl sim --ble
+
+#: The HCI transport ``treadctl sim --ble`` opens without ``--hci``: the first USB dongle.
+DEFAULT_HCI = "usb:0"
+
+
+def run_cli(
+    make_sim: Callable[[], SimTreadmill],
+    hci_spec: str | None,
+    speedup: float,
+    announce: Callable[[str], None],
+) -> int:
+    """``treadctl sim --ble [--hci TRANSPORT]``: serve until SIGINT/SIGTERM (exit 0); the
+    first line is the device URL (``ble://ADDRESS``). A radio runs in real time only."""
+    import signal
+    import sys
+
+    from treadctl import clock
+    from treadctl.cli import UsageError
+
+    if speedup != 1.0:
+        raise UsageError("--ble runs in real time: a radio cannot follow --speedup")
+    spec = hci_spec or DEFAULT_HCI
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        await serve_ble(make_sim, spec, on_ready=announce)
+
+    try:
+        clock.run(main(), 1.0)
+    except asyncio.CancelledError:
+        pass
+    except Exception as exc:  # Bumble's transport errors: one line, with the usual cause
+        text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        hint = (
+            " (is the dongle plugged in and not claimed by BlueZ? docs/transports.md)"
+            if spec.startswith(("usb", "hci-socket", "pyusb")) else ""
+        )
+        print(f"treadctl sim: cannot serve BLE on {spec}: {text}{hint}", file=sys.stderr)
+        return 1
+    return 0

@@ -39,6 +39,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"tcp://HOST:PORT to listen on (default {DEFAULT_LISTEN}; port 0 = any free port)",
     )
     where.add_argument("--pty", action="store_true", help="serve a pseudo-terminal instead")
+    where.add_argument("--ble", action="store_true",
+                       help="serve a BLE FTMS treadmill through a Bumble HCI adapter "
+                       "(needs treadctl[ble-sim]; docs/transports.md)")
+    p.add_argument("--hci", metavar="TRANSPORT", default=None,
+                   help="with --ble: Bumble HCI transport, e.g. usb:0 (default), hci-socket:0")
     p.add_argument("--faults", default="", metavar="SPEC",
                    help="NAME@SECONDS[+DURATION][,...], seconds since the host's first contact")
     p.add_argument("--speedup", type=float, default=1.0,
@@ -87,6 +92,17 @@ def handle(args: argparse.Namespace) -> int:
 
     def announce(text: str) -> None:
         print(text, flush=True)
+
+    if args.ble or args.hci is not None:  # BLE (Bumble) only when asked for
+        if not args.ble:
+            raise UsageError("--hci needs --ble")
+        try:
+            from treadctl.simulator.ble import run_cli as run_ble
+        except ModuleNotFoundError as exc:
+            print(f"treadctl sim: --ble needs Bumble ({exc}); pip install 'treadctl[ble-sim]'",
+                  file=sys.stderr)
+            return 1
+        return run_ble(make_sim, args.hci, args.speedup, announce)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

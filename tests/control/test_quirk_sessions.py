@@ -73,8 +73,10 @@ def test_session_finishes_on_a_quirky_machine(
     quirks: str, profile: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     samples: list[Any] = []
+    events: list[dict[str, Any]] = []
 
     async def scenario(ctl: Controller, sim: Any) -> Any:
+        ctl.event_listeners.append(events.append)
         to_controller = ctl.client.on_telemetry
 
         def tap(td: Any) -> None:
@@ -104,6 +106,21 @@ def test_session_finishes_on_a_quirky_machine(
         assert deviations[name] > 100, (name, deviations)
     reports = [r for r in caplog.records if "read tolerantly" in r.getMessage()]
     assert len(reports) == len(deviations), [r.getMessage() for r in reports]
+    # ... and reported once each as an event (MQTT `event`, `run` prints a note).
+    noted = [e["deviation"] for e in events if e["type"] == "ftms-deviation"]
+    assert sorted(noted) == sorted(set(noted)) and set(noted) <= set(deviations)
+    assert _expected(quirks) - {"status-trailing-bytes"} <= set(noted)
+
+
+def test_run_view_prints_a_deviation_once_as_a_note(capsys: pytest.CaptureFixture[str]) -> None:
+    from treadctl.control.cli import _View
+    from treadctl.ftms import DEVIATIONS
+
+    view = _View(as_json=False, program=SESSION)
+    view.event({"type": "ftms-deviation", "deviation": "step-count",
+                "description": DEVIATIONS["step-count"]})
+    out = capsys.readouterr().out
+    assert out == f"note: this machine sends {DEVIATIONS['step-count']} (read tolerantly)\n"
 
 
 def _stop_bound_s(profile: Any) -> float:

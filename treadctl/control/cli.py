@@ -393,6 +393,8 @@ class _View:
         if event["type"] in ("estop", "escalate"):
             detail = event.get("reason") or event.get("action")
             self.note(f"{event['type']}: {detail}")
+        elif event["type"] == "ftms-deviation":
+            self.note(f"note: this machine sends {event['description']} (read tolerantly)")
 
     def update(self, snap: Snapshot) -> None:
         self.last = snap

@@ -191,6 +191,10 @@ class Controller:
         self.client.on_status = self._on_status
         self.client.on_direction = self._on_direction
         self.client.on_stop_result = self._on_stop_result
+        # Once per connection and deviation (docs/ftms.md, "Real devices that deviate").
+        self.client.on_deviation = lambda name: self._event(
+            "ftms-deviation", deviation=name, description=ftms.DEVIATIONS.get(name, name)
+        )
         transport.set_disconnect_handler(self._on_link_lost)
 
         self.snapshot = Snapshot()

@@ -307,3 +307,17 @@ def test_quirks_over_tcp_with_the_simulator_in_its_own_process() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_device_url_reaches_the_simulated_firmware() -> None:
+    from treadctl.transport import open_transport
+
+    async def main() -> frozenset[str]:
+        transport = open_transport("sim://?quirks=split-records,not-available")
+        await transport.connect()
+        try:
+            return transport.sim.quirks  # type: ignore[attr-defined, no-any-return]
+        finally:
+            await transport.close()
+
+    assert run_virtual(main) == {"split-records", "not-available"}

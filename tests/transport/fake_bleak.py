@@ -7,17 +7,27 @@ response raises ``BleakGATTProtocolError`` with the ATT code, and the disconnect
 callback fires on every disconnect (also the ones we ask for). While connected the
 "link layer" keeps the firmware's link watchdog fed, like BLE supervision does; when the
 link goes (``disconnect`` or :meth:`FakeBleakClient.lose_link`) the watchdog stops the belt.
+
+What the real stack showed and this fake now does too (tests/transport/test_ble_bumble.py
+runs the same transport over Bumble's ATT/GATT): a Control Point write before its
+indications are enabled is answered ATT 0xFD; a second ``start_notify`` on the same
+characteristic is refused (BlueZ: InProgress); a write without response to a
+characteristic that has no such property is refused (BlueZ: NotSupported); ``mtu_size``
+is 23 with a warning until the BlueZ backend's ``_acquire_mtu()`` ran; BlueZ's services
+cache can hold a stale GATT table (``FakeBlueZ.stale``) until the device is removed
+(``unpair``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bleak.exc import BleakError, BleakGATTProtocolError
+from bleak.exc import BleakDBusError, BleakError, BleakGATTProtocolError
 
 from treadctl.ftms.uuids import (
     BELT_DIRECTION,
@@ -35,6 +45,17 @@ from treadctl.ftms.uuids import (
 from treadctl.simulator import SimTreadmill
 
 VENDOR_SERVICE = 0xFF00
+ATT_CCCD_IMPROPERLY_CONFIGURED = 0xFD
+
+
+@dataclass
+class FakeBlueZ:
+    """What bluetoothd keeps between connections: the services cache. While ``stale``
+    names characteristics, a connect sees the GATT table without them (the table of an
+    older firmware); RemoveDevice (bleak's ``unpair``) clears it."""
+
+    stale: tuple[int, ...] = ()
+    removed: int = 0
 
 
 @dataclass(frozen=True)
@@ -88,8 +109,9 @@ class FakeServiceCollection:
         return iter(self.services.values())
 
 
-def gatt_of(sim: SimTreadmill) -> FakeServiceCollection:
-    """The GATT table a treadmill with ``sim``'s firmware profile would expose."""
+def gatt_of(sim: SimTreadmill, without: tuple[int, ...] = ()) -> FakeServiceCollection:
+    """The GATT table a treadmill with ``sim``'s firmware profile would expose (``without``
+    those characteristics: a stale cached table)."""
     handle = iter(range(0x10, 0x100, 2))
     ftms = [
         (FEATURE, ["read"]),
@@ -103,7 +125,8 @@ def gatt_of(sim: SimTreadmill) -> FakeServiceCollection:
     services = [
         FakeService(
             full_uuid(FITNESS_MACHINE_SERVICE),
-            [FakeCharacteristic(full_uuid(u), p, next(handle)) for u, p in ftms],
+            [FakeCharacteristic(full_uuid(u), p, next(handle)) for u, p in ftms
+             if u not in without],
         )
     ]
     if sim.profile.reverse.method == "vendor-characteristic":
@@ -133,8 +156,16 @@ class FakeBleakClient:
         *,
         fail_connects: int = 0,
         write_latency_s: float = 0.0,
+        bluez: FakeBlueZ | None = None,
+        mtu: int = 247,
     ) -> None:
         self.sim = sim
+        self.bluez = bluez or FakeBlueZ()
+        self._negotiated_mtu = mtu
+        self._mtu_size: int | None = None
+        self._backend = self  # bleak's BleakClient._backend: here the same object
+        #: (uuid, response) of every write, as bleak was asked for it.
+        self.writes: list[tuple[int, bool | None]] = []
         self.address = device if isinstance(device, str) else device.address
         self._disconnected_callback = disconnected_callback
         self._fail_connects = fail_connects
@@ -162,9 +193,10 @@ class FakeBleakClient:
         await asyncio.sleep(0)
         if self._fail_connects > 0:
             self._fail_connects -= 1
-            raise BleakError("[org.bluez.Error.Failed] le-connection-abort-by-local")
+            raise BleakDBusError("org.bluez.Error.Failed", ["le-connection-abort-by-local"])
         self._connected = True
-        self._services = gatt_of(self.sim)
+        self._mtu_size = None
+        self._services = gatt_of(self.sim, self.bluez.stale)
         self.sim.attach(self._on_sim_notify)
         self._supervision = asyncio.get_running_loop().create_task(self._supervise())
 
@@ -191,6 +223,25 @@ class FakeBleakClient:
         await asyncio.sleep(0)
         self._teardown()
 
+    async def unpair(self) -> None:
+        """BlueZ backend: RemoveDevice, which also drops the services cache."""
+        await asyncio.sleep(0)
+        self.bluez.stale = ()
+        self.bluez.removed += 1
+        self._teardown()
+
+    @property
+    def mtu_size(self) -> int:
+        # bleak's BlueZ backend: unknown (warning, 23) until _acquire_mtu() ran.
+        if self._mtu_size is None:
+            warnings.warn("Using default MTU value. Call _acquire_mtu() first", stacklevel=2)
+            return 23
+        return self._mtu_size
+
+    async def _acquire_mtu(self) -> None:
+        await asyncio.sleep(0)
+        self._mtu_size = self._negotiated_mtu
+
     def lose_link(self) -> None:
         """The treadmill vanishes (power cut, out of range): bleak reports a disconnect."""
         self._teardown()
@@ -209,6 +260,8 @@ class FakeBleakClient:
 
     async def start_notify(self, spec: Any, callback: Callable[..., Any], **_kw: Any) -> None:
         char = self._char(spec, ("notify", "indicate"))
+        if char.short in self._callbacks:
+            raise BleakDBusError("org.bluez.Error.InProgress", ["Notify already in progress"])
         await asyncio.sleep(0)
         self._callbacks[char.short] = (char, callback)
 
@@ -224,6 +277,15 @@ class FakeBleakClient:
 
     async def write_gatt_char(self, spec: Any, data: Any, response: bool | None = None) -> None:
         char = self._char(spec, ("write", "write-without-response"))
+        self.writes.append((char.short, response))
+        if response is None:  # bleak: with response where the characteristic has it
+            response = "write" in char.properties
+        if not response and "write-without-response" not in char.properties:
+            raise BleakDBusError("org.bluez.Error.NotSupported", ["Operation is not supported"])
+        if char.short == CONTROL_POINT and CONTROL_POINT not in self._callbacks:
+            # FTMS: the Control Point answers 0xFD until its indications are enabled.
+            await asyncio.sleep(0)
+            raise BleakGATTProtocolError(ATT_CCCD_IMPROPERLY_CONFIGURED)
         # The request is on the air when the call is made; the response takes a while.
         status = self.sim.handle_write(char.short, bytes(data))
         if self.write_latency_s:
@@ -316,6 +378,7 @@ class ClientFactory:
 
     def __init__(self, sim: SimTreadmill, **client_kw: Any) -> None:
         self.sim = sim
+        self.bluez: FakeBlueZ = client_kw.pop("bluez", None) or FakeBlueZ()
         self.client_kw = client_kw
         self.clients: list[FakeBleakClient] = []
 
@@ -325,7 +388,7 @@ class ClientFactory:
         fails = kw.pop("fail_connects", 0)
         client = FakeBleakClient(
             self.sim, device, disconnected_callback,
-            fail_connects=1 if len(self.clients) < fails else 0, **kw,
+            fail_connects=1 if len(self.clients) < fails else 0, bluez=self.bluez, **kw,
         )
         self.clients.append(client)
         return client

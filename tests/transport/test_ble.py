@@ -81,9 +81,11 @@ def test_name_prefix_picks_the_ftms_device_and_filters_by_service() -> None:
         await t.connect()
         assert t.connected
         assert t._client.address == fake_bleak.treadmill_advert()[0].address
-        ((method, kw),) = b.scanner.calls
+        (method, kw), (settle, settle_kw) = b.scanner.calls
         assert method == "find_device_by_filter"
         assert kw["service_uuids"] == [FTMS]
+        # ...then a short listen for a second treadmill of that name (exactly one wins).
+        assert (settle, settle_kw["service_uuids"]) == ("discover", [FTMS])
         await t.close()
         assert not t.connected
 
@@ -135,7 +137,9 @@ def test_only_subscribed_characteristics_notify() -> None:
         t.set_notify_handler(lambda uuid, value: got.append(uuid))
         await t.connect()
         await t.subscribe(TREADMILL_DATA)
-        await t.write(CONTROL_POINT, encode_control_point(RequestControl()))
+        with pytest.raises(WriteRejected) as info:  # FTMS: 0xFD until indications are on
+            await t.write(CONTROL_POINT, encode_control_point(RequestControl()))
+        assert info.value.status == 0xFD
         await asyncio.sleep(1.0)
         assert TREADMILL_DATA in got
         assert CONTROL_POINT not in got  # indication not enabled
@@ -170,6 +174,7 @@ def test_write_timeout_is_response_timeout() -> None:
     async def body(b: Bench) -> None:
         t = b.transport()
         await t.connect()
+        await t.subscribe(CONTROL_POINT)  # FTMS: indications on before any write
         with pytest.raises(ResponseTimeout, match=r"no write response for 0x2AD9 within 0\.5 s"):
             await t.write(CONTROL_POINT, encode_control_point(RequestControl()), timeout_s=0.5)
         assert t.counters["timeouts"] == 1
@@ -182,6 +187,7 @@ def test_write_reaches_the_device_before_the_first_suspension() -> None:
     async def body(b: Bench) -> None:
         t = b.transport()
         await t.connect()
+        await t.subscribe(CONTROL_POINT)  # FTMS: indications on before any write
         before = len(b.sim.wire_log)
         coro = t.write(CONTROL_POINT, encode_control_point(RequestControl()))
         coro.send(None)  # run to the first suspension only
@@ -198,6 +204,7 @@ def test_lost_link_reports_once_fails_writes_and_the_firmware_stops_the_belt() -
         reasons: list[str] = []
         t.set_disconnect_handler(reasons.append)
         await t.connect()
+        await t.subscribe(CONTROL_POINT)  # FTMS: indications on before any write
         for req in (RequestControl(), StartOrResume(), SetTargetSpeed(5.0)):
             await t.write(CONTROL_POINT, encode_control_point(req))
             await asyncio.sleep(0.1)
@@ -314,6 +321,7 @@ def test_write_nowait_keeps_call_order_on_the_air() -> None:
     async def body(b: Bench) -> None:
         t = b.transport()
         await t.connect()
+        await t.subscribe(CONTROL_POINT)  # FTMS: indications on before any write
         await t.write(CONTROL_POINT, encode_control_point(RequestControl()))
         await asyncio.sleep(0.1)
         before = len(b.sim.wire_log)
@@ -321,6 +329,147 @@ def test_write_nowait_keeps_call_order_on_the_air() -> None:
         second = t.write_nowait(CONTROL_POINT, b"\x08\x01")
         await asyncio.gather(first, second)
         assert [uuid for _, uuid, _ in b.sim.wire_log[before:]] == [BELT_DIRECTION, CONTROL_POINT]
+        await t.close()
+
+    virtual(body)
+
+
+# -- BlueZ realities (what the Bumble stack or BlueZ do that the first fake did not) --------
+
+
+def test_stale_services_cache_is_cleared_once_and_discovery_repeated() -> None:
+    async def body(b: Bench) -> None:
+        t = b.transport()
+        await t.connect()
+        assert b.factory.bluez.removed == 1  # RemoveDevice (bleak: unpair) dropped the cache
+        assert t.counters["cache_refreshes"] == 1
+        assert len(b.factory.clients) == 2  # a fresh client, a fresh discovery
+        await t.subscribe(CONTROL_POINT)
+        await t.write(CONTROL_POINT, encode_control_point(RequestControl()))
+        await t.close()
+
+    virtual(body, bluez=fake_bleak.FakeBlueZ(stale=(CONTROL_POINT,)))
+
+
+def test_a_control_point_missing_for_real_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = fake_bleak.gatt_of
+    monkeypatch.setattr(fake_bleak, "gatt_of", lambda sim, without=(): real(sim, (CONTROL_POINT,)))
+
+    async def body(b: Bench) -> None:
+        with pytest.raises(TransportError, match=r"^ble://name=TREADCTL: the Fitness Machine "
+                           r"Service lacks 0x2AD9, even after clearing BlueZ's services cache$"):
+            await b.transport().connect()
+        assert not b.factory.last.is_connected
+
+    virtual(body)
+
+
+def test_reconnect_re_enables_notifications_and_indications_on_the_new_client() -> None:
+    async def body(b: Bench) -> None:
+        t = b.transport()
+        got: list[int] = []
+        t.set_notify_handler(lambda uuid, value: got.append(uuid))
+        await t.connect()
+        for uuid in (TREADMILL_DATA, CONTROL_POINT):
+            await t.subscribe(uuid)
+        await t.subscribe(TREADMILL_DATA)  # again: no second StartNotify (BlueZ refuses it)
+        b.factory.last.lose_link()
+        await t.connect()
+        assert len(b.factory.clients) == 2
+        assert set(b.factory.last._callbacks) == {TREADMILL_DATA, CONTROL_POINT}
+        got.clear()
+        await t.write(CONTROL_POINT, encode_control_point(RequestControl()))  # no 0xFD
+        await asyncio.sleep(1.0)
+        assert TREADMILL_DATA in got and CONTROL_POINT in got
+        await t.close()
+
+    virtual(body)
+
+
+def test_control_point_writes_are_write_requests() -> None:
+    async def body(b: Bench) -> None:
+        t = b.transport()
+        await t.connect()
+        await t.subscribe(CONTROL_POINT)
+        await t.write(CONTROL_POINT, encode_control_point(RequestControl()))
+        await asyncio.sleep(0.5)
+        await t.write_nowait(CONTROL_POINT, b"\x08\x01")
+        writes = b.factory.last.writes
+        assert writes == [(CONTROL_POINT, True), (CONTROL_POINT, True)]  # never a Command
+        await t.close()
+
+    virtual(body)
+
+
+def test_mtu_is_read_the_bluez_way_without_a_warning() -> None:
+    import warnings
+
+    async def body(b: Bench) -> None:
+        t = b.transport()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # bleak warns if mtu_size is read too early
+            await t.connect()
+        assert (t.mtu, t.counters["mtu"]) == (185, 185)
+        await t.close()
+
+    virtual(body, mtu=185)
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (BleakDBusError("org.bluez.Error.Failed", ["le-connection-abort-by-local"]),
+         "connection aborted by the local adapter (treadmill out of range, or already "
+         "connected to another central such as a phone app?) "
+         "[org.bluez.Error.Failed: le-connection-abort-by-local]"),
+        (BleakDBusError("org.bluez.Error.Failed", ["br-connection-profile-unavailable"]),
+         "BlueZ tried Bluetooth Classic: not a BLE treadmill at that address (scan again) "
+         "[org.bluez.Error.Failed: br-connection-profile-unavailable]"),
+        (BleakDBusError("org.bluez.Error.InProgress", ["Operation already in progress"]),
+         "BlueZ is busy with another operation on this device "
+         "[org.bluez.Error.InProgress: Operation already in progress]"),
+        (BleakDBusError("org.bluez.Error.AuthenticationFailed", ["Authentication Failed"]),
+         "pairing failed; an FTMS treadmill needs none (bluetoothctl remove ADDRESS, retry) "
+         "[org.bluez.Error.AuthenticationFailed: Authentication Failed]"),
+        (BleakDBusError("org.freedesktop.DBus.Error.NoReply", ["Did not receive a reply.\nx"]),
+         "BlueZ did not answer (bluetoothd busy or hung: sudo systemctl restart bluetooth) "
+         "[org.freedesktop.DBus.Error.NoReply: Did not receive a reply.]"),
+        (BleakDBusError("org.bluez.Error.NotConnected", []),
+         "not connected [org.bluez.Error.NotConnected]"),
+        (BleakDBusError("org.freedesktop.DBus.Error.ServiceUnknown", ["The name is not"]),
+         "BlueZ is not running ([org.freedesktop.DBus.Error.ServiceUnknown] The name is not; "
+         "systemctl start bluetooth)"),
+    ],
+)
+def test_bluez_dbus_errors_read_as_one_plain_line(error: BaseException, message: str) -> None:
+    assert ble_mod.describe_ble_error(error) == message
+
+
+def test_bluez_connect_error_reaches_the_user_in_one_line() -> None:
+    async def body(b: Bench) -> None:
+        with pytest.raises(TransportError) as info:
+            await b.transport(connect_attempts=2, backoff_s=0.1).connect()
+        text = str(info.value)
+        assert "\n" not in text
+        assert text.startswith("cannot connect to ble://name=TREADCTL after 2 attempts: "
+                               "connection aborted by the local adapter")
+
+    virtual(body, fail_connects=5)
+
+
+def test_name_prefix_refuses_two_matching_treadmills_and_names_them() -> None:
+    async def body(b: Bench) -> None:
+        b.scanner.adverts.append(fake_bleak.treadmill_advert("F0:0D:00:00:00:02", "TREADCTL-2"))
+        with pytest.raises(TransportError) as info:
+            await b.transport(name_prefix="TREADCTL").connect()
+        assert str(info.value) == (
+            "2 FTMS treadmills match name 'TREADCTL': TREADCTL-2 (F0:0D:00:00:00:02), "
+            "TREADCTL-REF (F0:0D:12:34:56:78); use ble://ADDRESS or a longer name prefix"
+        )
+        assert b.factory.clients == []  # refused before connecting to either
+        t = b.transport(name_prefix="TREADCTL-R")  # the strap TREADCTL-HRM is no FTMS
+        await t.connect()
+        assert t._client.address == "F0:0D:12:34:56:78"
         await t.close()
 
     virtual(body)

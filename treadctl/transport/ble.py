@@ -18,10 +18,17 @@ import contextlib
 import logging
 import re
 import types
+import warnings
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, ClassVar, TypeVar
 
-from treadctl.ftms.uuids import FITNESS_MACHINE_SERVICE, full_uuid
+from treadctl.ftms.uuids import (
+    CONTROL_POINT,
+    FITNESS_MACHINE_SERVICE,
+    MACHINE_STATUS,
+    TREADMILL_DATA,
+    full_uuid,
+)
 from treadctl.transport.base import (
     LinkLost,
     NowaitDelivery,
@@ -37,6 +44,10 @@ T = TypeVar("T")
 FTMS_SERVICE_UUID = full_uuid(FITNESS_MACHINE_SERVICE)
 DEFAULT_SCAN_TIMEOUT_S = 10.0
 DEFAULT_CONNECT_TIMEOUT_S = 15.0
+#: After the first device matching ``name=PREFIX``, scan this long for a second one.
+DEFAULT_NAME_SETTLE_S = 2.0
+#: What every FTMS treadmill exposes; missing after connecting = a stale GATT cache.
+REQUIRED_CHARACTERISTICS = (TREADMILL_DATA, CONTROL_POINT, MACHINE_STATUS)
 
 #: ``client_factory(device_or_address, disconnected_callback) -> BleakClient-like``
 ClientFactory = Callable[[Any, Callable[[Any], None]], Any]
@@ -47,6 +58,38 @@ _BLUEZ_ERRORS = {
     "org.bluez.Error.NotPermitted": 0x03,
     "org.bluez.Error.NotSupported": 0x06,
     "org.bluez.Error.InProgress": 0xFE,
+}
+
+
+# BlueZ D-Bus errors (bleak's BleakDBusError: name + details) as one plain line each.
+_BLUEZ_TEXT = {
+    "org.bluez.Error.NotConnected": "not connected",
+    "org.bluez.Error.InProgress": "BlueZ is busy with another operation on this device",
+    "org.bluez.Error.AlreadyConnected": "BlueZ says the device is already connected",
+    "org.bluez.Error.ConnectionAttemptFailed":
+        "connection attempt failed (out of range, or another central such as a phone app "
+        "holds the treadmill?)",
+    "org.bluez.Error.AuthenticationFailed":
+        "pairing failed; an FTMS treadmill needs none (bluetoothctl remove ADDRESS, retry)",
+    "org.bluez.Error.AuthenticationCanceled":
+        "pairing was cancelled; an FTMS treadmill needs none (bluetoothctl remove ADDRESS)",
+    "org.bluez.Error.AuthenticationRejected":
+        "pairing was rejected; an FTMS treadmill needs none (bluetoothctl remove ADDRESS)",
+    "org.bluez.Error.DoesNotExist": "BlueZ no longer knows the device (scan again)",
+    "org.freedesktop.DBus.Error.NoReply":
+        "BlueZ did not answer (bluetoothd busy or hung: sudo systemctl restart bluetooth)",
+    "org.freedesktop.DBus.Error.UnknownObject":
+        "BlueZ has no such device or adapter (removed, or the dongle was unplugged)",
+}
+_BLUEZ_FAILED_TEXT = {
+    "le-connection-abort-by-local":
+        "connection aborted by the local adapter (treadmill out of range, or already "
+        "connected to another central such as a phone app?)",
+    "Software caused connection abort": "the connection dropped while connecting",
+    "br-connection-profile-unavailable":
+        "BlueZ tried Bluetooth Classic: not a BLE treadmill at that address (scan again)",
+    "Operation already in progress": "BlueZ is busy with another operation on this device",
+    "Not connected": "not connected",
 }
 
 
@@ -129,6 +172,7 @@ class BleTransport(Transport):
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         connect_attempts: int = 3,
         backoff_s: float = 1.0,
+        name_settle_s: float = DEFAULT_NAME_SETTLE_S,
     ) -> None:
         super().__init__()
         if (address is None) == (name_prefix is None):
@@ -142,9 +186,13 @@ class BleTransport(Transport):
         self.connect_timeout_s = connect_timeout_s
         self.connect_attempts = max(1, connect_attempts)
         self.backoff_s = backoff_s
+        self.name_settle_s = name_settle_s
         self._client: Any = None
         self._closing = False
         self._subscribed: list[int] = []
+        self._notifying: set[int] = set()  # enabled on the current client
+        #: ATT MTU of the current connection (23 until known).
+        self.mtu = 23
         self._bg: set[asyncio.Task[Any]] = set()
         self._counts = {
             "writes": 0,
@@ -153,12 +201,21 @@ class BleTransport(Transport):
             "timeouts": 0,
             "rejected": 0,
             "connect_attempts": 0,
+            "cache_refreshes": 0,
         }
 
     # -- discovery and connection -------------------------------------------------------
 
     async def _find_device(self) -> Any:
         scanner = self._scanner or _default_scanner()
+        prefix = self.name_prefix or ""
+
+        def name_of(dev: Any, adv: Any) -> str:
+            return str(getattr(adv, "local_name", None) or getattr(dev, "name", None) or "")
+
+        def matches(dev: Any, adv: Any) -> bool:
+            return name_of(dev, adv).startswith(prefix)
+
         try:
             if self.address is not None:
                 device = await scanner.find_device_by_address(
@@ -166,21 +223,35 @@ class BleTransport(Transport):
                 )
                 what = f"BLE device {self.address}"
             else:
-                prefix = self.name_prefix or ""
-
-                def matches(dev: Any, adv: Any) -> bool:
-                    name = getattr(adv, "local_name", None) or getattr(dev, "name", None) or ""
-                    return str(name).startswith(prefix)
-
                 device = await scanner.find_device_by_filter(
                     matches, timeout=self.scan_timeout_s, service_uuids=[FTMS_SERVICE_UUID]
                 )
                 what = f"FTMS treadmill named {prefix!r}..."
+                others = {}
+                if device is not None and self.name_settle_s > 0:
+                    # Exactly one: a second treadmill with a matching name must not be
+                    # taken for the first one on the next connect. Listen a little longer.
+                    seen = await scanner.discover(
+                        timeout=self.name_settle_s, return_adv=True,
+                        service_uuids=[FTMS_SERVICE_UUID],
+                    )
+                    others = {
+                        d.address: name_of(d, a) for d, a in seen.values()
+                        if matches(d, a) and _advertises_ftms(a)
+                        and d.address.upper() != device.address.upper()
+                    }
         except Exception as exc:
             raise TransportError(f"BLE scan failed: {describe_ble_error(exc)}") from None
         if device is None:
             raise TransportError(
                 f"no {what} found within {self.scan_timeout_s:g} s (on, advertising, in range?)"
+            )
+        if self.address is None and others:
+            found = {device.address: name_of(device, None), **others}
+            names = ", ".join(f"{n or '?'} ({a})" for a, n in sorted(found.items()))
+            raise TransportError(
+                f"{len(found)} FTMS treadmills match name {prefix!r}: {names}; "
+                "use ble://ADDRESS or a longer name prefix"
             )
         return device
 
@@ -193,11 +264,7 @@ class BleTransport(Transport):
             device, disconnected_callback=self._on_disconnected, timeout=self.connect_timeout_s
         )
 
-    async def connect(self) -> None:
-        if self.connected:
-            return
-        self._closing = False
-        device = await self._find_device()
+    async def _open(self, device: Any) -> None:
         last = "no attempt made"
         for attempt in range(self.connect_attempts):
             if attempt:
@@ -217,17 +284,86 @@ class BleTransport(Transport):
                     await client.disconnect()
                 continue
             self._client = client
-            break
-        else:
-            raise TransportError(
-                f"cannot connect to {self.name} after {self.connect_attempts} attempts: {last}"
-            )
-        services = getattr(self._client, "services", None)
-        if services is not None and services.get_service(FTMS_SERVICE_UUID) is None:
-            await self.close()
-            raise TransportError(f"{self.name} has no Fitness Machine Service (0x1826)")
+            self._notifying = set()
+            self._closing = False
+            return
+        raise TransportError(
+            f"cannot connect to {self.name} after {self.connect_attempts} attempts: {last}"
+        )
+
+    def _missing(self) -> list[int] | None:
+        """Required characteristics the discovered GATT table lacks; None = no FTMS."""
+        try:
+            services = self._client.services
+        except Exception:  # bleak: "Service Discovery has not been performed yet"
+            return list(REQUIRED_CHARACTERISTICS)
+        if services is None:
+            return []  # a client that does not tell; the first write will
+        if services.get_service(FTMS_SERVICE_UUID) is None:
+            return None
+        return [u for u in REQUIRED_CHARACTERISTICS
+                if services.get_characteristic(full_uuid(u)) is None]
+
+    async def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            self._closing = True  # our own disconnect is not "link lost"
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await client.disconnect()
+            self._closing = False
+
+    async def connect(self) -> None:
+        if self.connected:
+            return
+        self._closing = False
+        for refreshed in (False, True):
+            await self._open(await self._find_device())
+            missing = self._missing()
+            if missing is None:
+                await self.close()
+                raise TransportError(f"{self.name} has no Fitness Machine Service (0x1826)")
+            if not missing:
+                break
+            names = ", ".join(f"0x{u:04X}" for u in missing)
+            if refreshed:
+                await self.close()
+                raise TransportError(
+                    f"{self.name}: the Fitness Machine Service lacks {names}, even after "
+                    "clearing BlueZ's services cache"
+                )
+            # BlueZ keeps a device's GATT table across connections; after a firmware
+            # update it can be stale. RemoveDevice (bleak: unpair) drops it; then scan
+            # and connect again for a fresh discovery.
+            log.warning("%s: GATT table lacks %s (stale BlueZ services cache?); clearing it "
+                        "and reconnecting", self.name, names)
+            self._counts["cache_refreshes"] += 1
+            client = self._client
+            self._closing = True  # the disconnect that RemoveDevice causes is ours
+            with contextlib.suppress(Exception):
+                await client.unpair()
+            await self._drop_client()
+        self.mtu = await self._read_mtu()
         for uuid in list(self._subscribed):  # after a reconnect, the same subscriptions
             await self._start_notify(uuid)
+
+    async def _read_mtu(self) -> int:
+        """The ATT MTU BlueZ negotiated at connect (bleak's BlueZ backend learns it only
+        through AcquireNotify/AcquireWrite; ``mtu_size`` before that warns and says 23)."""
+        client = self._client
+        acquire = getattr(getattr(client, "_backend", None), "_acquire_mtu", None)
+        if acquire is not None and callable(acquire):
+            with contextlib.suppress(Exception):
+                await acquire()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                mtu = int(client.mtu_size)
+            except Exception:
+                mtu = 23
+        if mtu <= 23:
+            log.info("%s: ATT MTU 23: long Treadmill Data records arrive split", self.name)
+        return mtu
 
     @property
     def connected(self) -> bool:
@@ -282,6 +418,8 @@ class BleTransport(Transport):
 
     async def _start_notify(self, uuid: int) -> None:
         client = self._require()
+        if uuid in self._notifying:
+            return  # BlueZ refuses a second StartNotify on the same characteristic
 
         def on_value(_char: Any, data: bytearray) -> None:
             self._counts["notifications"] += 1
@@ -296,6 +434,7 @@ class BleTransport(Transport):
             raise TransportError(
                 f"{self.name}: cannot subscribe to 0x{uuid:04X}: {describe_ble_error(exc)}"
             ) from None
+        self._notifying.add(uuid)
 
     async def subscribe(self, uuid: int) -> None:
         await self._start_notify(uuid)
@@ -367,7 +506,14 @@ class BleTransport(Transport):
 
     @property
     def counters(self) -> dict[str, int]:
-        return dict(self._counts)
+        return {**self._counts, "mtu": self.mtu}
+
+    async def __aenter__(self) -> BleTransport:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 def describe_ble_error(exc: BaseException) -> str:
@@ -376,6 +522,18 @@ def describe_ble_error(exc: BaseException) -> str:
     text = text.splitlines()[0]
     if isinstance(exc, TimeoutError):
         return "timed out"
+    dbus_error = getattr(exc, "dbus_error", None)
+    if isinstance(dbus_error, str):
+        details = getattr(exc, "dbus_error_details", None)
+        details = str(details).strip().splitlines()[0] if details else ""
+        plain = _BLUEZ_TEXT.get(dbus_error)
+        if dbus_error == "org.bluez.Error.Failed":
+            plain = next((v for k, v in _BLUEZ_FAILED_TEXT.items() if k in details), None)
+        if plain is not None:
+            return f"{plain} [{dbus_error}{': ' + details if details else ''}]"
+    if type(exc).__name__ == "BleakCharacteristicNotFoundError":
+        return (f"{text} (stale BlueZ services cache? bluetoothctl remove ADDRESS, "
+                "or let treadctl reconnect)")
     if isinstance(exc, FileNotFoundError):
         # dbus_fast cannot reach the system bus: no BlueZ here, hence no adapter we can use.
         return f"no Bluetooth adapter found (D-Bus system bus / BlueZ not reachable: {text})"
@@ -388,6 +546,12 @@ def describe_ble_error(exc: BaseException) -> str:
     if "AccessDenied" in text or "NotAuthorized" in text or isinstance(exc, PermissionError):
         return f"permission denied ({text}; see docs/transports.md, BLE permissions)"
     return text
+
+
+def _advertises_ftms(adv: Any) -> bool:
+    # The service filter is advisory on some stacks (BlueZ reports cached devices).
+    uuids = [str(u).lower() for u in (getattr(adv, "service_uuids", None) or [])]
+    return not uuids or FTMS_SERVICE_UUID in uuids
 
 
 async def scan(timeout_s: float = 5.0, *, scanner: Any = None) -> list[dict[str, Any]]:

@@ -384,3 +384,50 @@ def test_a_session_left_running_by_a_killed_process_is_closed(
         info = store.get_session(stale)
         assert str(info.outcome) == "aborted" and "killed or crashed" in info.reason
         assert [str(s.outcome) for s in store.list_sessions()].count("running") == 0
+
+
+def test_ctrl_c_while_connecting_starts_nothing_and_prints_no_traceback(tmp_path: Path) -> None:
+    """A real process interrupted while it still talks to a treadmill that does not answer:
+    nothing was started, exit 0 (the user's stop), one line, no traceback."""
+    import threading
+
+    accepted = threading.Event()
+
+    def hold(conn: Any) -> None:
+        accepted.set()  # accepts and never answers: the run waits for its acks
+
+    (server, conns), port = _serve(hold)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "treadctl", "run", "quick-demo", "--device",
+             f"tcp://127.0.0.1:{port}", "--no-record"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert accepted.wait(30), "the run never connected"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        server.close()
+        for c in conns:
+            c.close()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "interrupted before the session started; nothing moved" in err
+
+
+def test_peer_that_never_speaks_ftms_is_a_connection_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Accepts the connection, never answers nor sends data: not a session that e-stops on
+    command-timeout, but one line saying the device does not talk (exit 1)."""
+    (server, conns), port = _serve(lambda conn: None)
+    try:
+        rc = main(["run", "quick-demo", "--device", f"tcp://127.0.0.1:{port}", "--no-record"])
+    finally:
+        server.close()
+        for c in conns:
+            c.close()
+    out, err = capsys.readouterr()
+    assert rc == 1, out + err
+    assert "no treadmill data" in err and "nothing moved" in err and err.count("\n") == 1, err
+    assert "estop" not in (out + err).lower()

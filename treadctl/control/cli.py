@@ -322,6 +322,14 @@ async def _session(
             _check_link(controller, plan)
             await _check_peer_clock(plan, transport)
             _check_link(controller, plan)
+            wait_s = max(2.0, 3.0 / plan.profile.control.telemetry_hz)
+            if not await controller.wait_telemetry(wait_s):
+                _check_link(controller, plan)
+                raise _RunError(
+                    f"cannot use {plan.url.endpoint}: no treadmill data from it within "
+                    f"{wait_s:g} s (is it an FTMS treadmill?); nothing moved",
+                    EXIT_RUNTIME,
+                )
             controller.state_listeners.append(view.update)
             controller.telemetry_listeners.append(view.update)
             controller.event_listeners.append(view.event)

@@ -441,6 +441,16 @@ class Controller:
             await asyncio.sleep(self.tick_s)
         return False
 
+    async def wait_telemetry(self, timeout_s: float) -> bool:
+        """Has any Treadmill Data arrived since the link opened (waiting up to ``timeout_s``)?
+        A peer that accepts a connection but never speaks FTMS fails here, before a start."""
+        if self._telemetry_seen.is_set():
+            return True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._telemetry_seen.wait()
+        return self._telemetry_seen.is_set()
+
     @property
     def session_task(self) -> asyncio.Task[SessionResult] | None:
         return self._session_task

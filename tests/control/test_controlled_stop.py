@@ -101,3 +101,20 @@ def test_estop_while_a_controlled_stop_runs_ends_the_session_estopped(profile: s
         assert await wait_for(lambda: sim.truth().speed_kmh == 0.0, 10)
 
     with_sim(scenario, profile=profile)
+
+
+def test_estop_before_the_session_task_first_runs_cancels_it() -> None:
+    """An e-stop in the same step as the start: the session never commands anything."""
+
+    async def scenario(ctl: Controller, sim: Any) -> None:
+        events: list[dict[str, Any]] = []
+        ctl.event_listeners.append(events.append)
+        t0 = sim.now_s()
+        session = ctl.start(REVERSING)
+        ctl.estop("pressed at once")
+        result = await asyncio.wait_for(session, 10)  # not a task cancelled before it ran
+        assert result.outcome is Outcome.ESTOPPED
+        assert [e["outcome"] for e in events if e["type"] == "finished"] == ["estopped"]
+        assert motion_writes_after(sim, t0) == []
+
+    with_sim(scenario, profile="kinetic-rx2")

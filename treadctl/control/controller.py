@@ -822,6 +822,10 @@ class Controller:
             # Nested: a trip (or shutdown) that cancels us while we carry out a stop request
             # lands in the handlers below, not out of an except clause as a raw cancel.
             try:
+                if self.latch.latched:
+                    # Tripped between start() and our first step (a trip cannot cancel a
+                    # task that never ran: its body, and this bookkeeping, would be skipped).
+                    raise asyncio.CancelledError()
                 if not self.client.in_control:
                     await self.client.request_control()
                 for index, segment in enumerate(program.segments):

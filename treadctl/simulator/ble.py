@@ -225,6 +225,7 @@ class FtmsPeripheral:
         self._alive_task: asyncio.Task[None] | None = None
         self._silence_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._stalled: set[asyncio.Future[None]] = set()
         #: What went out: (sim time s, uuid, value) per notification/indication (tests).
         self.sent: list[tuple[float, int, bytes]] = []
         self.connections = 0
@@ -335,7 +336,12 @@ class FtmsPeripheral:
         if sim.fault_active("link-drop"):
             # Nothing reaches the firmware and no response comes back: the request stays
             # pending until the connection times out (supervision timeout).
-            await asyncio.get_running_loop().create_future()
+            stalled = asyncio.get_running_loop().create_future()
+            self._stalled.add(stalled)
+            try:
+                await stalled
+            finally:
+                self._stalled.discard(stalled)
         if uuid == CONTROL_POINT and conn not in self._indications:
             raise ATT_Error(ATT_CCCD_IMPROPERLY_CONFIGURED)
         status = sim.handle_write(uuid, bytes(value))
@@ -433,6 +439,8 @@ class FtmsPeripheral:
 
     def _on_disconnection(self, conn: Connection, reason: int) -> None:
         self._indications.discard(conn)
+        for stalled in list(self._stalled):  # requests the silent link swallowed
+            stalled.cancel()
         self.disconnect_reasons.append(reason)
         if self.connection is conn:
             self.connection = None

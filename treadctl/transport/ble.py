@@ -20,7 +20,7 @@ import re
 import types
 import warnings
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from treadctl.ftms.uuids import (
     CONTROL_POINT,
@@ -49,8 +49,66 @@ DEFAULT_NAME_SETTLE_S = 2.0
 #: What every FTMS treadmill exposes; missing after connecting = a stale GATT cache.
 REQUIRED_CHARACTERISTICS = (TREADMILL_DATA, CONTROL_POINT, MACHINE_STATUS)
 
+class GattServices(Protocol):
+    """What treadctl asks of ``BleakClient.services`` (``BleakGATTServiceCollection``)."""
+
+    def get_service(self, specifier: str) -> Any: ...
+
+    def get_characteristic(self, specifier: str) -> Any: ...
+
+
+class BleakClientLike(Protocol):
+    """The part of ``bleak.BleakClient`` this transport uses. ``bleak.BleakClient`` (any
+    backend, e.g. ``treadctl.simulator.ble``'s Bumble one) and the tests' fake offer it."""
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def is_connected(self) -> bool: ...
+
+    @property
+    def services(self) -> GattServices: ...
+
+    @property
+    def mtu_size(self) -> int: ...
+
+    async def connect(self, **kwargs: Any) -> None: ...
+
+    async def disconnect(self) -> None: ...
+
+    async def unpair(self) -> None: ...
+
+    async def start_notify(
+        self, char_specifier: str, callback: Callable[[Any, bytearray], None], **kwargs: Any
+    ) -> None: ...
+
+    async def write_gatt_char(
+        self, char_specifier: str, data: bytes, response: bool | None = None
+    ) -> None: ...
+
+    async def read_gatt_char(self, char_specifier: str, **kwargs: Any) -> bytearray: ...
+
+
+class BleakScannerLike(Protocol):
+    """The ``BleakScanner`` class methods this transport uses (the class itself fits)."""
+
+    async def find_device_by_address(
+        self, device_identifier: str, timeout: float = ..., **kwargs: Any  # noqa: ASYNC109
+    ) -> Any: ...
+
+    async def find_device_by_filter(
+        self, filterfunc: Callable[[Any, Any], bool], timeout: float = ...,  # noqa: ASYNC109
+        **kwargs: Any,
+    ) -> Any: ...
+
+    async def discover(
+        self, timeout: float = ..., *, return_adv: bool = ..., **kwargs: Any  # noqa: ASYNC109
+    ) -> Any: ...
+
+
 #: ``client_factory(device_or_address, disconnected_callback) -> BleakClient-like``
-ClientFactory = Callable[[Any, Callable[[Any], None]], Any]
+ClientFactory = Callable[[Any, Callable[[Any], None]], BleakClientLike]
 
 # BlueZ (through D-Bus) reports ATT errors as text; bleak >= 3 raises BleakGATTProtocolError.
 _ATT_IN_TEXT = re.compile(r"(?:ATT error|Protocol Error):?\s*0x([0-9A-Fa-f]{1,2})")
@@ -93,10 +151,12 @@ _BLUEZ_FAILED_TEXT = {
 }
 
 
-def _default_scanner() -> Any:
+def _default_scanner() -> BleakScannerLike:
     from bleak import BleakScanner
 
-    return BleakScanner
+    # BleakScanner's class methods are overloaded on return_adv; they fit the protocol's use.
+    scanner: Any = BleakScanner
+    return scanner  # type: ignore[no-any-return,unused-ignore]
 
 
 def att_status(exc: BaseException) -> int | None:
@@ -167,7 +227,7 @@ class BleTransport(Transport):
         name_prefix: str | None = None,
         *,
         client_factory: ClientFactory | None = None,
-        scanner: Any = None,
+        scanner: BleakScannerLike | None = None,
         scan_timeout_s: float = DEFAULT_SCAN_TIMEOUT_S,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         connect_attempts: int = 3,
@@ -187,7 +247,7 @@ class BleTransport(Transport):
         self.connect_attempts = max(1, connect_attempts)
         self.backoff_s = backoff_s
         self.name_settle_s = name_settle_s
-        self._client: Any = None
+        self._client: BleakClientLike | None = None
         self._closing = False
         self._subscribed: list[int] = []
         self._notifying: set[int] = set()  # enabled on the current client
@@ -255,7 +315,7 @@ class BleTransport(Transport):
             )
         return device
 
-    def _make_client(self, device: Any) -> Any:
+    def _make_client(self, device: Any) -> BleakClientLike:
         if self._client_factory is not None:
             return self._client_factory(device, self._on_disconnected)
         from bleak import BleakClient
@@ -293,8 +353,9 @@ class BleTransport(Transport):
 
     def _missing(self) -> list[int] | None:
         """Required characteristics the discovered GATT table lacks; None = no FTMS."""
+        client = self._require()
         try:
-            services = self._client.services
+            services = client.services
         except Exception:  # bleak: "Service Discovery has not been performed yet"
             return list(REQUIRED_CHARACTERISTICS)
         if services is None:
@@ -338,7 +399,7 @@ class BleTransport(Transport):
             log.warning("%s: GATT table lacks %s (stale BlueZ services cache?); clearing it "
                         "and reconnecting", self.name, names)
             self._counts["cache_refreshes"] += 1
-            client = self._client
+            client = self._require()
             self._closing = True  # the disconnect that RemoveDevice causes is ours
             with contextlib.suppress(Exception):
                 await client.unpair()
@@ -350,7 +411,7 @@ class BleTransport(Transport):
     async def _read_mtu(self) -> int:
         """The ATT MTU BlueZ negotiated at connect (bleak's BlueZ backend learns it only
         through AcquireNotify/AcquireWrite; ``mtu_size`` before that warns and says 23)."""
-        client = self._client
+        client = self._require()
         acquire = getattr(getattr(client, "_backend", None), "_acquire_mtu", None)
         if acquire is not None and callable(acquire):
             with contextlib.suppress(Exception):
@@ -396,7 +457,7 @@ class BleTransport(Transport):
 
     # -- GATT -------------------------------------------------------------------------
 
-    def _require(self) -> Any:
+    def _require(self) -> BleakClientLike:
         client = self._client
         if client is None or self._closing:
             raise LinkLost(f"{self.name}: not connected")
@@ -554,7 +615,9 @@ def _advertises_ftms(adv: Any) -> bool:
     return not uuids or FTMS_SERVICE_UUID in uuids
 
 
-async def scan(timeout_s: float = 5.0, *, scanner: Any = None) -> list[dict[str, Any]]:
+async def scan(
+    timeout_s: float = 5.0, *, scanner: BleakScannerLike | None = None
+) -> list[dict[str, Any]]:
     """FTMS treadmills advertising nearby: ``[{"address", "name", "rssi"}]``, strongest first."""
     scanner = scanner or _default_scanner()
     found = await scanner.discover(

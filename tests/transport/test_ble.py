@@ -473,3 +473,39 @@ def test_name_prefix_refuses_two_matching_treadmills_and_names_them() -> None:
         await t.close()
 
     virtual(body)
+
+
+def test_name_prefix_reconnect_to_the_chosen_treadmill_skips_the_second_listen() -> None:
+    async def body(b: Bench) -> None:
+        t = b.transport(name_prefix="TREADCTL")
+        await t.connect()
+        b.factory.last.lose_link()
+        await t.connect()
+        assert [m for m, _ in b.scanner.calls] == [
+            "find_device_by_filter", "discover", "find_device_by_filter"
+        ]
+        await t.close()
+
+    virtual(body)
+
+
+def test_write_nowait_is_part_of_every_transport_and_says_what_it_guarantees() -> None:
+    from typing import get_args
+
+    from treadctl.transport.base import NowaitDelivery, Transport
+    from treadctl.transport.framed import FramedTransport
+
+    assert FramedTransport.nowait_delivery == "in-call"
+    assert BleTransport.nowait_delivery == "after-outstanding-request"
+    assert set(get_args(NowaitDelivery)) == {"in-call", "after-outstanding-request"}
+
+    class NoStopPath(Transport):  # everything but write_nowait
+        async def connect(self) -> None: ...
+        async def close(self) -> None: ...
+        async def subscribe(self, uuid: int) -> None: ...
+        async def write(self, uuid: int, value: bytes, *, timeout_s: float = 1.0) -> None: ...
+        async def read(self, uuid: int, *, timeout_s: float = 1.0) -> bytes:
+            return b""
+
+    with pytest.raises(TypeError, match="write_nowait"):
+        NoStopPath()  # type: ignore[abstract]

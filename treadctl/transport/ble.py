@@ -251,6 +251,7 @@ class BleTransport(Transport):
         self._closing = False
         self._subscribed: list[int] = []
         self._notifying: set[int] = set()  # enabled on the current client
+        self._chosen: str | None = None  # the one device name=PREFIX picked
         #: ATT MTU of the current connection (23 until known).
         self.mtu = 23
         self._bg: set[asyncio.Task[Any]] = set()
@@ -288,7 +289,8 @@ class BleTransport(Transport):
                 )
                 what = f"FTMS treadmill named {prefix!r}..."
                 others = {}
-                if device is not None and self.name_settle_s > 0:
+                known = device is not None and device.address == self._chosen
+                if device is not None and self.name_settle_s > 0 and not known:
                     # Exactly one: a second treadmill with a matching name must not be
                     # taken for the first one on the next connect. Listen a little longer.
                     seen = await scanner.discover(
@@ -313,6 +315,8 @@ class BleTransport(Transport):
                 f"{len(found)} FTMS treadmills match name {prefix!r}: {names}; "
                 "use ble://ADDRESS or a longer name prefix"
             )
+        if self.address is None:
+            self._chosen = device.address  # a reconnect to the same one needs no new check
         return device
 
     def _make_client(self, device: Any) -> BleakClientLike:

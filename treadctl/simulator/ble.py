@@ -209,6 +209,7 @@ class FtmsPeripheral:
         supervision_timeout_s: float = DEFAULT_SUPERVISION_TIMEOUT_S,
         make_sim: Callable[[], SimTreadmill] | None = None,
         direction_uuid: int | None = None,
+        record: bool = True,
     ) -> None:
         if max_mtu < ATT_DEFAULT_MTU:
             raise ValueError(f"max_mtu must be >= {ATT_DEFAULT_MTU}, got {max_mtu}")
@@ -226,8 +227,10 @@ class FtmsPeripheral:
         self._silence_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stalled: set[asyncio.Future[None]] = set()
-        #: What went out: (sim time s, uuid, value) per notification/indication (tests).
+        #: What went out: (sim time s, uuid, value) per notification/indication (tests and
+        #: benchmarks; ``record=False`` for a long-running server).
         self.sent: list[tuple[float, int, bytes]] = []
+        self._record_sent = record
         self.connections = 0
         self.disconnect_reasons: list[int] = []
         if sim is not None and direction_uuid is None:
@@ -410,6 +413,8 @@ class FtmsPeripheral:
         self._spawn(self.device.gatt_server.indicate_subscriber(conn, char, value))
 
     def _record(self, uuid: int, value: bytes) -> None:
+        if not self._record_sent:
+            return
         sim = self.sim
         self.sent.append((sim.now_s() if sim else 0.0, uuid, value))
 
@@ -908,7 +913,7 @@ async def serve_ble(
         peripheral = FtmsPeripheral(
             device, name=name, make_sim=make_sim, long_records=long_records,
             connection_interval_ms=connection_interval_ms, max_mtu=max_mtu,
-            direction_uuid=_direction_uuid(make_sim()),
+            direction_uuid=_direction_uuid(make_sim()), record=False,
         )
         await device.power_on()
         try:

@@ -93,6 +93,9 @@ class Probe:
                                                  protocol=aiomqtt.ProtocolVersion.V5,
                                                  identifier=f"probe-{uuid.uuid4().hex[:6]}",
                                                  **self.kw))
+        # One probe may carry the commands of many lanes at once (tests/daemon/
+        # test_user_actions.py): that many QoS 1 publishes in flight are expected.
+        self.client.pending_calls_threshold = 1000
         await self.client.__aenter__()
         for f in self.filters:
             await self.client.subscribe(f, qos=1)

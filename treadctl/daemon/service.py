@@ -21,7 +21,12 @@ Owns the run-time wiring of ``treadctl daemon``:
   first, then the latches, then (deferred) one ack per lane.
 * every lane's controller records its sessions into one shared
   :class:`~treadctl.store.db.SessionStore` (``<data_dir>/sessions.db``); the ``finished``
-  event carries the store's summary.
+  event carries the store's summary. Every ending gets its ``finished`` and a closed
+  record: the lane holds each session's recorder (:class:`_SessionRecord`) and closes and
+  announces a session whose own ending was cut short (docs/mqtt.md "Endings").
+* the retained ``state`` follows the measured belt between changes (``STATE_REFRESH_S``,
+  at once at standstill) and names no session when idle; the operator's e-stop reason
+  (read right after the Stop went out) goes into the latch.
 * the retained ``state`` carries the link counters (``"link"``: frames, CRC/length/COBS
   errors, dropped); telemetry carries them every ``LINK_TELEMETRY_S``; a growing ``dropped``
   count is logged as a warning.

@@ -501,6 +501,9 @@ async def test_daemon_sigterm_is_a_controlled_stop_in_every_phase(
         try:
             log = stderr.read_text()
             assert "Traceback" not in log, log[-3000:]
+            bad = [line for line in log.splitlines()
+                   if line.startswith(("ERROR", "CRITICAL")) or "interlock" in line]
+            assert not bad, bad
             for tid, tcp in sims.items():
                 profile = load_profile(tid.rsplit("-", 1)[0])
                 events = [m.json for m in probe.messages[mark:]

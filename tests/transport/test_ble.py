@@ -509,3 +509,14 @@ def test_write_nowait_is_part_of_every_transport_and_says_what_it_guarantees() -
 
     with pytest.raises(TypeError, match="write_nowait"):
         NoStopPath()  # type: ignore[abstract]
+
+
+def test_async_with_connects_and_close_is_idempotent() -> None:
+    async def body(b: Bench) -> None:
+        async with b.transport() as t:
+            assert t.connected
+        assert not t.connected and not b.factory.last.is_connected
+        await t.close()  # again: nothing happens, nothing raises
+        t.drop()
+
+    virtual(body)

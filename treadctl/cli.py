@@ -30,6 +30,7 @@ _COMMAND_MODULES = (
     "treadctl.profiles_cli",  # profiles
     "treadctl.ftms.cli",  # ftms decode
     "treadctl.store.cli",  # sessions
+    "treadctl.dashboard.cli",  # dashboard
 )
 
 

@@ -1,0 +1,354 @@
+// treadctl dashboard: plain JS, no build step. Live lanes over Server-Sent Events,
+// commands as fetch() POSTs carrying the session's CSRF token.
+"use strict";
+
+const S = { me: null, lanes: new Map(), cards: new Map(), programs: [], sites: [],
+            bridges: {}, dialogLane: null };
+
+const $ = (sel, root = document) => root.querySelector(sel);
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+function fmt(v, digits = 1, unit = "") {
+  return (v === null || v === undefined || Number.isNaN(v)) ? "–" : Number(v).toFixed(digits) + unit;
+}
+function clock(s) {
+  if (s === null || s === undefined) return "–";
+  s = Math.max(0, Math.round(s));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+  const mm = String(m).padStart(h ? 2 : 1, "0"), ss = String(sec).padStart(2, "0");
+  return h ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
+}
+
+function toast(text, kind = "info") {
+  const t = el("div", "toast " + kind, text);
+  $("#toasts").prepend(t);
+  setTimeout(() => t.remove(), kind === "error" ? 12000 : 6000);
+  while ($("#toasts").children.length > 3) $("#toasts").lastChild.remove();
+}
+
+async function post(url, body, isForm = false) {
+  const opts = { method: "POST", headers: { "X-CSRF-Token": S.me.csrf }, credentials: "same-origin" };
+  if (isForm) opts.body = body;
+  else { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body || {}); }
+  const r = await fetch(url, opts);
+  let data;
+  const text = await r.text();
+  try { data = JSON.parse(text); } catch (e) { data = { type: "error", error: text || r.statusText }; }
+  if (r.status === 401) { location.href = "/login"; }
+  data.httpStatus = r.status;
+  return data;
+}
+
+function laneUrl(key, cmd) {
+  const [site, lane] = key.split("/");
+  return `/api/lanes/${encodeURIComponent(site)}/${encodeURIComponent(lane)}/${cmd}`;
+}
+
+function say(reply, what) {
+  if (reply.type === "ack") toast(`${what}: done`, "ok");
+  else if (reply.type === "sent") toast(`${what}: sent`, "ok");
+  else toast(`${what}: ${reply.error || "refused"}`, "error");
+}
+
+// ------------------------------------------------------------------ the grid
+function siteSection(name) {
+  let sec = document.getElementById("site-" + name);
+  if (!sec) {
+    sec = el("section", "site");
+    sec.id = "site-" + name;
+    const h = el("h2", "site-name");
+    h.append(el("span", "", name), el("span", "bridge", ""));
+    if (S.sites.length > 1 && S.me.may.estop) {
+      const b = el("button", "estop-site", `E-stop ${name}`);
+      b.addEventListener("click", async () => say(await post(`/api/estop-all?site=${encodeURIComponent(name)}`), `e-stop ${name}`));
+      h.append(b);
+    }
+    if (S.sites.length <= 1) h.hidden = true;
+    sec.append(h, el("div", "grid"));
+    $("#sites").append(sec);
+  }
+  return sec;
+}
+
+function makeCard(lane) {
+  const c = el("article", "lane");
+  c.dataset.lane = lane.key;
+  const head = el("div", "lane-head");
+  head.append(el("span", "lane-id", lane.id), el("span", "status"), el("span", "state"));
+  const dir = el("div", "direction");
+  const nums = el("div", "numbers");
+  for (const [k, label] of [["speed", "km/h"], ["incline", "% incline"], ["hr", "bpm"]]) {
+    const box = el("div", "num " + k);
+    box.append(el("span", "value", "–"), el("span", "unit", label));
+    nums.append(box);
+  }
+  const prog = el("div", "program");
+  const left = el("div", "time-left");
+  const warn = el("ul", "warnings");
+  const link = el("div", "link");
+  const btns = el("div", "buttons");
+  const mk = (cls, text, fn, show = true) => {
+    const b = el("button", cls, text);
+    b.addEventListener("click", fn);
+    if (!show) b.hidden = true;
+    btns.append(b);
+    return b;
+  };
+  mk("estop", "E-STOP", async () => say(await post(laneUrl(lane.key, "estop")), `${lane.id} e-stop`));
+  mk("stop", "Stop", async () => say(await post(laneUrl(lane.key, "stop")), `${lane.id} stop`));
+  mk("start", "Start…", () => openStart(lane.key), S.me.may.start);
+  mk("pause", "Pause", async () => say(await post(laneUrl(lane.key, "pause")), `${lane.id} pause`), S.me.may.pause);
+  mk("resume", "Resume", async () => say(await post(laneUrl(lane.key, "resume")), `${lane.id} resume`), S.me.may.resume);
+  mk("reset", "Reset…", () => openReset(lane.key), S.me.may.reset);
+  mk("history", "History", () => openHistory(lane.key));
+  c.append(head, dir, nums, prog, left, warn, link, btns);
+  siteSection(lane.site).querySelector(".grid").append(c);
+  return c;
+}
+
+function render(lane) {
+  S.lanes.set(lane.key, lane);
+  let c = S.cards.get(lane.key);
+  if (!c) { c = makeCard(lane); S.cards.set(lane.key, c); }
+  c.dataset.state = lane.state;
+  c.classList.toggle("offline", lane.status !== "online");
+  $(".status", c).textContent = lane.status === "online" ? "" : lane.status;
+  $(".state", c).textContent = lane.state;
+  const rev = lane.direction === "reverse";
+  const d = $(".direction", c);
+  d.textContent = rev ? "◀ REVERSE" : "▶ FORWARD";
+  d.classList.toggle("reverse", rev);
+  d.classList.toggle("still", !(lane.speed_kmh > 0.05));
+  $(".speed .value", c).textContent = fmt(lane.speed_kmh);
+  $(".incline .value", c).textContent = fmt(lane.incline_pct);
+  $(".hr .value", c).textContent = lane.hr_bpm ? String(lane.hr_bpm) : "–";
+  let p = lane.program ? lane.program : "no program";
+  if (lane.program && lane.segment) p += ` · segment ${lane.segment}${lane.segments ? "/" + lane.segments : ""}`;
+  $(".program", c).textContent = p;
+  $(".time-left", c).textContent = lane.time_left_s !== null && lane.time_left_s !== undefined
+    ? `${clock(lane.time_left_s)} left` : (lane.elapsed_s ? `${clock(lane.elapsed_s)} elapsed` : "");
+  const w = $(".warnings", c);
+  w.replaceChildren(...lane.warnings.map((t) => el("li", "", t)));
+  const l = lane.link || {};
+  const caps = lane.profile ? `${lane.profile}${lane.reverse ? "" : " · forward only"}` : "profile unknown";
+  $(".link", c).textContent = (l.frames_received !== undefined
+    ? `link rx ${l.frames_received} tx ${l.frames_sent} crc ${l.crc_errors || 0} dropped ${l.dropped || 0}` : "link –") + ` · ${caps}`;
+  const running = ["running", "starting"].includes(lane.state);
+  $(".pause", c).disabled = !running;
+  $(".resume", c).disabled = lane.state !== "paused";
+  $(".reset", c).disabled = !(lane.latched || lane.state === "fault");
+  $(".start", c).disabled = lane.state !== "idle" || lane.status !== "online";
+}
+
+function renderSites() {
+  for (const s of S.sites) {
+    const sec = siteSection(s.name);
+    const b = $(".bridge", sec);
+    const up = S.bridges[s.name];
+    b.textContent = up === false ? "link to site DOWN" : (up === true ? "linked" : "");
+    sec.classList.toggle("bridge-down", up === false);
+  }
+}
+
+function snapshot(data) {
+  S.sites = data.sites;
+  for (const s of data.sites) S.bridges[s.name] = s.bridge_up;
+  renderSites();
+  for (const lane of data.lanes) render(lane);
+  setConn(data.broker);
+}
+
+function setConn(up) {
+  const c = $("#conn");
+  c.textContent = up ? "live" : "broker not connected";
+  c.className = "conn " + (up ? "up" : "down");
+}
+
+function connect() {
+  const es = new EventSource("/api/stream");
+  es.addEventListener("snapshot", (e) => snapshot(JSON.parse(e.data)));
+  es.addEventListener("lanes", (e) => { for (const lane of JSON.parse(e.data)) render(lane); });
+  es.addEventListener("sites", (e) => {
+    for (const s of JSON.parse(e.data)) S.bridges[s.name] = s.bridge_up;
+    renderSites();
+  });
+  es.addEventListener("broker", (e) => setConn(JSON.parse(e.data).up));
+  es.addEventListener("event", (e) => {
+    const { lane, event } = JSON.parse(e.data);
+    const id = lane.split("/")[1];
+    if (event.type === "error") toast(`${id}: ${event.command}: ${event.error}`, "error");
+    else if (event.type === "estop") toast(`${id}: E-STOP: ${event.reason || event.interlock || ""}`, "error");
+    else if (event.type === "finished") toast(`${id}: session ${event.outcome}`, "info");
+    else if (event.type === "fault") toast(`${id}: fault: ${event.reason || ""}`, "error");
+  });
+  es.onerror = () => setConn(false);
+}
+
+// ------------------------------------------------------------------ dialogs
+// Non-modal on purpose: a modal <dialog> sits in the top layer and would cover (and
+// disable) the gym-wide E-STOP button, which must stay on screen and clickable always.
+function openDialog(sel) {
+  for (const d of document.querySelectorAll("dialog[open]")) d.close();
+  $("#veil").hidden = false;
+  $(sel).show();
+}
+function showResult(box, reply) {
+  box.replaceChildren();
+  if (reply.type === "invalid" || (reply.lines && reply.lines.length)) {
+    box.append(el("p", "error", "Not started: nothing moved. Problems:"));
+    const ul = el("ul", "violations");
+    reply.violations.forEach((v, i) => {
+      const li = el("li", "violation");
+      li.dataset.segment = v.segment === null ? "" : String(v.segment);
+      li.dataset.field = v.field;
+      li.textContent = reply.lines[i];
+      ul.append(li);
+    });
+    box.append(ul);
+  } else if (reply.type === "checked") {
+    box.append(el("p", "ok", `${reply.program}: OK on this lane`));
+  } else if (reply.type === "ack") {
+    box.append(el("p", "ok", `Started ${reply.program} (session ${reply.session_id})`));
+  } else {
+    box.append(el("p", "error", reply.error || "refused"));
+  }
+  for (const w of reply.warnings || []) box.append(el("p", "hint", w));
+}
+
+function openStart(key) {
+  const lane = S.lanes.get(key);
+  S.dialogLane = key;
+  $("#start-lane").textContent = lane.id;
+  $("#start-caps").textContent = lane.profile
+    ? (lane.reverse ? `${lane.profile}: forward and reverse` : `${lane.profile}: forward only, reverse programs are refused`)
+    : "Firmware profile unknown to the dashboard: reverse programs are refused";
+  const sel = $("#start-builtin");
+  sel.replaceChildren();
+  for (const p of S.programs) {
+    const o = el("option", "", `${p.name} (${clock(p.duration_s)}${p.reverse ? ", reverse" : ""})`);
+    o.value = p.name;
+    if (p.reverse && !lane.reverse) { o.disabled = true; o.textContent += " – not on this lane"; }
+    sel.append(o);
+  }
+  const first = [...sel.options].find((o) => !o.disabled);
+  if (first) sel.value = first.value;
+  $("#start-result").replaceChildren();
+  $("#start-file").value = "";
+  openDialog("#start-dialog");
+}
+
+async function startBuiltin() {
+  const r = await post(laneUrl(S.dialogLane, "start"), { program: $("#start-builtin").value });
+  showResult($("#start-result"), r);
+  if (r.type === "ack") setTimeout(() => $("#start-dialog").close(), 800);
+}
+
+async function startFile(check) {
+  const f = $("#start-file").files[0];
+  if (!f) { showResult($("#start-result"), { type: "error", error: "choose a file first" }); return; }
+  const fd = new FormData();
+  fd.append("file", f, f.name);
+  const r = await post(laneUrl(S.dialogLane, "start") + (check ? "?check=1" : ""), fd, true);
+  showResult($("#start-result"), r);
+  if (r.type === "ack") setTimeout(() => $("#start-dialog").close(), 800);
+}
+
+function openReset(key) {
+  S.dialogLane = key;
+  $("#reset-lane").textContent = S.lanes.get(key).id;
+  $("#reset-reason").value = "";
+  $("#reset-confirm").checked = false;
+  $("#reset-error").textContent = "";
+  openDialog("#reset-dialog");
+}
+
+async function doReset() {
+  const reason = $("#reset-reason").value.trim();
+  if (!reason) { $("#reset-error").textContent = "A reset needs a reason."; return; }
+  if (!$("#reset-confirm").checked) { $("#reset-error").textContent = "Confirm that you checked the machine and its user."; return; }
+  const r = await post(laneUrl(S.dialogLane, "reset"), { reason, confirm: true });
+  if (r.type === "ack") { $("#reset-dialog").close(); toast(`${S.dialogLane.split("/")[1]}: reset`, "ok"); }
+  else $("#reset-error").textContent = r.error || "refused";
+}
+
+async function openHistory(key) {
+  const [site, lane] = key.split("/");
+  $("#history-lane").textContent = lane;
+  $("#history-plot").hidden = true;
+  const tb = $("#history-table tbody");
+  tb.replaceChildren();
+  openDialog("#history-dialog");
+  const r = await fetch(`/api/lanes/${encodeURIComponent(site)}/${encodeURIComponent(lane)}/sessions`);
+  const data = await r.json();
+  $("#history-source").textContent = data.source === "store"
+    ? "From the daemon's session store (read only)."
+    : "Summaries seen since the dashboard started; plots and downloads are on the daemon's machine.";
+  for (const s of data.sessions) {
+    const tr = el("tr");
+    tr.dataset.session = s.session_id;
+    tr.append(el("td", "", (s.started_at || "").replace("T", " ").slice(0, 19)),
+              el("td", "", s.program || ""), el("td", "", s.outcome || ""),
+              el("td", "", s.distance_m !== null && s.distance_m !== undefined ? `${Math.round(s.distance_m)} m` : ""));
+    const td = el("td", "actions");
+    if (s.downloads) {
+      const show = el("button", "plot", "Plot");
+      show.type = "button";
+      show.addEventListener("click", () => {
+        const img = $("#history-plot");
+        img.src = `/api/sessions/${encodeURIComponent(s.session_id)}/plot.png?t=${Date.now()}`;
+        img.hidden = false;
+      });
+      td.append(show);
+      for (const f of ["csv", "tcx", "fit"]) {
+        const a = el("a", "dl", f.toUpperCase());
+        a.href = `/api/sessions/${encodeURIComponent(s.session_id)}/export.${f}`;
+        td.append(a);
+      }
+    }
+    tr.append(td);
+    tb.append(tr);
+  }
+  if (!data.sessions.length) {
+    const tr = el("tr"), td = el("td", "", "No sessions yet.");
+    td.colSpan = 5;
+    tr.append(td);
+    tb.append(tr);
+  }
+}
+
+// ------------------------------------------------------------------ start-up
+async function main() {
+  const r = await fetch("/api/me");
+  if (r.status === 401) { location.href = "/login"; return; }
+  S.me = await r.json();
+  $("#who").textContent = `${S.me.user} (${S.me.role})`;
+  document.body.dataset.role = S.me.role;
+  S.programs = await (await fetch("/api/programs")).json();
+  $("#estop-all").addEventListener("click", async () => {
+    say(await post("/api/estop-all"), "E-STOP ALL");
+  });
+  $("#logout").addEventListener("click", async () => {
+    await fetch("/logout", { method: "POST", headers: { "X-CSRF-Token": S.me.csrf } });
+    location.href = "/login";
+  });
+  for (const d of document.querySelectorAll("dialog")) {
+    d.addEventListener("close", () => { $("#veil").hidden = true; });
+  }
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") for (const d of document.querySelectorAll("dialog[open]")) d.close();
+  });
+  $("#start-builtin-go").addEventListener("click", startBuiltin);
+  $("#start-file-check").addEventListener("click", () => startFile(true));
+  $("#start-file-go").addEventListener("click", () => startFile(false));
+  $("#start-close").addEventListener("click", () => $("#start-dialog").close());
+  $("#reset-cancel").addEventListener("click", () => $("#reset-dialog").close());
+  $("#reset-go").addEventListener("click", doReset);
+  $("#history-close").addEventListener("click", () => $("#history-dialog").close());
+  connect();
+}
+
+document.addEventListener("DOMContentLoaded", main);

@@ -431,3 +431,20 @@ def test_peer_that_never_speaks_ftms_is_a_connection_error(
     assert rc == 1, out + err
     assert "no treadmill data" in err and "nothing moved" in err and err.count("\n") == 1, err
     assert "estop" not in (out + err).lower()
+
+
+def test_a_running_session_of_another_host_is_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its process cannot be checked from here: it may well be running."""
+    import socket
+
+    db = default_db_path(tmp_path)
+    with monkeypatch.context() as m:
+        m.setattr(socket, "gethostname", lambda: "another-host")  # recorded over there
+        with SessionStore(db) as store:
+            other = store.create_session({"treadmill_id": "lane-9", "device": "sim://",
+                                          "profile": "treadctl-reference", "program_name": "x"})
+    assert main(["run", "quick-demo", "--speedup", "max", "--data-dir", str(tmp_path)]) == 0
+    with SessionStore(db) as store:
+        assert str(store.get_session(other).outcome) == "running"

@@ -232,7 +232,8 @@ def _recorder_factory(args: argparse.Namespace, profile: FirmwareProfile) -> Any
     try:
         # A session whose process was killed (SIGKILL, power, crash) stays 'running' for
         # ever otherwise: close it as aborted, with its data (live processes are spared).
-        for stale in store.mark_running_as_aborted(STALE_SESSION_REASON):
+        stale_ids = store.mark_running_as_aborted(STALE_SESSION_REASON, only_this_host=True)
+        for stale in stale_ids:
             print(f"treadctl: session {stale} was left running; closed as aborted",
                   file=sys.stderr)
         return controller_recorder_factory(

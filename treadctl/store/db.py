@@ -304,14 +304,18 @@ class SessionStore:
             )
             return dict(summary)
 
-    def mark_running_as_aborted(self, reason: str, *, only_dead_owners: bool = True) -> list[str]:
+    def mark_running_as_aborted(
+        self, reason: str, *, only_dead_owners: bool = True, only_this_host: bool = False
+    ) -> list[str]:
         """Close every session still marked ``running`` as ``aborted``; return their ids.
 
         The daemon calls this at start: such sessions belong to a process that crashed.
         Their samples and events are kept; the summary is computed from them and
         ``ended_at`` is the last recorded sample. Sessions whose recording process is
         still alive on this host (a ``treadctl run`` next to the daemon) are left alone
-        unless ``only_dead_owners`` is false.
+        unless ``only_dead_owners`` is false. With ``only_this_host``, sessions recorded
+        by another host (whose processes cannot be checked from here) are left alone too:
+        what ``treadctl run`` uses when it opens the store.
         """
         aborted: list[str] = []
         with self._lock:
@@ -320,7 +324,10 @@ class SessionStore:
                 "SELECT id, ref, started_at, owner_host, owner_pid FROM sessions"
                 " WHERE outcome='running' ORDER BY started_at"
             ).fetchall()
+            here = socket.gethostname()
             for session_id, ref, started_at, host, pid in rows:
+                if only_this_host and host != here:
+                    continue
                 if only_dead_owners and _owner_alive(host, pid):
                     continue
                 last = self._conn.execute(

@@ -24,6 +24,14 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
 fi
 
+# Debian's Chromium for the dashboard's browser tests (driven by Playwright; never
+# `playwright install`): a missing browser fails those tests, so install it here.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    echo "setup: installing chromium + chromium-driver (the dashboard's browser tests)" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
 PY=$(pick_python)
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv with $PY" >&2

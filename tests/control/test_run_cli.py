@@ -80,6 +80,7 @@ def test_run_exit_3_on_interlock(tmp_path: Path, capsys: pytest.CaptureFixture[s
         ["run", "reverse-walk-intro", "--profile", "generic-ftms"],  # reverse on forward-only
         ["run", "quick-demo", "--speedup", "-3"],
         ["run", "quick-demo", "--device", "tcp://127.0.0.1:9", "--speedup", "10"],
+        ["run", "quick-demo", "--profile", "kinetic-rx2", "--device", "sim://?profile=nope"],
     ],
 )
 def test_run_bad_usage_exit_2(args: list[str], tmp_path: Path) -> None:

@@ -138,6 +138,8 @@ def _prepare(args: argparse.Namespace) -> _Plan:
     profile_name = args.profile or (url.profile if url.scheme == "sim" else None) or DEFAULT_PROFILE
     try:
         profile = load_profile(profile_name)
+        if url.scheme == "sim" and url.profile is not None:
+            load_profile(url.profile)  # the simulated firmware, when the URL names another
     except ProfileError as exc:
         raise UsageError(str(exc)) from None
     speedup = _choose_speedup(args, url, profile)

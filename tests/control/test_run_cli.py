@@ -360,6 +360,13 @@ def test_live_view_final_frame_shows_how_it_ended() -> None:
     text = console.export_text()
     assert "finished" in text and "running" not in text and "idle" not in text, text
     assert "4/4" in text and "01:30 elapsed, 00:00 left" in text, text
+    # A stopped session: the two times add up to the listed 1:30.
+    frames.clear()
+    view._live = FakeLive()
+    view.close(SessionResult(Outcome.STOPPED, "stopped on request", "s2", 29.4, 19.0, 1, True))
+    console.print(frames[-1])
+    text = console.export_text()
+    assert "stopped (stopped on request)" in text and "00:29 elapsed, 01:01 left" in text
 
 
 def test_a_session_left_running_by_a_killed_process_is_closed(

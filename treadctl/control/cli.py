@@ -466,9 +466,16 @@ class _View:
         )
         table.add_row("distance", f"{snap.distance_m:7.0f} m")
         table.add_row("heart rate", f"{snap.hr_bpm} bpm" if snap.hr_bpm else "-")
-        # The last frame rounds like the summary line; live, it counts like a stopwatch.
-        elapsed = _mmss(round(final.elapsed_s) if final is not None else snap.elapsed_s)
-        table.add_row("time", f"{elapsed} elapsed, {_left(snap.remaining_s)} left")
+        if final is not None:
+            # The last frame rounds like the summary line, and both add up to the program.
+            total_s = self.program.total_duration_s
+            elapsed = _mmss(round(final.elapsed_s))
+            left = _mmss(round(max(0.0, total_s - final.elapsed_s)))
+            if final.outcome is Outcome.FINISHED:
+                left = _mmss(0)
+        else:  # live: a stopwatch, and time left rounded up (0:00 only once it is over)
+            elapsed, left = _mmss(snap.elapsed_s), _left(snap.remaining_s)
+        table.add_row("time", f"{elapsed} elapsed, {left} left")
         for note in self._notes[-3:]:
             table.add_row("[yellow]note", f"[yellow]{note}")
         if snap.latched:

@@ -106,14 +106,16 @@ def get_json(url: str) -> Any:
 
 
 class Dashboard:
-    def __init__(self, workdir: Path, broker_port: int, body: str, name: str = "dash") -> None:
+    def __init__(self, workdir: Path, broker_port: int, body: str, name: str = "dash",
+                 mqtt_extra: str = "") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = workdir / f"{name}.toml"
         self.config.write_text(f'[dashboard]\nport = {self.port}\n'
                                f'audit_log = "{workdir / (name + "-audit.jsonl")}"\n{body}\n'
                                f'[dashboard.mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\n'
-                               f'client_id = "{name}-{self.port}"\n' + users_toml())
+                               f'client_id = "{name}-{self.port}"\n{mqtt_extra}\n'
+                               + users_toml())
         self.proc = Proc(["dashboard", "--config", str(self.config)], workdir / f"{name}.log")
 
     def wait_lanes(self, n: int, within_s: float = 20.0) -> None:

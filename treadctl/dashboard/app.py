@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -363,7 +364,9 @@ class Dashboard:
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"broker": self.hub.connected.is_set(),
-                                  "lanes": len(self.hub.lanes)})
+                                  "lanes": len(self.hub.lanes),
+                                  "browsers": len(self.hub.listeners),
+                                  **self.hub.stats})
 
     # ------------------------------------------------------------------ app
     def app(self) -> web.Application:
@@ -388,6 +391,7 @@ class Dashboard:
         return app
 
 
+@functools.lru_cache(maxsize=256)
 def _reverse_ok(profile_name: str) -> bool:
     from treadctl.limits import profile_limits
     from treadctl.profiles import load_profile

@@ -33,6 +33,8 @@ TELEMETRY_BATCH_S = 0.1
 #: A running lane with no telemetry for this long is shown as "no telemetry".
 STALE_S = 3.0
 HISTORY_PER_LANE = 20
+URGENT_STATE_FIELDS = ("state", "latched", "reason", "program", "segment", "direction",
+                       "session_id")
 COMMANDS = ("start", "stop", "pause", "resume", "set", "estop", "reset")
 
 
@@ -229,14 +231,17 @@ class Hub:
         if not isinstance(data, dict):
             return
         if kind == "state":
-            previous = lane.state.get("state")
+            old = lane.state
             lane.state = data
             if isinstance(data.get("link"), dict):
                 lane.link = data["link"]
-            if data.get("state") in ("idle", "estopped") and previous != data.get("state"):
+            changed = any(old.get(k) != data.get(k) for k in URGENT_STATE_FIELDS)
+            if changed and data.get("state") in ("idle", "estopped"):
                 lane.telemetry = {}
             self._learn_program(lane, data.get("program"))
-            self._mark(key, True)
+            # A new state, latch, program or segment goes out at once; a refresh of the
+            # measured values (the daemon follows the belt) rides with the telemetry batch.
+            self._mark(key, changed)
         elif kind == "telemetry":
             lane.telemetry = data
             lane.telemetry_at = time.monotonic()

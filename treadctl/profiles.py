@@ -19,7 +19,12 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
-ReverseMethod = Literal["none", "vendor-characteristic", "signed-speed"]
+ReverseMethod = Literal["none", "vendor-characteristic", "signed-speed", "direction-command"]
+#: Which driver talks to the machine: FTMS (the default) or a maker's own remote protocol
+#: (docs/protocols.md).
+Protocol = Literal["ftms", "biodex", "woodway", "bertec", "trackmaster"]
+PROTOCOLS: tuple[str, ...] = ("ftms", "biodex", "woodway", "bertec", "trackmaster")
+SpeedUnit = Literal["0.1mph", "0.1kmh"]
 PaceFormat = Literal["uint8-0.1kmpmin", "uint16-s-per-km"]
 
 #: 16-bit alias of the treadctl reference firmware's Belt Direction characteristic
@@ -96,6 +101,33 @@ class Quirks:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WireSpec:
+    """Settings of a native protocol (docs/protocols.md). Every default is the safe choice
+    where the maker's manual is unclear; FTMS profiles ignore this table."""
+
+    baud: int = 9600  # serial:// without ?baud= uses this
+    #: Unit of the speed digits. Unclear on Biodex and on TrackMaster (tenths of the display
+    #: unit): 0.1 mph is the safe default, a wrong guess then runs the belt slower, not faster.
+    speed_unit: SpeedUnit = "0.1mph"
+    #: Percent per elevation digit step (Biodex sends 2 digits: whole percent assumed).
+    elevation_step_pct: float = 1.0
+    #: How often the driver polls (and so feeds the machine's watchdog).
+    poll_ms: int = 200
+    #: The machine's own communication watchdog, 0 = none documented. The simulator models
+    #: it with this value; the driver refuses a poll_ms that would not feed it in time.
+    watchdog_ms: int = 0
+    #: Consecutive NACKs / error replies that latch a danger.
+    nack_limit: int = 3
+    #: Consecutive unanswered requests that latch a communication fault.
+    timeout_limit: int = 3
+    #: Bertec: belt acceleration sent with every speed (mm/s^2), and the one of a stop.
+    accel_mm_s2: int = 500
+    stop_accel_mm_s2: int = 1000
+    #: Bertec: refuse feedback whose padding is not zero (resync aid; unconfirmed).
+    strict_feedback: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
 class FirmwareProfile:
     name: str
     description: str = ""
@@ -105,6 +137,8 @@ class FirmwareProfile:
     reverse: ReverseSpec = field(default_factory=ReverseSpec)
     control: ControlSpec
     quirks: Quirks = field(default_factory=Quirks)
+    protocol: Protocol = "ftms"
+    wire: WireSpec = field(default_factory=WireSpec)
     source: str = "<builtin>"
 
     @property
@@ -119,9 +153,11 @@ _SECTIONS: dict[str, type] = {
     "reverse": ReverseSpec,
     "control": ControlSpec,
     "quirks": Quirks,
+    "wire": WireSpec,
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "reverse.method": ("none", "vendor-characteristic", "signed-speed"),
+    "reverse.method": ("none", "vendor-characteristic", "signed-speed", "direction-command"),
+    "wire.speed_unit": ("0.1mph", "0.1kmh"),
     "quirks.pace_format": ("uint8-0.1kmpmin", "uint16-s-per-km"),
     "quirks.speed_rounding": ("nearest", "down"),
 }
@@ -223,6 +259,44 @@ def _check(src: str, p: FirmwareProfile) -> None:
             "reverse.min_incline_pct must be <= max_incline_pct",
         )
         need(0 <= r.characteristic <= 0xFFFF, "reverse.characteristic must be a 16-bit UUID")
+    _check_protocol(src, p)
+
+
+#: Reverse methods each protocol can carry.
+_PROTOCOL_REVERSE: dict[str, tuple[str, ...]] = {
+    "ftms": ("none", "vendor-characteristic", "signed-speed"),
+    "biodex": ("none", "direction-command"),
+    "woodway": ("none", "signed-speed"),
+    "bertec": ("none", "signed-speed"),
+    "trackmaster": ("none",),
+}
+
+
+def _check_protocol(src: str, p: FirmwareProfile) -> None:
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ProfileError(f"{src}: {msg}")
+
+    allowed = _PROTOCOL_REVERSE[p.protocol]
+    need(
+        p.reverse.method in allowed,
+        f"reverse.method {p.reverse.method!r} is not possible over protocol {p.protocol!r}"
+        f" (possible: {', '.join(allowed)})",
+    )
+    if p.protocol == "ftms":
+        return
+    w = p.wire
+    need(w.baud > 0, "wire.baud must be > 0")
+    need(w.poll_ms > 0, "wire.poll_ms must be > 0")
+    need(w.elevation_step_pct > 0, "wire.elevation_step_pct must be > 0")
+    need(w.nack_limit >= 1 and w.timeout_limit >= 1,
+         "wire.nack_limit and wire.timeout_limit must be >= 1")
+    need(w.accel_mm_s2 > 0 and w.stop_accel_mm_s2 > 0,
+         "wire.accel_mm_s2 and wire.stop_accel_mm_s2 must be > 0")
+    if w.watchdog_ms:
+        # Two polls must fit in the machine's watchdog, or one late poll stops the belt.
+        need(2 * w.poll_ms <= w.watchdog_ms,
+             f"wire.poll_ms {w.poll_ms} does not feed wire.watchdog_ms {w.watchdog_ms} twice")
 
 
 def profile_from_dict(data: dict[str, Any], src: str = "<dict>") -> FirmwareProfile:
@@ -235,6 +309,9 @@ def profile_from_dict(data: dict[str, Any], src: str = "<dict>") -> FirmwareProf
     description = data.pop("description", "")
     if not isinstance(description, str):
         raise ProfileError(f"{src}: description must be a string")
+    protocol = data.pop("protocol", "ftms")
+    if protocol not in PROTOCOLS:
+        raise ProfileError(f"{src}: protocol must be one of {', '.join(PROTOCOLS)}")
     values: dict[str, dict[str, Any]] = {}
     for key, raw in data.items():
         if key not in _SECTIONS:
@@ -242,7 +319,9 @@ def profile_from_dict(data: dict[str, Any], src: str = "<dict>") -> FirmwareProf
         values[key] = _section(src, key, _SECTIONS[key], raw)
     _missing(src, values)
     sections = {key: _SECTIONS[key](**vals) for key, vals in values.items()}
-    profile = FirmwareProfile(name=name, description=description, source=src, **sections)
+    profile = FirmwareProfile(
+        name=name, description=description, protocol=protocol, source=src, **sections
+    )
     _check(src, profile)
     return profile
 

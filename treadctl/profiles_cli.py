@@ -14,7 +14,9 @@ from treadctl.profiles import ProfileError, list_profiles, load_profile
 def register(sub: Any) -> None:
     p = sub.add_parser("profiles", help="firmware profiles: list, show NAME")
     psub = p.add_subparsers(dest="profiles_cmd", metavar="ACTION", required=True)
-    lst = psub.add_parser("list", help="list known firmware profiles")
+    lst = psub.add_parser(
+        "list", help="list known firmware profiles: protocol and reverse method of each"
+    )
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=_list)
     show = psub.add_parser("show", help="show one profile's limits, reverse method and quirks")
@@ -31,13 +33,17 @@ def _list(args: argparse.Namespace) -> int:
         for p in profiles:
             print(
                 json.dumps(
-                    {"name": p.name, "reverse": p.reverse.method, "description": p.description}
+                    {"name": p.name, "protocol": p.protocol, "reverse": p.reverse.method,
+                     "description": p.description}
                 )
             )
         return 0
     width = max((len(p.name) for p in profiles), default=4)
     for p in profiles:
-        print(f"{p.name:<{width}}  reverse={p.reverse.method:<22} {p.description}")
+        print(
+            f"{p.name:<{width}}  protocol={p.protocol:<12} reverse={p.reverse.method:<22}"
+            f" {p.description}"
+        )
     return 0
 
 

@@ -267,3 +267,44 @@ def test_print_summary_line() -> None:
     assert line.startswith("estopped (remote e-stop) · 8:04 · 0.61 km (reverse 0.10 km in 2:19)")
     assert "max 8.0 km/h, reverse 3.0 km/h" in line and "4 segments completed" in line
     assert "\n" not in line
+
+
+def test_sessions_list_closes_a_session_left_running_by_a_dead_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The way out for a session a killed process left 'running': the next `sessions`
+    command that opens the store closes it as aborted, with its data."""
+    from treadctl.store.db import SessionStore, default_db_path
+
+    db = default_db_path(tmp_path)
+    code = (
+        "import os, sys; from treadctl.store.db import SessionStore; "
+        "s = SessionStore(sys.argv[1]); "
+        "print(s.create_session({'treadmill_id': 'local', 'device': 'sim://', "
+        "'profile': 'treadctl-reference', 'program_name': 'quick-demo'}), flush=True); "
+        "os._exit(0)"  # dies without finishing it, like SIGKILL
+    )
+    child = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True,
+                           text=True, check=True)
+    stale = child.stdout.strip()
+    # A session of a live process on this host is left alone.
+    alive = subprocess.Popen([sys.executable, "-c", code.replace("os._exit(0)",
+                                                                   "sys.stdin.read()"),
+                              str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert alive.stdout is not None
+        live = alive.stdout.readline().strip()
+        assert main(["sessions", "list", "--json", "--data-dir", str(tmp_path)]) == 0
+    finally:
+        assert alive.stdin is not None
+        alive.stdin.close()
+        alive.wait(30)
+    out = capsys.readouterr()
+    assert f"session {stale} was left running; closed as aborted" in out.err
+    assert live not in out.err
+    rows = {row["id"]: row for row in map(json.loads, out.out.splitlines())}
+    assert rows[stale]["outcome"] == "aborted", rows[stale]
+    assert rows[live]["outcome"] == "running", rows[live]
+    with SessionStore(db) as store:
+        assert "killed or crashed" in (store.get_session(stale).reason or "")

@@ -217,13 +217,12 @@ def _quiet_logging() -> None:
 
 
 #: Why a session still ``running`` in the store, whose process is gone, is closed.
-STALE_SESSION_REASON = "its process ended without closing it (killed or crashed)"
 
 
 def _recorder_factory(args: argparse.Namespace, profile: FirmwareProfile) -> Any:
     if args.no_record:
         return None
-    from treadctl.store.db import SessionStore, StoreError, default_db_path
+    from treadctl.store.db import STALE_SESSION_REASON, SessionStore, StoreError, default_db_path
     from treadctl.store.integration import controller_recorder_factory
 
     try:

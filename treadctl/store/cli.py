@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
 from treadctl.cli import EXIT_OK, UsageError
 from treadctl.store.db import (
+    STALE_SESSION_REASON,
     SessionNotFound,
     SessionStore,
     StoreError,
@@ -77,9 +79,21 @@ def _open(args: argparse.Namespace, *, must_exist: bool = True) -> SessionStore:
     if must_exist and not db.exists():
         raise UsageError(f"no sessions recorded yet ({db} does not exist)")
     try:
-        return SessionStore(db)
+        store = SessionStore(db)
     except StoreError as exc:
         raise UsageError(str(exc)) from exc
+    try:
+        # A session whose process died (SIGKILL, power, crash) would stay 'running' for ever:
+        # close it as aborted, with its data, as `treadctl run` does. Live processes and
+        # sessions recorded by another host are left alone.
+        stale = store.mark_running_as_aborted(STALE_SESSION_REASON, only_this_host=True)
+    except (OSError, StoreError, sqlite3.Error) as exc:
+        stale = []  # a read-only store still lists and exports
+        print(f"treadctl: could not close stale sessions: {exc}", file=sys.stderr)
+    for session_id in stale:
+        print(f"treadctl: session {session_id} was left running; closed as aborted",
+              file=sys.stderr)
+    return store
 
 
 def _resolve(store: SessionStore, prefix: str) -> str:

@@ -40,6 +40,9 @@ from treadctl.store.summary import summarize
 from treadctl.types import Direction
 
 DB_FILENAME = "sessions.db"
+#: Why a session left ``running`` by a dead process was closed (``treadctl run`` and
+#: ``treadctl sessions`` close them when they open the store; the daemon at its start).
+STALE_SESSION_REASON = "its process ended without closing it (killed or crashed)"
 
 
 class StoreError(Exception):

@@ -216,9 +216,6 @@ def _quiet_logging() -> None:
         root.setLevel(logging.ERROR)
 
 
-#: Why a session still ``running`` in the store, whose process is gone, is closed.
-
-
 def _recorder_factory(args: argparse.Namespace, profile: FirmwareProfile) -> Any:
     if args.no_record:
         return None

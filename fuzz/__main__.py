@@ -31,7 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-NAMES = ("lane", "framing", "mqtt", "ftms")  # slowest first, so two jobs finish together
+NAMES = ("lane", "framing", "mqtt", "ftms", "hr")  # slowest first, so two jobs finish together
 
 
 @dataclass

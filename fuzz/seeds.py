@@ -10,6 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from fuzz.hr import hr_seeds
 from fuzz.targets import FTMS_DECODERS, MQTT_KINDS
 from treadctl import ftms
 from treadctl.transport.framing import Frame, FrameType, encode_frame
@@ -83,7 +84,8 @@ def mqtt_seeds() -> list[bytes]:
     return out
 
 
-SEEDS = {"ftms": ftms_seeds, "framing": framing_seeds, "mqtt": mqtt_seeds, "lane": mqtt_seeds}
+SEEDS = {"ftms": ftms_seeds, "framing": framing_seeds, "mqtt": mqtt_seeds, "lane": mqtt_seeds,
+         "hr": hr_seeds}
 
 
 def write_seeds(target: str, directory: Path) -> int:

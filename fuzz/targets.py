@@ -47,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fuzz.hr import fuzz_hr
 from treadctl import ftms
 from treadctl.daemon import bridge
 from treadctl.transport import framing
@@ -586,5 +587,6 @@ TARGETS: dict[str, Target] = {
         Target("framing", fuzz_framing, 320),
         Target("mqtt", fuzz_mqtt, 1024),
         Target("lane", fuzz_lane, 512),
+        Target("hr", fuzz_hr, 64),  # fuzz/hr.py
     )
 }

@@ -29,6 +29,7 @@ _COMMAND_MODULES = (
     "treadctl.programs.cli",  # programs
     "treadctl.profiles_cli",  # profiles
     "treadctl.ftms.cli",  # ftms decode
+    "treadctl.hr.cli",  # hr decode
     "treadctl.store.cli",  # sessions
     "treadctl.dashboard.cli",  # dashboard
 )

@@ -86,6 +86,13 @@ def handle(args: argparse.Namespace) -> int:
     if args.seed < 0:  # as sim://?seed= (treadctl/transport/url.py): Random(-n) == Random(n)
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     listen = None if args.pty else _parse_listen(args.listen or DEFAULT_LISTEN)
+    if profile.protocol != "ftms":  # a maker's own protocol (docs/protocols.md)
+        from treadctl.simulator.personalities.cli import serve_native
+
+        if args.ble or args.hci is not None or quirks:
+            raise UsageError(f"--ble, --hci and --quirks are FTMS only ({profile.name} speaks"
+                             f" {profile.protocol})")
+        return serve_native(profile, plan, args.seed, args.speedup, listen)
 
     def make_sim() -> SimTreadmill:
         return SimTreadmill(profile, faults=plan, seed=args.seed, quirks=quirks)

@@ -1,0 +1,368 @@
+"""What the request/reply drivers (Biodex, Woodway, TrackMaster) share: one reader task,
+replies matched to requests in order, one request at a time except the stop, a poll loop
+that reads telemetry and status (and so feeds the machine's watchdog), and the danger latch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from treadctl.clock import Clock
+from treadctl.drivers.base import (
+    Danger,
+    DriverError,
+    LinkHealth,
+    MachineRefused,
+    MotionBlocked,
+    NoReply,
+    Opener,
+    Preempted,
+    Telemetry,
+)
+from treadctl.profiles import FirmwareProfile
+from treadctl.protocols.common import StreamDecoder
+from treadctl.transport.stream import ByteStream
+from treadctl.types import Direction
+
+log = logging.getLogger(__name__)
+
+#: A measured speed at or below this counts as standstill (km/h).
+STANDSTILL_KMH = 0.05
+#: A belt seen above this and then at standstill without our stop has stopped on its own.
+MOVING_KMH = 0.3
+
+
+@dataclass
+class _Pending:
+    expect: int  # lead byte of the reply that answers it
+    future: asyncio.Future[Any]
+    sent_at: float
+    is_stop: bool = False
+
+
+@dataclass
+class _Counters:
+    requests: int = 0
+    timeouts: int = 0
+    nacks: int = 0
+    consecutive_nacks: int = 0
+    consecutive_timeouts: int = 0
+    unmatched: int = 0
+    stops: int = 0
+
+
+@dataclass
+class MotionWatch:
+    """Detects a belt that stopped without being told to (a lanyard, a console stop, the
+    machine's own watchdog) on machines that do not say why they stopped."""
+
+    commanded_kmh: float = 0.0
+    seen_moving: bool = False
+    stopping: bool = True
+    history: list[float] = field(default_factory=list)
+
+    def update(self, speed_kmh: float) -> bool:
+        """True when the belt stopped on its own."""
+        if abs(speed_kmh) >= MOVING_KMH:
+            self.seen_moving = True
+        stopped = abs(speed_kmh) <= STANDSTILL_KMH
+        if stopped and self.seen_moving and not self.stopping and self.commanded_kmh != 0:
+            self.seen_moving = False
+            return True
+        if stopped:
+            self.seen_moving = False
+        return False
+
+
+class RequestDriver:
+    """Base of the drivers whose machine only answers requests. Subclasses give the codec
+    (``_encode``, ``_decoder``, ``_expected``, ``_is_error``) and the machine's commands."""
+
+    protocol = ""
+
+    def __init__(self, opener: Opener, profile: FirmwareProfile, clock: Clock) -> None:
+        self.profile = profile
+        self.clock = clock
+        self._opener = opener
+        self.motion_blocked = False
+        self.on_telemetry: Callable[[Telemetry], None] = lambda t: None
+        self.on_status: Callable[[Danger], None] = lambda d: None
+        self.on_direction: Callable[[Direction], None] = lambda d: None
+        self._stream: ByteStream | None = None
+        self._decoder: StreamDecoder[Any] = self._make_decoder()
+        self._pending: deque[_Pending] = deque()
+        self._lock = asyncio.Lock()
+        self._stop_epoch = 0
+        self._danger: Danger | None = None
+        self._c = _Counters()
+        self._last_rx = -math.inf
+        self._ack_timeout_s = profile.control.ack_timeout_ms / 1000
+        self._poll_s = profile.wire.poll_ms / 1000
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+        self.started = False
+        self.last_telemetry: Telemetry | None = None
+        self.last_stop_sent = -math.inf
+        self._last_stop: asyncio.Future[Any] | None = None
+        self.watch = MotionWatch()
+        #: Every write, for tests and benchmarks: (clock time, bytes).
+        self.wire_log: list[tuple[float, bytes]] = []
+
+    # ---------------------------------------------------------------- subclass hooks
+
+    def _make_decoder(self) -> StreamDecoder[Any]:
+        raise NotImplementedError
+
+    def _encode(self, msg: Any) -> bytes:
+        raise NotImplementedError
+
+    def _expected(self, msg: Any) -> int:
+        raise NotImplementedError
+
+    def _reply_lead(self, reply: Any) -> int:
+        raise NotImplementedError
+
+    def _is_error(self, reply: Any) -> bool:
+        raise NotImplementedError
+
+    def _stop_message(self) -> Any:
+        raise NotImplementedError
+
+    async def _poll_once(self) -> None:
+        raise NotImplementedError
+
+    async def _hello(self) -> None:
+        """First exchange after the link opens (proves the machine answers)."""
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def connect(self) -> None:
+        self._stream = await self._opener()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._reader()))
+        for attempt in range(self.profile.wire.timeout_limit):
+            try:
+                await self._hello()
+                break
+            except NoReply:
+                if attempt + 1 == self.profile.wire.timeout_limit:
+                    await self.close()
+                    raise
+        self._c.consecutive_timeouts = 0
+        self._tasks.append(loop.create_task(self._poller()))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._fail_pending(DriverError("driver closed"))
+        if self._stream is not None:
+            self._stream.close()
+
+    # ---------------------------------------------------------------- the stop
+
+    def stop_now(self) -> None:
+        """Put the stop on the wire now, ahead of anything waiting; queued commands that
+        have not been sent yet are dropped (they raise :class:`Preempted`)."""
+        self._stop_epoch += 1
+        self.watch.stopping = True
+        self.watch.commanded_kmh = 0.0
+        self.started = False
+        stream = self._stream
+        if stream is None or stream.closed:
+            return
+        msg = self._stop_message()
+        data = self._encode(msg)
+        now = self.clock.now()
+        stream.write(data)
+        self.wire_log.append((now, data))
+        self.last_stop_sent = now
+        self._c.stops += 1
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(_consume)
+        self._last_stop = fut
+        self._pending.append(_Pending(self._expected(msg), fut, now, is_stop=True))
+        self._arm_timeout(self._pending[-1])
+
+    @property
+    def stops_sent(self) -> int:
+        return self._c.stops
+
+    # ---------------------------------------------------------------- danger latch
+
+    @property
+    def danger(self) -> Danger | None:
+        return self._danger
+
+    def latch(self, kind: str, detail: str) -> None:
+        if self._danger is not None:
+            return
+        self._danger = Danger(kind, detail, self.clock.now())
+        self.motion_blocked = True
+        log.warning("%s: danger latched: %s (%s)", self.protocol, kind, detail)
+        self.stop_now()
+        self.on_status(self._danger)
+
+    def reset_danger(self) -> None:
+        """Clear the latch. Sends nothing: the belt stays stopped until a new start."""
+        self._danger = None
+        self.motion_blocked = False
+        self._c.consecutive_nacks = 0
+        self._c.consecutive_timeouts = 0
+
+    def _check_motion(self) -> int:
+        if self.motion_blocked or self._danger is not None:
+            why = self._danger.kind if self._danger else "motion blocked"
+            raise MotionBlocked(f"{self.protocol}: {why}: nothing that moves the belt is sent")
+        return self._stop_epoch
+
+    # ---------------------------------------------------------------- requests
+
+    async def request(self, msg: Any, *, motion_epoch: int | None = None) -> Any:
+        """Send ``msg`` when it is its turn and wait for its reply. A motion command whose
+        turn comes after a stop (``motion_epoch`` older than the last stop) is dropped."""
+        async with self._lock:
+            if motion_epoch is not None:
+                if motion_epoch != self._stop_epoch:
+                    raise Preempted(f"{self.protocol}: a stop went out first; not sent")
+                self._check_motion()
+            return await self._send_and_wait(msg)
+
+    async def _send_and_wait(self, msg: Any) -> Any:
+        stream = self._stream
+        if stream is None or stream.closed:
+            raise DriverError(f"{self.protocol}: link closed")
+        data = self._encode(msg)
+        now = self.clock.now()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        pending = _Pending(self._expected(msg), fut, now)
+        self._pending.append(pending)
+        self._c.requests += 1
+        stream.write(data)
+        self.wire_log.append((now, data))
+        self._arm_timeout(pending)
+        return await fut
+
+    def _arm_timeout(self, pending: _Pending) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(self._ack_timeout_s, self._timeout, pending)
+
+    def _timeout(self, pending: _Pending) -> None:
+        if pending.future.done():
+            return
+        with contextlib.suppress(ValueError):
+            self._pending.remove(pending)
+        self._c.timeouts += 1
+        self._c.consecutive_timeouts += 1
+        pending.future.set_exception(NoReply(f"{self.protocol}: no reply within "
+                                             f"{self.profile.control.ack_timeout_ms} ms"))
+        if self._c.consecutive_timeouts >= self.profile.wire.timeout_limit:
+            self.latch("no-reply", f"{self._c.consecutive_timeouts} requests unanswered")
+
+    async def _reader(self) -> None:
+        stream = self._stream
+        assert stream is not None
+        while True:
+            data = await stream.read()
+            if not data:
+                self._fail_pending(DriverError(f"{self.protocol}: link closed"))
+                if not self._closed:
+                    self.latch("link-lost", "the serial/TCP link closed")
+                return
+            for reply in self._decoder.feed(data):
+                self._last_rx = self.clock.now()
+                self._dispatch(reply)
+
+    def _dispatch(self, reply: Any) -> None:
+        if not self._pending:
+            self._c.unmatched += 1
+            return
+        if self._is_error(reply):
+            pending = self._pending.popleft()
+            self._c.nacks += 1
+            self._c.consecutive_nacks += 1
+            self._c.consecutive_timeouts = 0
+            if not pending.future.done():
+                pending.future.set_exception(MachineRefused(f"{self.protocol}: {reply!r}"))
+            if self._c.consecutive_nacks >= self.profile.wire.nack_limit:
+                self.latch("nacks", f"{self._c.consecutive_nacks} refusals in a row")
+            return
+        lead = self._reply_lead(reply)
+        for i, pending in enumerate(self._pending):
+            if pending.expect == lead:
+                for _ in range(i):  # earlier requests were never answered
+                    lost = self._pending.popleft()
+                    if not lost.future.done():
+                        lost.future.set_exception(NoReply(f"{self.protocol}: reply lost"))
+                self._pending.popleft()
+                self._c.consecutive_nacks = 0
+                self._c.consecutive_timeouts = 0
+                if not pending.future.done():
+                    pending.future.set_result(reply)
+                return
+        self._c.unmatched += 1
+
+    def _fail_pending(self, exc: Exception) -> None:
+        while self._pending:
+            p = self._pending.popleft()
+            if not p.future.done():
+                p.future.set_exception(exc)
+                p.future.exception()  # retrieved: nobody may wait for a stop's reply
+
+    # ---------------------------------------------------------------- polling
+
+    async def _poller(self) -> None:
+        while True:
+            t0 = self.clock.now()
+            try:
+                await self._poll_once()
+            except DriverError as exc:
+                log.debug("%s: poll failed: %s", self.protocol, exc)
+            except Exception:  # a bug here must not silence the watchdog feed
+                log.exception("%s: poll failed", self.protocol)
+            last = self._last_stop
+            if self.watch.stopping and self.last_telemetry is not None and last is not None:
+                moving = abs(self.last_telemetry.speed_kmh) > STANDSTILL_KMH
+                unanswered = last.done() and last.exception() is not None
+                if moving and unanswered:
+                    self.stop_now()  # the stop was lost or refused and the belt turns: again
+            await self.clock.sleep(max(0.0, self._poll_s - (self.clock.now() - t0)))
+
+    def publish(self, telemetry: Telemetry) -> None:
+        self.last_telemetry = telemetry
+        if self.watch.update(telemetry.speed_kmh):
+            self.latch("machine-stopped", "the belt stopped without a stop from treadctl")
+        self.on_telemetry(telemetry)
+
+    def at_standstill(self) -> bool:
+        t = self.last_telemetry
+        fresh = t is not None and self.clock.now() - t.t <= 3 * self._poll_s + self._ack_timeout_s
+        return bool(fresh and t is not None and abs(t.speed_kmh) <= STANDSTILL_KMH)
+
+    def link_health(self) -> LinkHealth:
+        age = self.clock.now() - self._last_rx
+        return LinkHealth(
+            ok=age * 1000 <= self.profile.control.link_timeout_ms and self._danger is None,
+            last_rx_age_s=age,
+            requests=self._c.requests,
+            timeouts=self._c.timeouts,
+            nacks=self._c.nacks,
+            garbage_bytes=self._decoder.garbage_bytes,
+        )
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()

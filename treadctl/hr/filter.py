@@ -12,14 +12,18 @@ in this order:
    age-predicted maximum + ``max_margin_bpm``): rejected, ``unreliable``;
 3. **rate of change** - against the last accepted reading: at most ``jump_bpm`` plus
    ``rate_bpm_per_s`` per second since it. A spike is rejected. Readings that stay outside
-   that window but agree with each other for ``relock_s`` are a new level and accepted
-   ("relock"), but they do not count as a plausible rise for the ceiling (below);
+   that window but agree with each other for ``relock_s`` are a new level ("relock"): the
+   filter follows it, but it stays ``unreliable`` (``discontinuity``: a heart does not jump
+   like that, a strap moved to somebody else does) until the heart rate is seen following
+   the workload (check 5) or the stream starts anew after a loss; it never counts as a
+   plausible rise for the ceiling (below);
 4. **stuck value** - the very same value for ``stuck_s`` while the workload moved by
    ``stuck_workload_met`` or more, or for ``stuck_flat_s`` whatever the workload:
    ``unreliable`` until the value changes;
 5. **following the workload** - when the lane's workload (METs from speed, grade and
    direction, :mod:`treadctl.hr.workload`) moves by ``follow_met`` or more, the heart rate
-   must move the same way by ``follow_bpm`` within ``follow_s``. One that does not (a strap
+   (smoothed over about three readings) must move the same way by ``follow_bpm`` within
+   ``follow_s``. One that does not (a strap
    on somebody else, a stuck or fake value) is ``unreliable`` until it follows again.
 
 No reading for ``dropout_s`` is ``lost``. The result is a :class:`HRReading`: the filtered HR
@@ -60,9 +64,9 @@ class HRFilterConfig:
     relock_s: float = 10.0
     relock_spread_bpm: float = 8.0
     stuck_s: float = 15.0
-    stuck_workload_met: float = 1.0
-    stuck_flat_s: float = 120.0
-    follow_met: float = 1.5
+    stuck_workload_met: float = 0.25
+    stuck_flat_s: float = 60.0
+    follow_met: float = 1.0
     follow_bpm: float = 5.0
     follow_s: float = 90.0
     dropout_s: float = 5.0
@@ -112,6 +116,7 @@ class HRFilter:
         self._last_raw: int | None = None
         self._acc_t: float | None = None  # last accepted reading
         self._acc_bpm: float | None = None
+        self._ema: float | None = None
         self._run_min: float | None = None  # min accepted bpm of the current continuous run
         self._pending: deque[tuple[float, int]] = deque()  # rejected by rate, for relock
         self._same_since: float | None = None  # raw value unchanged since
@@ -119,6 +124,7 @@ class HRFilter:
         self._wl_ref: float | None = None  # workload the follow check measures from
         self._follow: _Follow | None = None
         self._mismatch = False
+        self._unconfirmed = False  # relocked after a jump, not yet seen following the workload
         self._no_contact = False
         self._reason: str | None = "no-data"
         self._quality: Quality = "lost"
@@ -160,6 +166,8 @@ class HRFilter:
         self._check_follow(now)
         if self._mismatch:
             return self._set(now, "unreliable", "not-following-workload")
+        if self._unconfirmed:
+            return self._set(now, "unreliable", "discontinuity")
         return self._set(now, "good", None)
 
     def tick(self, now: float, workload_met: float | None = None) -> HRReading:
@@ -194,6 +202,7 @@ class HRFilter:
         cfg = self.cfg
         if self._acc_t is None or self._acc_bpm is None or self._quality == "lost":
             self._accept(bpm, now, continuous=False)
+            self._unconfirmed = False  # a new stream (first reading, after a loss)
             return True
         window = cfg.jump_bpm + cfg.rate_bpm_per_s * (now - self._acc_t)
         if abs(bpm - self._acc_bpm) <= window:
@@ -206,7 +215,8 @@ class HRFilter:
         values = [v for _, v in self._pending]
         if (now - first_t >= cfg.relock_s * 0.9
                 and max(values) - min(values) <= cfg.relock_spread_bpm):
-            self._accept(bpm, now, continuous=False)  # a real new level: relock
+            self._accept(bpm, now, continuous=False)  # a new level: relock, unconfirmed
+            self._unconfirmed = True
             return True
         return False
 
@@ -220,6 +230,9 @@ class HRFilter:
             self._run_min = min(self._run_min, float(bpm))
         self._acc_t = now
         self._acc_bpm = float(bpm)
+        # Smoothed accepted HR (EMA, ~3 readings) for the workload-following check.
+        self._ema = float(bpm) if not continuous or self._ema is None else (
+            self._ema + 0.3 * (bpm - self._ema))
 
     def _workload(self, now: float, w: float) -> None:
         if self._wl:
@@ -230,7 +243,7 @@ class HRFilter:
             self._wl_ref = w
             return
         if self._follow is None and abs(w - self._wl_ref) >= self.cfg.follow_met:
-            hr = self._acc_bpm
+            hr = self._ema
             if hr is not None and self._quality != "lost":
                 sign = 1 if w > self._wl_ref else -1
                 self._follow = _Follow(sign, hr, now + self.cfg.follow_s)
@@ -238,11 +251,12 @@ class HRFilter:
 
     def _check_follow(self, now: float) -> None:
         f = self._follow
-        if f is None or self._acc_bpm is None:
+        if f is None or self._ema is None:
             return
-        if f.sign * (self._acc_bpm - f.hr_ref) >= self.cfg.follow_bpm:
+        if f.sign * (self._ema - f.hr_ref) >= self.cfg.follow_bpm:
             self._follow = None
             self._mismatch = False
+            self._unconfirmed = False
         elif now >= f.deadline:
             self._follow = None
             self._mismatch = True

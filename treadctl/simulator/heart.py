@@ -163,6 +163,9 @@ class SimStrap:
             else list(faults)
         self.other = other or HeartModel(Person(age_years=50, hr_rest_bpm=62), seed=seed + 1)
         self.other_workload = other_workload or (lambda: (4.0, 0.0, Direction.FORWARD))
+        if other is None:
+            # Somebody already walking steadily on the next lane.
+            self.other.hr_bpm = self.other.steady_state(*self.other_workload())
         self._t = 0.0
         self._rng = random.Random(seed + 7)
         self._last_sent: HeartRateMeasurement | None = None

@@ -248,3 +248,20 @@ def test_heart_model_kinetics() -> None:
         m.step(1.0, (4.0, 0.0, Direction.REVERSE))
     # One time constant: 63 % of the way.
     assert m.hr_bpm == pytest.approx(70 + 0.632 * (ss - 70), abs=0.5)
+
+
+def test_segment_seam_intersects_every_limit_layer() -> None:
+    from treadctl.hr.governor import governor_for_segment
+    from treadctl.limits import Limits, effective_limits
+    from treadctl.profiles import load_profile
+    from treadctl.programs.model import Segment
+
+    lim = effective_limits(load_profile("kinetic-rx2"), Limits(reverse_max_speed_kmh=4.0))
+    seg = Segment(600, 3.0, Direction.REVERSE, hr_zone_bpm=(100, 110), min_speed_kmh=2.0,
+                  max_speed_kmh=4.5)
+    g = governor_for_segment(seg, lim, now=0.0)
+    assert (g.limits.min_speed_kmh, g.limits.max_speed_kmh) == (2.0, 4.0)
+    outs = [g.update(float(k), good(float(k), 60)) for k in range(1, 300)]
+    assert max(o.speed_kmh for o in outs) == 4.0
+    with pytest.raises(ValueError):
+        governor_for_segment(Segment(60, 3.0, Direction.FORWARD), lim, now=0.0)

@@ -179,8 +179,8 @@ def test_validate_load_errors_and_bad_profile(
     rc, out, _ = run(capsys, "validate", str(path))
     assert rc == 2
     assert out.splitlines() == [
-        f"{path}: segment 1: speeed: unknown field (known: direction, duration_s, incline_pct, "
-        "label, speed_kmh)",
+        f"{path}: segment 1: speeed: unknown field (known: direction, duration_s, hr_zone_bpm, "
+        "incline_pct, label, max_speed_kmh, min_speed_kmh, speed_kmh)",
         f"{path}: segment 1: duration_s: must be a number, got str",
     ]
     rc, out, _ = run(capsys, "validate", str(tmp_path / "missing.toml"))

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from treadctl.hr.filter import HRReading
+from treadctl.limits import EffectiveLimits
+from treadctl.programs.model import Segment
 
 State = Literal["governing", "holding", "hr-loss-walk", "hr-loss-stop"]
 
@@ -204,3 +206,32 @@ class Governor:
         q = min(max(q, self.limits.min_incline_pct), self.limits.max_incline_pct)
         return q if abs(q - self.incline) >= self.limits.incline_increment_pct - 1e-9 \
             or (abs(self._i - goal) < 1e-9 and q == goal) else self.incline
+
+
+def limits_for_segment(seg: Segment, lim: EffectiveLimits, *,
+                       use_incline: bool = False) -> GovernorLimits:
+    """The governor's limits for a validated governed segment: its floor and ceiling ∩ the
+    limits in force for its direction (profile ∩ defaults ∩ site ∩ program, reverse cap
+    included). With ``use_incline`` the incline may move inside the direction's incline
+    range from the segment's incline upward; otherwise it stays at the segment's."""
+    if seg.min_speed_kmh is None or seg.max_speed_kmh is None:
+        raise ValueError("not a heart-rate-governed segment")
+    low = max(seg.min_speed_kmh, lim.min_speed_kmh)
+    high = min(seg.max_speed_kmh, lim.max_speed_for(seg.direction))
+    if use_incline:
+        inc_low, inc_high = seg.incline_pct, lim.incline_range_for(seg.direction)[1]
+    else:
+        inc_low = inc_high = seg.incline_pct
+    return GovernorLimits(low, high, lim.speed_increment_kmh, inc_low, max(inc_low, inc_high),
+                          lim.incline_increment_pct)
+
+
+def governor_for_segment(seg: Segment, lim: EffectiveLimits, now: float, *,
+                         cfg: GovernorConfig | None = None) -> Governor:
+    """The seam for the control core: one governor per governed segment, started at the
+    segment's ``speed_kmh`` and incline when the segment begins."""
+    if seg.hr_zone_bpm is None:
+        raise ValueError("not a heart-rate-governed segment")
+    cfg = cfg or GovernorConfig()
+    return Governor(seg.hr_zone_bpm, limits_for_segment(seg, lim, use_incline=cfg.use_incline),
+                    seg.speed_kmh, start_incline_pct=seg.incline_pct, cfg=cfg, now=now)

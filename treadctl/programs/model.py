@@ -61,6 +61,15 @@ class Segment:
     direction: Direction
     incline_pct: float = 0.0
     label: str | None = None
+    #: Heart-rate-governed segment (docs/heart-rate.md): the zone to hold, and the speed
+    #: floor and ceiling the governor moves between (``speed_kmh`` is where it starts).
+    hr_zone_bpm: tuple[float, float] | None = None
+    min_speed_kmh: float | None = None
+    max_speed_kmh: float | None = None
+
+    @property
+    def governed(self) -> bool:
+        return self.hr_zone_bpm is not None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -71,6 +80,12 @@ class Segment:
         }
         if self.label is not None:
             out["label"] = self.label
+        if self.hr_zone_bpm is not None:
+            out["hr_zone_bpm"] = list(self.hr_zone_bpm)
+        if self.min_speed_kmh is not None:
+            out["min_speed_kmh"] = self.min_speed_kmh
+        if self.max_speed_kmh is not None:
+            out["max_speed_kmh"] = self.max_speed_kmh
         return out
 
 
@@ -123,7 +138,9 @@ class Program:
 _PROGRAM_KEYS = frozenset(
     {"name", "description", "why", "limits", "heartbeat_s", "segment", "segments"}
 )
-_SEGMENT_KEYS = frozenset({"duration_s", "speed_kmh", "direction", "incline_pct", "label"})
+_SEGMENT_KEYS = frozenset({"duration_s", "speed_kmh", "direction", "incline_pct", "label",
+                           "hr_zone_bpm", "min_speed_kmh", "max_speed_kmh"})
+_GOVERNED_KEYS = ("min_speed_kmh", "max_speed_kmh")
 
 
 class _Collector:
@@ -199,6 +216,18 @@ def _segment_from_dict(raw: Any, number: int, c: _Collector) -> Segment | None:
             label = raw["label"]
         else:
             c.add(number, "label", f"must be a string, got {_type_name(raw['label'])}")
+    zone = _zone(raw, number, c)
+    bounds: dict[str, float | None] = {}
+    for key in _GOVERNED_KEYS:
+        if key in raw:
+            bounds[key] = c.number(raw, key, number)
+            if "hr_zone_bpm" not in raw:
+                c.add(number, key, "only allowed with hr_zone_bpm (a heart-rate-governed "
+                                   "segment)")
+        elif "hr_zone_bpm" in raw:
+            c.add(number, key, "missing (required with hr_zone_bpm): the speed "
+                               f"{'floor' if key.startswith('min') else 'ceiling'} of the "
+                               "governed segment")
     if len(c.violations) != before or duration is None or speed is None or direction is None:
         return None
     return Segment(
@@ -207,7 +236,26 @@ def _segment_from_dict(raw: Any, number: int, c: _Collector) -> Segment | None:
         direction=direction,
         incline_pct=incline if incline is not None else 0.0,
         label=label,
+        hr_zone_bpm=zone,
+        min_speed_kmh=bounds.get("min_speed_kmh"),
+        max_speed_kmh=bounds.get("max_speed_kmh"),
     )
+
+
+def _zone(raw: Mapping[str, Any], number: int, c: _Collector) -> tuple[float, float] | None:
+    """``hr_zone_bpm = [LOW, HIGH]``: two finite numbers (their order and range are
+    validate's business)."""
+    if "hr_zone_bpm" not in raw:
+        return None
+    value = raw["hr_zone_bpm"]
+    if (not isinstance(value, list) or len(value) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int | float) for v in value)):
+        c.add(number, "hr_zone_bpm", f"must be [LOW, HIGH] (two numbers, bpm), got {value!r}")
+        return None
+    if not all(math.isfinite(v) for v in value):
+        c.add(number, "hr_zone_bpm", f"must be finite numbers, got {value!r}")
+        return None
+    return float(value[0]), float(value[1])
 
 
 def program_from_dict(d: Any, where: str = "<dict>") -> Program:

@@ -9,6 +9,12 @@ every problem is a :class:`Violation` naming the segment (1-based) and field.
 
 Speed 0 is allowed in any segment as a stand-still segment (a pause, or the stop before a
 direction change); any other speed must be at least the minimum speed.
+
+A heart-rate-governed segment (``hr_zone_bpm = [LOW, HIGH]`` with ``min_speed_kmh`` and
+``max_speed_kmh``, docs/heart-rate.md) must also have: a zone with LOW < HIGH, inside
+30..220 bpm and with HIGH at or below the heart-rate ceiling in force (``max_hr_bpm``); a
+floor and ceiling that are valid speeds of the segment's direction (the reverse cap
+included) with floor <= ``speed_kmh`` <= ceiling; and a moving start (not 0).
 """
 
 from __future__ import annotations
@@ -108,6 +114,65 @@ def _check_segment(n: int, seg: Segment, lim: EffectiveLimits) -> list[Violation
                                f"increment {lim.incline_increment_pct:g} % "
                                f"(nearest: {_neighbours(incline, lim.incline_increment_pct)}); "
                                "setpoints are never rounded")
+    if seg.governed or seg.min_speed_kmh is not None or seg.max_speed_kmh is not None:
+        out.extend(_check_governed(n, seg, lim))
+    return out
+
+
+#: The physiological range a heart-rate zone must lie in (the plausibility filter's bounds).
+ZONE_MIN_BPM = 30.0
+ZONE_MAX_BPM = 220.0
+
+
+def _check_governed(n: int, seg: Segment, lim: EffectiveLimits) -> list[Violation]:
+    out: list[Violation] = []
+
+    def bad(field_name: str, message: str) -> None:
+        out.append(Violation(n, field_name, message))
+
+    if seg.hr_zone_bpm is None:
+        for key in ("min_speed_kmh", "max_speed_kmh"):
+            if getattr(seg, key) is not None:
+                bad(key, "only allowed with hr_zone_bpm (a heart-rate-governed segment)")
+        return out
+    low, high = seg.hr_zone_bpm
+    if not (math.isfinite(low) and math.isfinite(high)):
+        bad("hr_zone_bpm", f"[{low!r}, {high!r}] must be finite numbers")
+    elif low >= high:
+        bad("hr_zone_bpm", f"[{low:g}, {high:g}]: LOW must be below HIGH")
+    elif low < ZONE_MIN_BPM or high > ZONE_MAX_BPM:
+        bad("hr_zone_bpm", f"[{low:g}, {high:g}] bpm is outside {ZONE_MIN_BPM:g}..{ZONE_MAX_BPM:g}"
+                           " bpm")
+    elif high > lim.max_hr_bpm:
+        bad("hr_zone_bpm", f"HIGH {high:g} bpm is above the heart-rate ceiling of "
+                           f"{lim.max_hr_bpm:g} bpm (max_hr_bpm)")
+    floor, ceiling = seg.min_speed_kmh, seg.max_speed_kmh
+    if floor is None or ceiling is None:
+        for key, value in (("min_speed_kmh", floor), ("max_speed_kmh", ceiling)):
+            if value is None:
+                bad(key, "missing (required with hr_zone_bpm)")
+        return out
+    cap = lim.max_speed_for(seg.direction)
+    which = "reverse cap" if seg.direction is Direction.REVERSE else "maximum speed"
+    for key, value in (("min_speed_kmh", floor), ("max_speed_kmh", ceiling)):
+        if not math.isfinite(value):
+            bad(key, f"{value!r} is not a finite number")
+        elif value < lim.min_speed_kmh:
+            bad(key, f"{value:g} km/h is below the minimum speed of {lim.min_speed_kmh:g} km/h"
+                     " (a governed segment never stands still)")
+        elif value > cap:
+            bad(key, f"{value:g} km/h is above the {which} of {cap:.1f} km/h")
+        elif not _multiple_of(value, lim.speed_increment_kmh):
+            bad(key, f"{value:g} km/h is not a multiple of this treadmill's speed increment "
+                     f"{lim.speed_increment_kmh:g} km/h "
+                     f"(nearest: {_neighbours(value, lim.speed_increment_kmh)})")
+    if math.isfinite(floor) and math.isfinite(ceiling) and floor > ceiling:
+        bad("min_speed_kmh", f"{floor:g} km/h is above max_speed_kmh = {ceiling:g} km/h")
+    elif math.isfinite(seg.speed_kmh) and seg.speed_kmh == 0:
+        bad("speed_kmh", "a governed segment starts moving: 0 (stand still) is not allowed")
+    elif math.isfinite(seg.speed_kmh) and not floor <= seg.speed_kmh <= ceiling:
+        bad("speed_kmh", f"{seg.speed_kmh:g} km/h (where the governed segment starts) is "
+                         f"outside min_speed_kmh..max_speed_kmh = {floor:g}..{ceiling:g} km/h")
     return out
 
 
@@ -200,6 +265,12 @@ def check_program(
     violations = validate_program(program, limits)
     usable = not limits.contradictions()
     warnings = ramp_warnings(program, limits) if not violations else []
+    # Until the control core calls the governor (treadctl/hr/governor.py), say so plainly.
+    warnings += [
+        f"segment {n}: heart-rate governing (hr_zone_bpm) is not wired into the controller "
+        f"yet: the segment runs at its speed_kmh {seg.speed_kmh:g} km/h (docs/heart-rate.md)"
+        for n, seg in enumerate(program.segments, start=1) if seg.governed
+    ]
     return ProgramCheck(
         program,
         limits if usable else None,

@@ -20,6 +20,7 @@ an open question (docs/protocols.md).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from treadctl.protocols.common import ProtocolError, StreamDecoder
@@ -117,7 +118,9 @@ def encode_feedback(fb: Feedback) -> bytes:
     return bytes([fb.format]) + _FIVE.pack(*values) + bytes(21)
 
 
-def make_feedback_parser(strict: bool = True):  # type: ignore[no-untyped-def]
+def make_feedback_parser(strict: bool = True) -> Callable[[bytes], tuple[Feedback, int] | None]:
+    """The feedback parser; ``strict`` also checks the format byte and the padding."""
+
     def parse(buf: bytes) -> tuple[Feedback, int] | None:
         if not buf:
             return None

@@ -114,7 +114,7 @@ HostMessage = Command | SetValue | SetDirection | Read
 
 def encode_command(msg: HostMessage) -> bytes:
     if isinstance(msg, Command):
-        if msg.code in _COMMAND_DIGITS or msg.code is Code.SET_DIRECTION:
+        if msg.code in _COMMAND_DIGITS or msg.code == Code.SET_DIRECTION:
             raise ProtocolError(f"{msg.code.name} needs a parameter")
         return bytes([Code(msg.code)])
     if isinstance(msg, SetValue):
@@ -248,8 +248,8 @@ def encode_reply(msg: DeviceMessage) -> bytes:
     if isinstance(msg, Value):
         if msg.request not in _REPLY:
             raise ProtocolError(f"{Request(msg.request).name} is not a numeric request")
-        code, n = _REPLY[msg.request]
-        return bytes([code]) + ascii_digits(msg.value, n, Request(msg.request).name)
+        lead, n = _REPLY[msg.request]
+        return bytes([lead]) + ascii_digits(msg.value, n, Request(msg.request).name)
     if isinstance(msg, Direction):
         return b"\xa2" + (b"R" if msg.reverse else b"F")
     if isinstance(msg, Status):
@@ -324,7 +324,6 @@ def expected_reply(msg: HostMessage) -> int:
         if msg.request in _REPLY:
             return _REPLY[msg.request][0]
         return int(msg.request)  # DIRECTION -> A2, STATUS -> A7
-    code = msg.code
-    if code is Code.WHO_ARE_YOU:
+    if msg.code == Code.WHO_ARE_YOU:
         return 0x96
-    return int(code)
+    return int(msg.code)

@@ -64,7 +64,7 @@ _BELT_STATES = (BELT_STOPPED, BELT_RUNNING_CDS, BELT_RUNNING_NO_CDS)
 
 _PARAM_DIGITS = {Code.SET_SPEED: 4, Code.SET_ELEVATION: 4, Code.SET_TIME: 4,
                  Code.SET_PROTOCOL: 2, Code.SET_STAGE: 2, Code.SET_WEIGHT: 4}  # fmt: skip
-_STATUS_DIGITS = {s: (2 if s in (Status.PROTOCOL, Status.STAGE) else 4)
+_STATUS_DIGITS: dict[Status, int] = {s: (2 if s in (Status.PROTOCOL, Status.STAGE) else 4)
                   for s in Status if s is not Status.BELT}  # fmt: skip
 
 
@@ -96,7 +96,7 @@ def encode_command(msg: HostMessage) -> bytes:
         if msg.code not in _PARAM_DIGITS:
             raise ProtocolError(f"{Code(msg.code).name} takes no parameter")
         data = ascii_digits(msg.value, _PARAM_DIGITS[msg.code], Code(msg.code).name)
-        if msg.code is Code.SET_ELEVATION and data[-1] not in b"05":
+        if msg.code == Code.SET_ELEVATION and data[-1] not in b"05":
             raise ProtocolError("elevation must be a multiple of 0.5 %")
         return bytes([msg.code]) + data
     if isinstance(msg, Request):

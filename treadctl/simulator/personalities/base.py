@@ -211,13 +211,20 @@ class Personality:
         while self._seen_events < len(events):
             t_s, what = events[self._seen_events]
             self._seen_events += 1
-            self.emit(what, at_s=round(t_s, 4))
+            self.emit(what, at_s=round(t_s, 4), speed_at_kmh=self._speed_at(t_s))
         speed = abs(self.truth().speed_kmh)
         if speed > 0 and not self._moving:
             self._moving = True
         elif speed == 0 and self._moving:
             self._moving = False
             self.emit("standstill", at_s=round(self._standstill_time(), 4))
+
+    def _speed_at(self, t_s: float) -> float:
+        """The belt speed at ``t_s`` from the physics trace (the snapshot at the event)."""
+        for snap in reversed(self.sim.trace):
+            if snap.t_s <= t_s + 1e-9:
+                return round(snap.speed_kmh, 4)
+        return 0.0
 
     def _standstill_time(self) -> float:
         """When the belt reached 0 (from the physics trace: the exact knee)."""

@@ -213,3 +213,62 @@ def test_profiles_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         assert proc.returncode == 2, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- native protocols
+
+NATIVE = {"biodex-rtm400": ("biodex", "direction-command"),
+          "woodway-serial": ("woodway", "signed-speed"),
+          "bertec-treadmill": ("bertec", "signed-speed"),
+          "trackmaster-tmx428": ("trackmaster", "none")}  # fmt: skip
+
+
+def test_native_profiles_ship_with_their_protocol_and_reverse_method() -> None:
+    profiles = {p.name: p for p in list_profiles()}
+    for name, (protocol, method) in NATIVE.items():
+        assert (profiles[name].protocol, profiles[name].reverse.method) == (protocol, method)
+    assert profiles["generic-ftms"].protocol == "ftms"  # the default
+    tm = profiles["trackmaster-tmx428"]
+    assert tm.wire.watchdog_ms == 500 and 2 * tm.wire.poll_ms <= 500  # CDS fed in time
+    assert tm.wire.baud == 4800
+    # Every native profile cites its source in the file.
+    for name in NATIVE:
+        text = shipped_profiles_dir().joinpath(f"{name}.toml").read_text(encoding="utf-8")
+        assert "Source" in text or "source" in text.lower(), name
+
+
+def test_profiles_list_shows_protocol_and_reverse_method(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["profiles", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    for name, (protocol, method) in NATIVE.items():
+        assert (rows[name]["protocol"], rows[name]["reverse"]) == (protocol, method)
+    assert main(["profiles", "list"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("biodex-rtm400"))
+    assert "protocol=biodex" in line and "reverse=direction-command" in line
+
+
+@pytest.mark.parametrize(
+    ("extra", "wire", "message"),
+    [
+        ({"protocol": "csafe"}, None, "protocol must be one of ftms, biodex"),
+        ({"protocol": "trackmaster"}, None, "not possible over protocol 'trackmaster'"),
+        ({"protocol": "biodex"}, None, "not possible over protocol 'biodex'"),
+        ({"protocol": "woodway"}, {"watchdog_ms": 500, "poll_ms": 300}, "does not feed"),
+        ({"protocol": "woodway"}, {"speed_unit": "furlongs"}, "wire.speed_unit must be one"),
+        ({"protocol": "woodway"}, {"poll_ms": 0}, "wire.poll_ms must be > 0"),
+    ],
+)
+def test_bad_native_settings_name_the_field(
+    tmp_path: Path, extra: dict[str, Any], wire: dict[str, Any] | None, message: str
+) -> None:
+    data = {**_variant(reverse__method="vendor-characteristic"), **extra}
+    if extra.get("protocol") == "woodway":
+        data["reverse"] = {**data["reverse"], "method": "signed-speed"}
+    if wire:
+        data["wire"] = wire
+    path = _write(tmp_path, _toml(data))
+    with pytest.raises(ProfileError) as err:
+        load_profile_file(path)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value)

@@ -27,8 +27,8 @@ class BertecPersonality(Personality):
 
     def handle(self, data: bytes) -> None:
         for cmd in self.decoder.feed(data):
-            self.command_seen()
-            if self.answers():
+            if self.answers():  # ignore-commands: heard, not acted on
+                self.command_seen()
                 self.execute(cmd)
 
     def execute(self, cmd: bt.Command) -> None:

@@ -37,6 +37,8 @@ class BiodexPersonality(Personality):
 
     def handle(self, data: bytes) -> None:
         for msg in self.decoder.feed(data):
+            if not self.answers():
+                continue  # ignore-commands: heard, not acted on, not answered, no feed
             self.command_seen()
             self.execute(msg)
         if self.decoder.garbage_bytes != self._garbage:

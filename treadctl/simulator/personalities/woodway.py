@@ -38,6 +38,8 @@ class WoodwayPersonality(Personality):
 
     def handle(self, data: bytes) -> None:
         for msg in self.decoder.feed(data):
+            if not self.answers():
+                continue  # ignore-commands: heard, not acted on, not answered, no feed
             self.command_seen()
             if self.timed_out:
                 self.timed_out = False
@@ -53,8 +55,7 @@ class WoodwayPersonality(Personality):
         if isinstance(msg, ww.SetSpeed):
             kmh = msg.tenths_mph * self.kmh_per_step
             t = self.truth()
-            current_reverse = t.direction is Direction.REVERSE
-            turn = msg.reverse != current_reverse
+            turn = msg.reverse != (self.sim._dir_cmd < 0)  # against the commanded direction
             if turn and (t.speed_kmh != 0 or not self.set_direction(msg.reverse)):
                 self.reply(ww.Fault(ww.Error.INVALID_DATA))
                 return

@@ -49,7 +49,7 @@ class HRSource(Protocol):
     name: str
     source: str  # "strap" | "treadmill"
 
-    async def start(self, on_value: Callable[[bytes], None]) -> None: ...
+    async def start(self, on_value: Callable[[bytes], object]) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -183,9 +183,9 @@ class StrapSource:
         self._task: asyncio.Task[None] | None = None
         self._lost: asyncio.Event | None = None
         self._client: Any = None
-        self._on_value: Callable[[bytes], None] | None = None
+        self._on_value: Callable[[bytes], object] | None = None
 
-    async def start(self, on_value: Callable[[bytes], None]) -> None:
+    async def start(self, on_value: Callable[[bytes], object]) -> None:
         """Start connecting in the background; returns at once."""
         self._on_value = on_value
         self._lost = asyncio.Event()

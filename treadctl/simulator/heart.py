@@ -236,7 +236,7 @@ class SimStrapSource:
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self, on_value: Callable[[bytes], None]) -> None:
+    async def start(self, on_value: Callable[[bytes], object]) -> None:
         clock = self._clock or LoopClock()
         t0 = clock.now()
 

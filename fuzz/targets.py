@@ -438,7 +438,7 @@ class LaneHarness:
         ctrl = self.lane.controller
         assert ctrl is not None
         sim = ctrl.transport.sim  # type: ignore[attr-defined]
-        return (ctrl.snapshot, ctrl.latch.latched, len(sim.wire_log), self.lane.pending_trip)
+        return (ctrl.snapshot, ctrl.latch.latched, len(sim.wire_log), self.lane.machine.trip)
 
     def feed(self, kind: str, payload: bytes, retain: bool = False) -> None:
         lane = self.lane

@@ -194,3 +194,26 @@ def test_a_stop_at_the_machine_is_seen_with_trailing_status_bytes(quirks: str) -
         assert ctl.client.deviations["status-trailing-bytes"] >= 1
 
     with_quirks(scenario, quirks)
+
+
+def test_each_session_reports_a_deviation_once_on_a_kept_connection() -> None:
+    """A daemon lane keeps its connection across sessions: each session's events (and
+    record) say once what the machine sends, not only the first session's."""
+    events: list[dict[str, Any]] = []
+    short = program((6, 3.0, "forward"))
+
+    async def scenario(ctl: Controller, sim: Any) -> None:
+        ctl.event_listeners.append(events.append)
+        await wait_for(lambda: "step-count" in ctl.client.deviations, 5)
+        for _ in range(2):
+            result = await ctl.start(short)
+            assert result.outcome is Outcome.FINISHED, result
+
+    with_quirks(scenario, "step-count")
+    per_session: list[list[str]] = []
+    for e in events:
+        if e["type"] == "session-start":
+            per_session.append([])
+        elif e["type"] == "ftms-deviation" and per_session:
+            per_session[-1].append(e["deviation"])
+    assert per_session == [["step-count"], ["step-count"]], events

@@ -272,6 +272,8 @@ async def test_sessions_closed_in_the_store_when_the_daemon_stops(
         for tid, session_id in zip(("lane-1", "lane-2"), ids, strict=True):
             fin = await probe.event(tid, "finished", since=mark, within_s=5)
             assert fin["session_id"] == session_id and fin["outcome"] == "stopped", fin
+            # A back-end tells a shutdown from an operator's cmd/stop ("stopped on request").
+            assert fin["reason"] == "daemon shutdown", fin
     with SessionStore(default_db_path(tmp_path)) as store:
         for session_id in ids:
             assert str(store.get_session(session_id).outcome) == "stopped"

@@ -25,6 +25,8 @@ from collections.abc import Callable
 
 from treadctl import ftms
 from treadctl.clock import Clock
+from treadctl.control.machine import Failure
+from treadctl.control.reverse import reverse_method
 from treadctl.profiles import FirmwareProfile
 from treadctl.transport.base import ResponseTimeout, Transport, TransportError, WriteRejected
 from treadctl.types import Direction
@@ -36,36 +38,64 @@ ATT_PROCEDURE_IN_PROGRESS = 0xFE
 #: retried; a firmware that stopped answering is detected after this many ack timeouts.
 COMMAND_ATTEMPTS = 3
 
-_MOTION_OPCODES = frozenset(
+#: The one definition of a "motion write": a control-point opcode that can set the belt
+#: moving or change its setpoints (a vendor direction write is one too, see
+#: :func:`is_motion_write`). Stop/Pause, Request Control and Reset are not.
+MOTION_OPCODES: frozenset[int] = frozenset(
     {
         ftms.OpCode.SET_TARGET_SPEED,
         ftms.OpCode.SET_TARGET_INCLINATION,
         ftms.OpCode.START_OR_RESUME,
     }
 )
+_MOTION_OPCODES = MOTION_OPCODES
+
+
+def is_motion_write(profile: FirmwareProfile, uuid: int, value: bytes) -> bool:
+    """Could this host write move the belt? (the client blocks these while latched; the
+    tests and the soak judge "no motion after a trip" by the same rule)."""
+    if reverse_method(profile).is_direction_write(uuid):
+        return True
+    return uuid == ftms.CONTROL_POINT and bool(value) and value[0] in MOTION_OPCODES
 
 
 class CommandError(Exception):
-    """A control-point procedure did not succeed."""
+    """A control-point procedure did not succeed; ``failure`` says how (typed, so the
+    safety machine never has to guess the interlock from the exception's class)."""
+
+    failure: Failure = Failure.REJECTED
 
     def __init__(
-        self, message: str, result: ftms.ResultCode | None = None, att_status: int | None = None
+        self,
+        message: str,
+        result: ftms.ResultCode | None = None,
+        att_status: int | None = None,
+        *,
+        failure: Failure | None = None,
     ) -> None:
         super().__init__(message)
         self.result = result
         self.att_status = att_status
+        if failure is not None:
+            self.failure = failure
 
 
 class CommandTimeout(CommandError):
     """No response within the profile's ack timeout."""
 
+    failure = Failure.TIMEOUT
+
 
 class MotionBlocked(CommandError):
     """Refused locally: the controller is latched."""
 
+    failure = Failure.BLOCKED
+
 
 class Preempted(CommandError):
     """A stop went out while this procedure waited for its response."""
+
+    failure = Failure.PREEMPTED
 
 
 class FTMSClient:
@@ -73,9 +103,12 @@ class FTMSClient:
         self.transport = transport
         self.profile = profile
         self.clock = clock
-        self.signed_speed = profile.reverse.method == "signed-speed"
+        self.reverse = reverse_method(profile)
+        self.signed_speed = self.reverse.signed_speed
         self.pace_format: ftms.PaceFormat = profile.quirks.pace_format
-        self.motion_blocked = False
+        #: What says motion is blocked: the controller points it at its safety machine's
+        #: latch (one copy of the latch; the client only reads it).
+        self.motion_guard: Callable[[], bool] = lambda: False
         self.in_control = False
         self.on_telemetry: Callable[[ftms.TreadmillData], None] = lambda td: None
         self.on_status: Callable[[ftms.MachineStatus], None] = lambda s: None
@@ -107,13 +140,17 @@ class FTMSClient:
         self._min_interval_s = profile.control.min_command_interval_ms / 1000
         self._stop_bytes = ftms.encode_control_point(ftms.StopOrPause(pause=False))
 
+    @property
+    def motion_blocked(self) -> bool:
+        """The latch's last line of defence: no motion write reaches the wire while set."""
+        return self.motion_guard()
+
     # -- link ----------------------------------------------------------------------------
     async def connect(self) -> None:
         self.transport.set_notify_handler(self._on_notify)
         await self.transport.connect()
         uuids = [ftms.TREADMILL_DATA, ftms.MACHINE_STATUS, ftms.CONTROL_POINT]
-        if self.profile.reverse.method == "vendor-characteristic":
-            uuids.append(self.profile.reverse.characteristic)
+        uuids.extend(self.reverse.subscriptions())
         for uuid in uuids:
             await self.transport.subscribe(uuid)
 
@@ -273,10 +310,14 @@ class FTMSClient:
                 ) from None
             except WriteRejected as exc:
                 raise CommandError(
-                    f"{type(request).__name__}: {exc}", att_status=exc.status
+                    f"{type(request).__name__}: {exc}",
+                    att_status=exc.status,
+                    failure=Failure.WRITE_FAILED,
                 ) from None
             except TransportError as exc:
-                raise CommandError(f"{type(request).__name__}: link error: {exc}") from None
+                raise CommandError(
+                    f"{type(request).__name__}: link error: {exc}", failure=Failure.WRITE_FAILED
+                ) from None
             finally:
                 self._inflight = None
         if result != ftms.ResultCode.SUCCESS:

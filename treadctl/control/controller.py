@@ -33,11 +33,18 @@ from treadctl import ftms
 from treadctl.clock import Clock, LoopClock
 from treadctl.control.client import (
     CommandError,
-    CommandTimeout,
     FTMSClient,
     MotionBlocked,
-    Preempted,
     consume_result,
+)
+from treadctl.control.machine import (
+    ControlError,
+    Event,
+    Failure,
+    Reading,
+    SafetyMachine,
+    State,
+    Step,
 )
 from treadctl.control.planner import (
     Ramp,
@@ -47,18 +54,7 @@ from treadctl.control.planner import (
     quantize_toward,
     speed_ramp,
 )
-from treadctl.control.safety import (
-    Interlock,
-    Latch,
-    SafetyConfig,
-    TrackingMonitor,
-    Trip,
-    check_direction,
-    check_heart_rate,
-    check_heartbeat,
-    check_overspeed,
-    check_silence,
-)
+from treadctl.control.safety import Interlock, Latch, SafetyConfig, Trip
 from treadctl.limits import EffectiveLimits, Limits, effective_limits
 from treadctl.profiles import FirmwareProfile
 from treadctl.programs.model import Program, Segment
@@ -69,26 +65,11 @@ from treadctl.types import KMH_PER_MPS, Direction
 log = logging.getLogger(__name__)
 
 
-class State(enum.StrEnum):
-    IDLE = "idle"
-    STARTING = "starting"
-    RUNNING = "running"
-    PAUSED = "paused"
-    STOPPING = "stopping"
-    ESTOPPED = "estopped"
-    FAULT = "fault"
-    DISCONNECTED = "disconnected"
-
-
 class Outcome(enum.StrEnum):
     FINISHED = "finished"
     STOPPED = "stopped"
     ESTOPPED = "estopped"
     ERROR = "error"
-
-
-class ControlError(Exception):
-    """A command that cannot be carried out now (wrong state, invalid value, latched)."""
 
 
 @dataclass
@@ -144,8 +125,16 @@ KEEPALIVES_PER_LINK_TIMEOUT = 8
 RAMP_OVERRUN_S = 5.0
 
 
+#: The ``finished`` reason of a controlled stop asked for by an operator (cmd/stop, Ctrl-C).
+STOP_REASON = "stopped on request"
+#: ... and of the daemon's shutdown (SIGTERM/SIGINT), so a back-end can tell them apart.
+SHUTDOWN_REASON = "daemon shutdown"
+
+
 class DirectionError(CommandError):
     """The machine's direction read-back does not match what was commanded."""
+
+    failure = Failure.DIRECTION
 
 
 class _StopRequested(Exception):
@@ -165,6 +154,7 @@ class Controller:
         treadmill_id: str = "local",
         heartbeat_s: float | None = None,
         recorder_factory: Callable[[Controller, Program, str], Any] | None = None,
+        machine: SafetyMachine | None = None,
     ) -> None:
         if not 1 <= tick_hz <= 50:
             raise ValueError(f"tick_hz must be within 1..50, got {tick_hz}")
@@ -186,19 +176,26 @@ class Controller:
         self.treadmill_id = treadmill_id
         self.site_heartbeat_s = heartbeat_s
         self.recorder_factory = recorder_factory
+        #: States, latch and interlocks (one per treadmill; the daemon's lane keeps its
+        #: machine across the controllers it builds, so a latch survives a reconnect).
+        self.machine = machine if machine is not None else SafetyMachine(self.cfg)
         self.client = FTMSClient(transport, profile, self.clock)
+        self.client.motion_guard = lambda: self.machine.motion_blocked
         self.client.on_telemetry = self._on_telemetry
         self.client.on_status = self._on_status
         self.client.on_direction = self._on_direction
         self.client.on_stop_result = self._on_stop_result
-        # Once per connection and deviation (docs/ftms.md, "Real devices that deviate").
-        self.client.on_deviation = lambda name: self._event(
-            "ftms-deviation", deviation=name, description=ftms.DEVIATIONS.get(name, name)
-        )
+        # Once per session and deviation (docs/ftms.md, "Real devices that deviate"): a
+        # daemon lane keeps its connection across sessions, each session's record says it.
+        self._deviations_reported: set[str] = set()
+        self.client.on_deviation = self._on_deviation
         transport.set_disconnect_handler(self._on_link_lost)
 
-        self.snapshot = Snapshot()
-        self.latch = Latch()
+        self.snapshot = Snapshot(
+            state=self.machine.state,
+            latched=self.machine.latched,
+            reason=self.machine.trip.reason if self.machine.trip else None,
+        )
         self.state_listeners: list[Callable[[Snapshot], None]] = []
         self.telemetry_listeners: list[Callable[[Snapshot], None]] = []
         self.event_listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -207,8 +204,6 @@ class Controller:
         self.last_rx = -math.inf
         self.measured_kmh = 0.0
         self.measured_dir: Direction | None = None
-        self._hr_above_since: float | None = None
-        self._tracking = TrackingMonitor(self.cfg)
         self._distance_base_m: float | None = None
         self._telemetry_seen = asyncio.Event()
 
@@ -226,7 +221,6 @@ class Controller:
         self._want_speed: float | None = None
         self._want_incline: float | None = None
         self._want_changed = asyncio.Event()
-        self._monitoring = False  # telemetry interlocks armed (a session drives the belt)
 
         self._program: Program | None = None
         self._limits: EffectiveLimits | None = None
@@ -234,6 +228,7 @@ class Controller:
         self._escalation: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop_requested = False
+        self._stop_reason = STOP_REASON
         self._pause_requested = False
         self._resume = asyncio.Event()
         self._last_heartbeat = -math.inf
@@ -255,7 +250,11 @@ class Controller:
             await self.client.request_control()
         self.client.stop_now()
         self.last_rx = self.clock.now()
-        self._set_state(State.IDLE if not self.latch.latched else self.snapshot.state)
+        step = self.machine.link_up()
+        if step.trip is not None:
+            # A latch that outlived the last link (daemon lane): Stop again on this one.
+            self._begin_escalation()
+        self._show_machine()
 
     async def close(self) -> None:
         """Stop the belt (always), end any session, close the link."""
@@ -292,14 +291,7 @@ class Controller:
 
     def start(self, program: Program) -> asyncio.Task[SessionResult]:
         """Validate and start a session; returns its task. Raises ControlError."""
-        if self.latch.latched:
-            raise ControlError(f"latched ({self.snapshot.reason}); send reset first")
-        if self.snapshot.state is State.DISCONNECTED:
-            raise ControlError("treadmill is disconnected")
-        if self._session_task is not None and not self._session_task.done():
-            raise ControlError(f"a session is already {self.snapshot.state.value}")
-        if self.measured_kmh > self.cfg.standstill_kmh:
-            raise ControlError(f"belt is still moving ({self.measured_kmh:.1f} km/h)")
+        self.machine.check_start(session_active=self._session_active(), speed_kmh=self.measured_kmh)
         limits = self.limits_for(program)
         violations = validate_program(program, limits)
         if violations:
@@ -307,6 +299,7 @@ class Controller:
         self._program = program
         self._limits = limits
         self._stop_requested = False
+        self._stop_reason = STOP_REASON
         self._pause_requested = False
         self._resume.set()
         session_id = _new_session_id(self.treadmill_id, self.clock)
@@ -331,36 +324,36 @@ class Controller:
         )
         self._distance_base_m = None
         self._last_heartbeat = self.clock.now()
+        self._step(Event.START)
         self._session_task = asyncio.create_task(self._session(program, limits, session_id))
         return self._session_task
 
-    async def stop(self) -> None:
-        """Controlled stop: ramp down, Stop, session ends as 'stopped'. Safe in any state."""
+    async def stop(self, reason: str = STOP_REASON) -> None:
+        """Controlled stop: Stop, the session ends as 'stopped' with ``reason`` (a daemon
+        shutdown says so, an operator's stop is "stopped on request"). Safe in any state."""
         if self._session_task is None or self._session_task.done():
             self.client.stop_now()
             return
+        self._stop_reason = reason
         self._stop_requested = True
         self._resume.set()
         self._want_changed.set()
 
     def pause(self) -> None:
-        if self.snapshot.state is not State.RUNNING:
-            raise ControlError(f"cannot pause while {self.snapshot.state.value}")
+        self.machine.check_pause()
         self._pause_requested = True
         self._resume.clear()
 
     def resume(self) -> None:
-        if self.latch.latched:
-            raise ControlError("latched; reset and start again")
-        if self.snapshot.state is not State.PAUSED and not self._pause_requested:
-            raise ControlError(f"cannot resume while {self.snapshot.state.value}")
+        self.machine.check_resume(pause_requested=self._pause_requested)
         self._pause_requested = False
         self._resume.set()
 
     def set_manual(self, speed_kmh: float | None = None, incline_pct: float | None = None) -> None:
         """Change speed/incline of the running segment, inside the active limits."""
-        if self.snapshot.state is not State.RUNNING or self._limits is None:
-            raise ControlError(f"cannot set while {self.snapshot.state.value}")
+        self.machine.check_set()
+        if self._limits is None:
+            raise ControlError(f"cannot set while {self.machine.state.value}")
         lim = self._limits
         d = self.commanded_dir
         if speed_kmh is not None:
@@ -409,20 +402,27 @@ class Controller:
 
         ``stop_sent=True`` only when the caller put ``client.stop_now()`` on the wire in the
         same synchronous step (a gym-wide fan-out sends every Stop first, then latches)."""
-        self._trip(Trip(interlock, reason), stop_sent=stop_sent)
+        self._act(self.machine.estop(interlock, reason), stop_sent=stop_sent)
 
     def reset(self, reason: str = "reset") -> None:
-        """Clear the latch. Never moves the belt; a new start is needed afterwards."""
-        if self._session_task is not None and not self._session_task.done():
-            raise ControlError("session still ending; try again in a moment")
-        if self.measured_kmh > self.cfg.standstill_kmh and self.clock.now() - self.last_rx < 1.0:
-            raise ControlError(f"belt still moving ({self.measured_kmh:.1f} km/h); not reset")
-        old = self.latch.reset()
-        self.client.motion_blocked = False
+        """Clear the latch (the machine's one reset rule). Never moves the belt: it sends
+        nothing, and a new start is needed afterwards."""
+        old = self.machine.reset(
+            session_ending=self._session_active(),
+            speed_kmh=self.measured_kmh,
+            telemetry_age_s=self.clock.now() - self.last_rx,
+        )
         if old is not None:
             self._event("reset", reason=reason, cleared=old.reason)
-        state = State.DISCONNECTED if self.snapshot.state is State.DISCONNECTED else State.IDLE
-        self._set_snapshot(state=state, latched=False, reason=None, phase=None)
+        self._show_machine(phase=None)
+
+    @property
+    def latch(self) -> Latch:
+        """The safety machine's latch (read-only here; only :meth:`reset` clears it)."""
+        return self.machine.latch
+
+    def _session_active(self) -> bool:
+        return self._session_task is not None and not self._session_task.done()
 
     def heartbeat(self) -> None:
         self._last_heartbeat = self.clock.now()
@@ -460,27 +460,25 @@ class Controller:
         return self._escalation
 
     # ====================================================================== trips
-    def _trip(self, trip: Trip, *, stop_sent: bool = False) -> None:
-        first = self.latch.set(trip)
-        # Stop goes out first, whatever else is happening - even when already latched.
-        self.client.motion_blocked = True
+    def _act(self, step: Step, *, stop_sent: bool = False) -> None:
+        """Carry out what the safety machine decided: a trip puts Stop on the wire first
+        (even when already latched: a second trip stops again), then, for the first trip,
+        drops the plan, tells the world, cancels the session and starts the escalation."""
+        trip = step.trip
+        if trip is None:
+            return
+        # Stop goes out first, whatever else is happening (motion is already blocked: the
+        # client reads the machine's latch).
         if not stop_sent:
             self.client.stop_now()
-        if not first:
+        if not step.first:
             return
-        self._monitoring = False
         self._speed_ramp = self._incline_ramp = None
         self._want_speed = self._want_incline = None
         self.commanded_kmh = 0.0
         self.belt_running = False
-        state = {
-            Interlock.INTERNAL_ERROR: State.FAULT,
-            Interlock.LINK_LOST: State.DISCONNECTED,
-        }.get(trip.interlock, State.ESTOPPED)
         log.warning("interlock %s: %s", trip.interlock.value, trip.detail)
-        self._set_snapshot(
-            state=state, latched=True, reason=trip.reason, target_speed_kmh=0.0, phase=None
-        )
+        self._show_machine(target_speed_kmh=0.0, phase=None)
         self._event("estop", interlock=trip.interlock.value, reason=trip.reason)
         task = self._session_task
         if (
@@ -490,6 +488,17 @@ class Controller:
             and task is not _current_task()
         ):
             task.cancel()
+        self._begin_escalation()
+
+    def _trip(self, trip: Trip, *, stop_sent: bool = False) -> None:
+        """An e-stop decided outside the telemetry/timer inputs (kept for the loop's and the
+        session's internal errors; everything else goes through the machine's inputs)."""
+        if trip.interlock is Interlock.INTERNAL_ERROR:
+            self._act(self.machine.error(trip.detail), stop_sent=stop_sent)
+        else:
+            self._act(self.machine.estop(trip.interlock, trip.detail), stop_sent=stop_sent)
+
+    def _begin_escalation(self) -> None:
         if self._escalation is None or self._escalation.done():
             with contextlib.suppress(RuntimeError):
                 self._escalation = asyncio.get_running_loop().create_task(self._escalate())
@@ -527,20 +536,19 @@ class Controller:
             )
             self.transport.drop()
             # drop() is deliberate, so the transport reports no loss: we do.
-            self._set_snapshot(state=State.DISCONNECTED)
+            self.machine.link_dropped()
+            self._show_machine()
             return
 
     def _trip_command(self, exc: CommandError) -> None:
-        """A failed procedure is an interlock: which one depends on how it failed."""
-        if self.latch.latched or isinstance(exc, MotionBlocked | Preempted):
-            return  # latched already, or our own stop overtook this procedure
-        if isinstance(exc, CommandTimeout):
-            interlock = Interlock.COMMAND_TIMEOUT
-        elif isinstance(exc, DirectionError):
-            interlock = Interlock.DIRECTION_MISMATCH
-        else:
-            interlock = Interlock.COMMAND_REJECTED
-        self._trip(Trip(interlock, str(exc)))
+        """A failed procedure: the machine maps its typed failure to the interlock."""
+        self._act(self.machine.command_failed(exc.failure, str(exc)))
+
+    def _on_deviation(self, name: str) -> None:
+        if name in self._deviations_reported:
+            return
+        self._deviations_reported.add(name)
+        self._event("ftms-deviation", deviation=name, description=ftms.DEVIATIONS.get(name, name))
 
     def _send_request_control(self) -> None:
         data = ftms.encode_control_point(ftms.RequestControl())
@@ -554,8 +562,8 @@ class Controller:
             self.client.stop_now()
 
     def _on_link_lost(self, reason: str) -> None:
-        self._trip(Trip(Interlock.LINK_LOST, reason))
-        self._set_snapshot(state=State.DISCONNECTED)
+        self._act(self.machine.link_lost(reason))
+        self._show_machine()
 
     # ====================================================================== telemetry
     def _on_telemetry(self, td: ftms.TreadmillData) -> None:
@@ -584,10 +592,8 @@ class Controller:
             changes["elapsed_s"] = round(self._elapsed(now), 2)
             changes["remaining_s"] = self._remaining_s(now)
         self.snapshot = replace(snap, **changes)
-        if self._monitoring and not self.latch.latched:
-            trip = self._check_telemetry(now, td)
-            if trip is not None:
-                self._trip(trip)
+        if self.machine.armed and self._limits is not None:
+            self._act(self.machine.telemetry(self._reading(now, td, self._limits)))
         self._telemetry_seen.set()
         if self._recorder is not None:
             with contextlib.suppress(Exception):
@@ -612,53 +618,36 @@ class Controller:
             return max(self.commanded_kmh, self._stop_envelope.at(now))
         return self.commanded_kmh
 
-    def _check_telemetry(self, now: float, td: ftms.TreadmillData) -> Trip | None:
-        lim = self._limits
-        if lim is None:
-            return None
+    def _reading(self, now: float, td: ftms.TreadmillData, lim: EffectiveLimits) -> Reading:
         d = self.commanded_dir
-        cap = lim.reverse_max_speed_kmh if d is Direction.REVERSE else lim.max_speed_kmh
-        reference = self._reference_kmh(now)
-        trip = check_overspeed(self.measured_kmh, reference, cap, self.cfg)
-        if trip is None:
-            trip = check_direction(self.measured_dir, d, self.measured_kmh, self.cfg)
-        if trip is None:
-            # While stopping, anything between the setpoint and the envelope is on track
-            # (a firmware may brake harder than the envelope assumes).
-            tracked = min(max(self.measured_kmh, self.commanded_kmh), reference)
-            trip = self._tracking.update(self.measured_kmh, tracked, now)
-        if trip is None:
-            trip, self._hr_above_since = check_heart_rate(
-                td.heart_rate_bpm, lim.max_hr_bpm, self._hr_above_since, now, self.cfg
-            )
-        return trip
+        return Reading(
+            now=now,
+            speed_kmh=self.measured_kmh,
+            direction=self.measured_dir,
+            hr_bpm=td.heart_rate_bpm,
+            reference_kmh=self._reference_kmh(now),
+            commanded_kmh=self.commanded_kmh,
+            cap_kmh=lim.reverse_max_speed_kmh if d is Direction.REVERSE else lim.max_speed_kmh,
+            expected=d,
+            max_hr_bpm=lim.max_hr_bpm,
+        )
 
     def _on_direction(self, direction: Direction) -> None:
         self.measured_dir = direction
-        if (
-            self._monitoring
-            and not self.latch.latched
-            and self.clock.now() - self.last_rx <= self.cfg.telemetry_timeout_s
-        ):
-            trip = check_direction(direction, self.commanded_dir, self.measured_kmh, self.cfg)
-            if trip is not None:
-                self._trip(trip)
+        fresh = self.clock.now() - self.last_rx <= self.cfg.telemetry_timeout_s
+        self._act(self.machine.direction(direction, self.commanded_dir, self.measured_kmh, fresh))
 
     def _on_status(self, status: ftms.MachineStatus) -> None:
         now = self.clock.now()
-        if isinstance(status, ftms.StoppedBySafetyKey):
-            self._trip(Trip(Interlock.SAFETY_KEY, "safety key pulled (machine reported)"))
-        elif isinstance(status, ftms.ControlPermissionLost):
-            if self.belt_running or self._monitoring or self.measured_kmh > self.cfg.standstill_kmh:
-                self._trip(Trip(Interlock.CONTROL_LOST, "machine reported control permission lost"))
-        elif (
+        # stop_is_ours() consumes one of our own stops: ask only for a user stop/pause.
+        ours = (
             isinstance(status, ftms.StoppedOrPausedByUser)
-            and self._monitoring
-            and not self.client.stop_is_ours(now)
-            and not self.latch.latched
-        ):
-            what = "paused" if status.paused else "stopped"
-            self._trip(Trip(Interlock.MACHINE_STOP, f"belt {what} at the machine"))
+            and self.machine.armed
+            and not self.machine.latched
+            and self.client.stop_is_ours(now)
+        )
+        belt_may_move = self.belt_running or self.measured_kmh > self.cfg.standstill_kmh
+        self._act(self.machine.status(status, belt_may_move=belt_may_move, stop_is_ours=ours))
         self._event("machine-status", status=type(status).__name__)
 
     # ====================================================================== loop + sender
@@ -686,15 +675,9 @@ class Controller:
                 await self.transport.keepalive()
 
     def _tick(self, now: float) -> None:
-        if self._monitoring and not self.latch.latched:
-            heartbeat_s = self._heartbeat_period()
-            trip = check_silence(self.last_rx, now, self.cfg) or check_heartbeat(
-                self._last_heartbeat, now, heartbeat_s
-            )
-            if trip is not None:
-                self._trip(trip)
-                return
-        if self.latch.latched:
+        step = self.machine.tick(now, self.last_rx, self._last_heartbeat, self._heartbeat_period())
+        self._act(step)
+        if self.machine.latched:
             return
         if self._speed_ramp is not None and self._limits is not None:
             want = self._ramp_value(self._speed_ramp, now)
@@ -780,7 +763,8 @@ class Controller:
             self._last_speed_sent = self.clock.now()
             await self.client.command(ftms.SetTargetSpeed(signed))
             self.commanded_kmh = speed
-            self._tracking.reset() if abs(speed - prev) > 2 * self.cfg.tracking_band_kmh else None
+            if abs(speed - prev) > 2 * self.cfg.tracking_band_kmh:
+                self.machine.track_reset()
         except MotionBlocked:
             return
         except CommandError as exc:
@@ -815,8 +799,10 @@ class Controller:
         completed = 0
         outcome = Outcome.FINISHED
         reason: str | None = None
-        self._set_snapshot(state=State.STARTING)
         self._event("session-start", program=program.name, session_id=session_id)
+        self._deviations_reported = set()
+        for name in list(self.client.deviations):
+            self._on_deviation(name)  # seen on this connection before the session began
         self._driving = True
         try:
             # Nested: a trip (or shutdown) that cancels us while we carry out a stop request
@@ -834,7 +820,7 @@ class Controller:
                 await self._ramp_down_and_stop(limits)
             except _StopRequested:
                 outcome = Outcome.STOPPED
-                reason = "stopped on request"
+                reason = self._stop_reason
                 await self._ramp_down_and_stop(limits, quick=True)
         except asyncio.CancelledError:
             # Cancelled by a trip (latched) or by shutdown: the belt is commanded to stop.
@@ -846,7 +832,7 @@ class Controller:
                 )
             else:
                 outcome, reason = Outcome.STOPPED, "cancelled"
-                self._set_snapshot(state=State.IDLE)
+                self._step(Event.ENDED)
         except CommandError as exc:
             self._trip_command(exc)
             outcome, reason = (
@@ -864,7 +850,7 @@ class Controller:
             # From here on a trip only latches: cancelling the bookkeeping below would lose
             # the record and the 'finished' event.
             self._driving = False
-            self._monitoring = False
+            self.machine.disarm()
             self._speed_ramp = self._incline_ramp = None
             self._want_speed = self._want_incline = None
         if self.latch.latched and outcome is not Outcome.ERROR:
@@ -883,7 +869,7 @@ class Controller:
         if outcome is Outcome.FINISHED:
             self._set_snapshot(remaining_s=0.0)
         if not self.latch.latched:
-            self._set_snapshot(state=State.IDLE, segment=None, phase=None, target_speed_kmh=0.0)
+            self._step(Event.ENDED, segment=None, phase=None, target_speed_kmh=0.0)
         recorder, self._recorder = self._recorder, None
         if recorder is not None:
             finishing = asyncio.ensure_future(recorder.finish(self, result))
@@ -957,10 +943,10 @@ class Controller:
         assert self._limits is not None
         resume_speed = self._speed_ramp.v1 if self._speed_ramp else 0.0
         resume_incline = self.commanded_incline
-        self._set_snapshot(state=State.STOPPING, phase="pausing")
+        self._step(Event.STOPPING, phase="pausing")
         await self._to_standstill(self._limits, pause=True)
         self._paused_since = self.clock.now()
-        self._set_snapshot(state=State.PAUSED, phase=None)
+        self._step(Event.PAUSED, phase=None)
         self._event("paused")
         try:
             await self._resume.wait()
@@ -969,14 +955,14 @@ class Controller:
                 self._paused_total += self.clock.now() - self._paused_since
                 self._paused_since = None
         self._check_stop()
-        self._set_snapshot(state=State.STARTING, phase="resuming")
+        self._step(Event.BELT_STARTING, phase="resuming")
         await self._start_belt(self.commanded_dir, self._limits)
         now = self.clock.now()
         self._speed_ramp = speed_ramp(
             now, self._limits.min_speed_kmh, resume_speed, self._limits, self.commanded_dir
         )
         self._incline_ramp = incline_ramp(now, self.commanded_incline, resume_incline, self._limits)
-        self._set_snapshot(state=State.RUNNING, phase=None)
+        self._step(Event.RUNNING, phase=None)
         self._event("resumed")
 
     async def _run_segment(self, index: int, seg: Segment, limits: EffectiveLimits) -> None:
@@ -1002,7 +988,7 @@ class Controller:
             self._set_snapshot(target_speed_kmh=0.0)
             if self.belt_running or self.measured_kmh > self.cfg.standstill_kmh:
                 phase = "direction-change" if needs_turn else "stopping"
-                self._set_snapshot(state=State.STOPPING, phase=phase)
+                self._step(Event.STOPPING, phase=phase)
                 await self._to_standstill(limits)
             if needs_turn:
                 await self._change_direction(seg.direction, limits)
@@ -1012,14 +998,14 @@ class Controller:
         now = t_seg
         if seg.speed_kmh > 0:
             if not self.belt_running:
-                self._set_snapshot(state=State.STARTING, phase="starting")
+                self._step(Event.BELT_STARTING, phase="starting")
                 await self._start_belt(seg.direction, limits)
                 now = self.clock.now()
             v0 = max(self._ramp_value(self._speed_ramp, now), limits.min_speed_kmh)
             self._speed_ramp = speed_ramp(now, v0, seg.speed_kmh, limits, seg.direction)
         self._incline_ramp = incline_ramp(now, self.commanded_incline, seg.incline_pct, limits)
-        self._monitoring = True
-        self._set_snapshot(state=State.RUNNING, phase=None, direction=seg.direction)
+        self.machine.arm()
+        self._step(Event.RUNNING, phase=None, direction=seg.direction)
         # The listed durations are what the user gets: a segment's time runs from its
         # entry (its direction change, start and ramps count toward it), and the last one
         # ends early enough for the final ramp down to end with the program.
@@ -1042,7 +1028,7 @@ class Controller:
         self.commanded_dir = direction
         first = limits.min_speed_kmh
         signed = -first if direction is Direction.REVERSE and self.client.signed_speed else first
-        self._tracking.reset()
+        self.machine.track_reset()
         if self.profile.control.requires_start_before_speed:
             await self.client.command(ftms.StartOrResume())
             self.belt_running = True
@@ -1099,7 +1085,9 @@ class Controller:
         self.belt_running = False
         self.commanded_kmh = 0.0
         if not await self.wait_stopped(timeout_s=10.0):
-            raise CommandError("belt did not reach standstill after stop")
+            raise CommandError(
+                "belt did not reach standstill after stop", failure=Failure.NOT_STOPPED
+            )
 
     async def _sleep_ramp(self, ramp: Ramp) -> None:
         while not ramp.done(self.clock.now()) or self.commanded_kmh != ramp.v1:
@@ -1112,7 +1100,7 @@ class Controller:
 
     async def _change_direction(self, direction: Direction, limits: EffectiveLimits) -> None:
         """Standstill + dwell, command the new direction, wait for the read-back."""
-        self._set_snapshot(state=State.STOPPING, phase="dwell")
+        self._step(Event.STOPPING, phase="dwell")
         dwell_until = self.clock.now() + limits.standstill_dwell_s
         while self.clock.now() < dwell_until:
             self._check_stop()
@@ -1136,8 +1124,9 @@ class Controller:
         self.commanded_dir = direction
 
     async def _ramp_down_and_stop(self, limits: EffectiveLimits, quick: bool = False) -> None:
-        self._set_snapshot(state=State.STOPPING, phase="stopping")
-        self._monitoring = not quick and self._monitoring
+        self._step(Event.STOPPING, phase="stopping")
+        if quick:
+            self.machine.disarm()
         self._stop_requested = False
         if quick:
             # Nothing may follow our Stop: a wanted setpoint left behind would be sent by the
@@ -1156,8 +1145,21 @@ class Controller:
         self._incline_ramp = None
 
     # ====================================================================== state out
-    def _set_state(self, state: State) -> None:
-        self._set_snapshot(state=state)
+    def _step(self, event: Event, **changes: Any) -> None:
+        """A step of the session walker: the machine moves the state (its table)."""
+        self.machine.session(event)
+        self._show_machine(**changes)
+
+    def _show_machine(self, **changes: Any) -> None:
+        """Publish the machine's state and latch in the snapshot (a view, never a copy
+        that is read back: decisions read the machine)."""
+        trip = self.machine.trip
+        self._set_snapshot(
+            state=self.machine.state,
+            latched=trip is not None,
+            reason=trip.reason if trip is not None else None,
+            **changes,
+        )
 
     def _set_snapshot(self, **changes: Any) -> None:
         before = self.snapshot

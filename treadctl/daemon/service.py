@@ -58,6 +58,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from treadctl.control.controller import (
+    SHUTDOWN_REASON,
     ControlError,
     Controller,
     Outcome,
@@ -65,7 +66,8 @@ from treadctl.control.controller import (
     Snapshot,
     State,
 )
-from treadctl.control.safety import Interlock, Trip
+from treadctl.control.machine import SafetyMachine
+from treadctl.control.safety import Interlock
 from treadctl.daemon import bridge
 from treadctl.daemon.bridge import Command, CommandInvalid, EstopDetails, RequestId, Topics
 from treadctl.daemon.config import DaemonConfig, TreadmillConfig
@@ -203,9 +205,10 @@ class Lane:
         self.topics = Topics(daemon.config.mqtt.base_topic, tm.id)
         self.controller: Controller | None = None
         self.client: aiomqtt.Client | None = None
-        #: A latch to re-apply on the next controller (an e-stop that arrived while the link
-        #: was down, or a latch that was set when the link went away). Cleared by reset.
-        self.pending_trip: Trip | None = None
+        #: The lane's safety machine (states, latch, interlocks), handed to every controller
+        #: built for this lane: a latch set while the link is down, or when it went away,
+        #: is the same latch on the next link. Only a reset clears it.
+        self.machine = SafetyMachine(daemon.config.safety)
         self.link_up = asyncio.Event()
         self.broker_up = asyncio.Event()
         self.link_lost = asyncio.Event()
@@ -264,6 +267,7 @@ class Lane:
             treadmill_id=self.cfg.id,
             heartbeat_s=self.config.daemon.heartbeat_s,
             recorder_factory=self.recorder,
+            machine=self.machine,
         )
         ctrl.state_listeners.append(self._on_state)
         ctrl.telemetry_listeners.append(self._on_telemetry)
@@ -279,10 +283,7 @@ class Lane:
             with contextlib.suppress(BaseException):
                 await ctrl.close()
             raise
-        if self.pending_trip is not None:
-            # A latch survives reconnects: only an explicit reset clears it.
-            trip = self.pending_trip
-            ctrl.estop(trip.detail, trip.interlock)
+        # A latch survives reconnects (the machine is the lane's): ctrl.open() stopped again.
         self._link_reason = None
         self.link_up.set()
         self._publish_state(ctrl.snapshot)
@@ -291,12 +292,10 @@ class Lane:
         ctrl, self.controller = self.controller, None
         self.link_up.clear()
         if ctrl is not None:
-            trip = ctrl.latch.trip
-            if trip is not None and trip.interlock is not Interlock.LINK_LOST:
-                self.pending_trip = trip
             self._ending_reason = self._ending_reason or reason
             with contextlib.suppress(Exception):
                 await ctrl.close()  # commands Stop (if the link still carries anything)
+            self.machine.link_dropped()
         # A session cut short by the close is closed in the store and announced.
         await self.settle()
         self._ending_reason = None
@@ -531,8 +530,8 @@ class Lane:
             # The stop frame is on the wire when this returns (sent here unless stop_first()
             # already sent it in this same synchronous step).
             ctrl.estop(detail, interlock, stop_sent=stop_sent)
-        elif self.pending_trip is None:
-            self.pending_trip = Trip(interlock, detail + " while the link was down")
+        else:
+            self.machine.estop(interlock, detail + " while the link was down")
         self.stats["estops"] += 1
 
     def estop_now(self, gym: bool, payload: Any = b"", properties: Properties | None = None,
@@ -647,9 +646,11 @@ class Lane:
         ctrl = self.controller
         rid: RequestId = cmd.request_id
         if cmd.kind == "reset" and ctrl is None:
-            if self.pending_trip is None:
+            if not self.machine.latched:
                 raise ControlError("treadmill is disconnected")
-            self.pending_trip = None
+            # The same rule as on a link (the belt's speed is unknown: nothing to check).
+            self.machine.reset(session_ending=bool(self._closing), speed_kmh=None,
+                               telemetry_age_s=math.inf)
             return bridge.ack("reset", rid, reason=cmd.reason)
         if ctrl is None or not self.link_up.is_set():
             raise ControlError(f"treadmill is disconnected ({self._link_reason or 'link down'})")
@@ -673,7 +674,6 @@ class Lane:
             return bridge.ack("set", rid, speed_kmh=cmd.speed_kmh, incline_pct=cmd.incline_pct)
         if cmd.kind == "reset":
             ctrl.reset(cmd.reason or "reset")
-            self.pending_trip = None
             return bridge.ack("reset", rid, reason=cmd.reason)
         if cmd.kind == "heartbeat":
             ctrl.heartbeat()
@@ -858,8 +858,8 @@ class Lane:
         if ctrl is not None:
             with contextlib.suppress(Exception):
                 ctrl.estop(f"daemon: {detail}", Interlock.INTERNAL_ERROR)
-        elif self.pending_trip is None:
-            self.pending_trip = Trip(Interlock.INTERNAL_ERROR, f"daemon: {detail}")
+        else:
+            self.machine.error(f"daemon: {detail}")
         with contextlib.suppress(Exception):
             self.publish(self.topics.event,
                          bridge.event_payload({"type": "fault", "reason": detail}), qos=1)
@@ -883,9 +883,9 @@ class Lane:
         if ctrl is None:
             await self.settle()
             return
-        self._ending_reason = "daemon shutdown"
+        self._ending_reason = SHUTDOWN_REASON
         with contextlib.suppress(Exception):
-            await ctrl.stop()
+            await ctrl.stop(SHUTDOWN_REASON)
         task = ctrl.session_task
         if task is not None and not task.done():
             await asyncio.wait([task], timeout=SHUTDOWN_STOP_TIMEOUT_S)

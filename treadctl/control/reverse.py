@@ -1,0 +1,107 @@
+"""Reverse methods as objects: one per way a firmware is told to run the belt backward.
+
+A profile names its method (``[reverse] method``); :func:`reverse_method` turns that name
+into the one object the client, the controller, the simulator, the soak and the tests ask
+("does this firmware take a signed speed?", "which characteristic is a direction write?",
+"must the direction be read back before a start?"), instead of comparing strings.
+
+A native-protocol driver adds its own method with :func:`register` (docs/architecture.md):
+a subclass of :class:`ReverseMethod` whose ``name`` a profile can then use.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from treadctl.profiles import FirmwareProfile, ReverseSpec
+
+
+class ReverseMethod:
+    """Forward-only firmware (``method = "none"``); the base of every method."""
+
+    name: ClassVar[str] = "none"
+    #: Reverse is a negative Set Target Speed, read back as the sign of the measured speed.
+    signed_speed: ClassVar[bool] = False
+    #: Reverse is a write to a vendor characteristic, read back from it before a start.
+    vendor_characteristic: ClassVar[bool] = False
+
+    def __init__(self, spec: ReverseSpec) -> None:
+        self.spec = spec
+
+    @property
+    def supports_reverse(self) -> bool:
+        return self.name != "none"
+
+    @property
+    def direction_uuid(self) -> int | None:
+        """The characteristic a direction is written to and read from (None: none)."""
+        return self.spec.characteristic if self.vendor_characteristic else None
+
+    def subscriptions(self) -> list[int]:
+        """Characteristics to subscribe to beyond the FTMS ones."""
+        uuid = self.direction_uuid
+        return [uuid] if uuid is not None else []
+
+    def is_direction_write(self, uuid: int) -> bool:
+        """Is a host write to ``uuid`` a direction change (a motion write)?"""
+        return uuid == self.direction_uuid
+
+    @property
+    def reads_back_before_start(self) -> bool:
+        """Ask the machine its direction before every start (trust it, not our memory)."""
+        return self.vendor_characteristic
+
+
+class VendorCharacteristic(ReverseMethod):
+    """Belt Direction written at standstill to a vendor characteristic (0xFF01), read back."""
+
+    name = "vendor-characteristic"
+    vendor_characteristic = True
+
+
+class SignedSpeed(ReverseMethod):
+    """A negative Set Target Speed runs the belt backward; the reported speed is signed."""
+
+    name = "signed-speed"
+    signed_speed = True
+
+
+_METHODS: dict[str, type[ReverseMethod]] = {}
+
+
+def register(method: type[ReverseMethod]) -> type[ReverseMethod]:
+    """Add a reverse method (usable as a class decorator). Names are unique."""
+    if method.name in _METHODS and _METHODS[method.name] is not method:
+        raise ValueError(f"reverse method {method.name!r} is already registered")
+    _METHODS[method.name] = method
+    return method
+
+
+for _m in (ReverseMethod, VendorCharacteristic, SignedSpeed):
+    register(_m)
+
+
+def methods() -> tuple[str, ...]:
+    """Every registered method name."""
+    return tuple(_METHODS)
+
+
+def reverse_method(profile: FirmwareProfile) -> ReverseMethod:
+    """The method object of ``profile`` (chosen once, where the profile is first used)."""
+    try:
+        cls = _METHODS[profile.reverse.method]
+    except KeyError:
+        raise ValueError(
+            f"{profile.name}: unknown reverse method {profile.reverse.method!r}"
+        ) from None
+    return cls(profile.reverse)
+
+
+__all__ = [
+    "ReverseMethod",
+    "SignedSpeed",
+    "VendorCharacteristic",
+    "methods",
+    "register",
+    "reverse_method",
+]

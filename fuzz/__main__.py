@@ -31,7 +31,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-NAMES = ("lane", "framing", "mqtt", "ftms", "hr")  # slowest first, so two jobs finish together
+NAMES = ("lane", "framing", "mqtt", "ftms", "hr",  # slowest first, so two jobs finish together
+         "biodex", "woodway", "bertec", "trackmaster")  # fuzz/protocol_targets.py
 
 
 @dataclass

@@ -10,6 +10,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from fuzz import protocol_targets as _native
+from fuzz import targets as _targets
 from fuzz.hr import hr_seeds
 from fuzz.targets import FTMS_DECODERS, MQTT_KINDS
 from treadctl import ftms
@@ -86,6 +88,7 @@ def mqtt_seeds() -> list[bytes]:
 
 SEEDS = {"ftms": ftms_seeds, "framing": framing_seeds, "mqtt": mqtt_seeds, "lane": mqtt_seeds,
          "hr": hr_seeds}
+_native.register(_targets, SEEDS)  # biodex, woodway, bertec, trackmaster (fuzz/protocol_targets.py)
 
 
 def write_seeds(target: str, directory: Path) -> int:

@@ -22,6 +22,7 @@ two kernel hops are inside the number, as they are on a real serial port.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import termios
 import time
@@ -167,6 +168,8 @@ async def _ftms_trials(trials: int) -> list[float]:
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
+    # Every trial latches a danger on purpose: its warning is not news here.
+    logging.getLogger("treadctl.drivers").setLevel(logging.ERROR)
     trials = 20 if quick else 100
     samples: dict[str, list[float]] = {}
     for protocol in NATIVE:

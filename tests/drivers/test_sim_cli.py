@@ -61,3 +61,14 @@ def test_ftms_only_options_are_refused_for_a_native_profile() -> None:
     )
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "FTMS only" in proc.stderr
+
+
+def test_run_refuses_a_native_profile_until_the_controller_drives_it() -> None:
+    # FTMS frames must never go to a Biodex/Woodway/Bertec/TrackMaster machine.
+    proc = subprocess.run(
+        [sys.executable, "-m", "treadctl", "run", "quick-demo", "--profile", "biodex-rtm400",
+         "--device", "sim://"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "speaks the biodex protocol, not FTMS" in proc.stderr

@@ -53,9 +53,17 @@ def open_transport(
     can run a controller against a firmware it does not expect). ``speedup`` in a sim
     URL is for the caller choosing the event loop (:func:`treadctl.clock.run`); the
     transport follows whatever loop it runs on. Raises :class:`DeviceURLError` for a
-    bad URL and ``ProfileError`` for an unknown profile.
+    bad URL, ``ProfileError`` for an unknown profile and ``TransportError`` for a profile
+    that does not speak FTMS (docs/protocols.md).
     """
     u = parse_device_url(url) if isinstance(url, str) else url
+    if profile is not None and profile.protocol != "ftms":
+        # Native protocols have their own drivers (treadctl.drivers), not yet driven by the
+        # controller: FTMS frames must never go to such a machine.
+        raise TransportError(
+            f"profile {profile.name} speaks the {profile.protocol} protocol, not FTMS; the"
+            " controller does not drive native protocols yet (docs/protocols.md)"
+        )
     if u.scheme == "sim":
         from treadctl.transport.sim import SimTransport
 

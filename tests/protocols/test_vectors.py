@@ -109,6 +109,8 @@ def test_biodex_status_flags() -> None:
     assert isinstance(s, biodex.Status) and s.hardware_fault
     s = biodex.decode_reply(bytes.fromhex("a7 00 80 00"))
     assert isinstance(s, biodex.Status) and s.comm_fault
+    s = biodex.decode_reply(bytes.fromhex("a7 10 00 00"))  # one UART error: not a danger
+    assert isinstance(s, biodex.Status) and not (s.comm_fault or s.hardware_fault)
 
 
 def test_stream_decoders_resync_after_garbage() -> None:

@@ -81,8 +81,8 @@ class TrackMasterDriver(RequestDriver):
         self.started = True
         self.watch.stopping = False
         belt = await self.request(tm.Request(tm.Status.BELT))
-        if belt.value != tm.BELT_RUNNING_CDS:
-            self.latch("cds-disarmed", f"after A0 the belt status reads {belt.value:02x}")
+        if belt.value == tm.BELT_RUNNING_NO_CDS:  # 31 (not moving yet) is re-read each poll
+            self.latch("cds-disarmed", "after A0 the belt status reads 33 (CDS off)")
             raise NotConfirmed("the treadmill does not report the disconnect stop armed")
 
     async def set_speed(self, speed_kmh: float) -> None:

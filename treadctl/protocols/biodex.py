@@ -218,7 +218,9 @@ class Status:
 
     @property
     def comm_fault(self) -> bool:
-        return bool(self.system & SYS_COMM_FAULT) or bool(self.comm & COMM_UART)
+        """System Status 1 bit 7. (Comm Status bit 4, one UART error, is not a danger: it
+        comes with a NACK, and repeated NACKs latch on their own.)"""
+        return bool(self.system & SYS_COMM_FAULT)
 
     @property
     def hardware_fault(self) -> bool:

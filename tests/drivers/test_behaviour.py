@@ -192,3 +192,28 @@ def test_a_direction_the_read_back_does_not_confirm_is_refused(name: str) -> Non
             assert machine.truth().speed_kmh == 0
 
     run_virtual(main)
+
+
+def test_trackmaster_belt_not_moving_yet_after_a0_is_not_a_danger() -> None:
+    async def main() -> None:
+        async with in_process("trackmaster-tmx428") as (driver, machine):
+            dangers: list[Any] = []
+            driver.on_status = dangers.append
+            await driver.connect()
+            answer = machine.answer
+            late = {"n": 1}
+
+            def slow_start(status: Any) -> None:  # the first status after A0 still reads 31
+                if status is tm.Status.BELT and late["n"]:
+                    late["n"] = 0
+                    machine.reply(tm.BeltStatus(tm.BELT_STOPPED))
+                    return
+                answer(status)
+
+            machine.answer = slow_start  # type: ignore[method-assign]
+            await driver.start()
+            await driver.set_speed(3.0)
+            await wait_for(lambda: machine.truth().speed_kmh > 2.9)
+            assert dangers == [] and driver.belt == tm.BELT_RUNNING_CDS
+
+    run_virtual(main)

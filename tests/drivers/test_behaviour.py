@@ -200,17 +200,23 @@ def test_trackmaster_belt_not_moving_yet_after_a0_is_not_a_danger() -> None:
             dangers: list[Any] = []
             driver.on_status = dangers.append
             await driver.connect()
-            answer = machine.answer
-            late = {"n": 1}
+            answer, execute = machine.answer, machine.execute
+            late = {"n": 0}
 
-            def slow_start(status: Any) -> None:  # the first status after A0 still reads 31
+            def on_command(msg: Any) -> None:
+                if msg == tm.Command(tm.Code.START_CDS):
+                    late["n"] = 3  # the next belt statuses still read 31: a slow start
+                execute(msg)
+
+            def slow_start(status: Any) -> None:
                 if status is tm.Status.BELT and late["n"]:
-                    late["n"] = 0
+                    late["n"] -= 1
                     machine.reply(tm.BeltStatus(tm.BELT_STOPPED))
                     return
                 answer(status)
 
             machine.answer = slow_start  # type: ignore[method-assign]
+            machine.execute = on_command  # type: ignore[method-assign]
             await driver.start()
             await driver.set_speed(3.0)
             await wait_for(lambda: machine.truth().speed_kmh > 2.9)

@@ -46,12 +46,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from treadctl import ftms
 from treadctl.clock import run_virtual, wait_until
+from treadctl.control import client as _client
+from treadctl.control import safety as _safety
 from treadctl.control.controller import ControlError, Controller, SessionResult, State
 from treadctl.control.safety import Interlock, SafetyConfig
 from treadctl.limits import Limits
-from treadctl.profiles import FirmwareProfile, load_profile
+from treadctl.profiles import load_profile
 from treadctl.programs import builtin_names, load_builtin
 from treadctl.programs.model import Program
 from treadctl.programs.validate import validate_program
@@ -77,26 +78,12 @@ MAX_HR_BPM = 165
 HEARTBEAT_S = 5.0
 #: No data from the treadmill for this long: rebuild the link (daemon: LINK_SILENCE_S = 5).
 LINK_SILENCE_S = 2.0
-STOP_MARGIN_S = 0.5
-MOTION_OPCODES = frozenset(
-    {ftms.OpCode.SET_TARGET_SPEED, ftms.OpCode.SET_TARGET_INCLINATION, ftms.OpCode.START_OR_RESUME}
-)
-
-
-def stop_bound_s(profile: FirmwareProfile, cfg: SafetyConfig, speed_kmh: float) -> float:
-    """Trip -> standing belt, worst case (same formula as tests/control/test_fault_matrix.py):
-    the stop is resent, then the link is dropped and the firmware watchdog stops the belt at
-    its controlled-stop deceleration."""
-    escalation = cfg.stop_confirm_s * (cfg.escalate_after_resends + 1) + 0.3
-    link_timeout_s = profile.control.link_timeout_ms / 1000
-    decel = min(profile.motion.stop_decel_mps2, profile.reverse.decel_mps2)
-    return escalation + link_timeout_s + abs(speed_kmh) / 3.6 / decel + STOP_MARGIN_S
-
-
-def is_motion_write(profile: FirmwareProfile, uuid: int, value: bytes) -> bool:
-    if profile.reverse.method == "vendor-characteristic" and uuid == profile.reverse.characteristic:
-        return True
-    return uuid == ftms.CONTROL_POINT and bool(value) and value[0] in MOTION_OPCODES
+# "Motion write" and the stop bound have one definition each, shared with the controller,
+# the tests and docs/safety.md (the soak re-exports them under its old names).
+STOP_MARGIN_S = _safety.STOP_MARGIN_S
+MOTION_OPCODES = _client.MOTION_OPCODES
+stop_bound_s = _safety.stop_bound_s
+is_motion_write = _client.is_motion_write
 
 
 @dataclass

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from treadctl import ftms
 from treadctl.clock import run_virtual, wait_until
+from treadctl.control import client as _client
 from treadctl.control.controller import Controller
 from treadctl.control.safety import SafetyConfig
 from treadctl.limits import Limits
@@ -16,11 +17,11 @@ from treadctl.transport.sim import SimTransport
 
 T = TypeVar("T")
 
-MOTION_OPCODES = {
-    ftms.OpCode.SET_TARGET_SPEED,
-    ftms.OpCode.SET_TARGET_INCLINATION,
-    ftms.OpCode.START_OR_RESUME,
-}
+#: A profile with no direction characteristic: is_motion_write's FTMS part only.
+FORWARD_ONLY = load_profile("generic-ftms")
+
+#: The client's one definition of a motion opcode (treadctl.control.client).
+MOTION_OPCODES = _client.MOTION_OPCODES
 
 
 def program(
@@ -64,11 +65,9 @@ wait_for = wait_until
 
 
 def is_motion_write(uuid: int, value: bytes, profile_dir_uuid: int = 0xFF01) -> bool:
-    if uuid == profile_dir_uuid:
-        return True
-    if uuid != ftms.CONTROL_POINT or not value:
-        return False
-    return value[0] in MOTION_OPCODES
+    """The client's rule (treadctl.control.client.is_motion_write), with any write to the
+    direction characteristic counted, whatever the profile (stricter)."""
+    return uuid == profile_dir_uuid or _client.is_motion_write(FORWARD_ONLY, uuid, value)
 
 
 def motion_writes_after(sim: Any, t_s: float) -> list[tuple[float, int, bytes]]:

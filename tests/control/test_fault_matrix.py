@@ -18,6 +18,7 @@ import pytest
 
 from treadctl.control.controller import ControlError, Controller, State
 from treadctl.control.safety import Interlock, SafetyConfig
+from treadctl.control.safety import stop_bound_s as safety_stop_bound_s
 from treadctl.limits import Limits
 from treadctl.profiles import load_profile
 
@@ -34,11 +35,9 @@ MAX_SPEED_KMH = 6.0
 def stop_bound_s(link_timeout_s: float) -> float:
     """Worst case from the trip to a standing belt: the stop is resent once, then the link is
     dropped and the firmware watchdog stops the belt at its controlled-stop deceleration."""
-    escalation = CFG.stop_confirm_s * (CFG.escalate_after_resends + 1) + 0.3
-    decel_s = (MAX_SPEED_KMH / 3.6) / min(
-        PROFILE.motion.stop_decel_mps2, PROFILE.reverse.decel_mps2
-    )
-    return escalation + link_timeout_s + decel_s + 0.5
+    # The one formula (treadctl.control.safety.stop_bound_s), with this link timeout.
+    profile_link_s = PROFILE.control.link_timeout_ms / 1000
+    return safety_stop_bound_s(PROFILE, CFG, MAX_SPEED_KMH) - profile_link_s + link_timeout_s
 
 
 @dataclass(frozen=True)

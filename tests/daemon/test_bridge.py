@@ -145,3 +145,15 @@ def test_estop_twins_pair_the_copies_from_two_connections() -> None:
     assert t.is_twin(b"", "lane", 0.31) and t.is_twin(b"", "lane", 0.32)
     assert not t.is_twin(b"x", "lane", 0.33)  # another payload
     assert not t.is_twin(b"", "lane", 5.0)  # long after: a new e-stop
+
+
+def test_a_disconnected_state_does_not_claim_a_speed() -> None:
+    """With the link down the belt's speed is unknown: ``speed_kmh`` is null, not 0 (the
+    field is still there, docs/mqtt.md)."""
+    import json as _json
+
+    from treadctl.daemon.bridge import disconnected_state
+
+    state = _json.loads(disconnected_state("link lost"))
+    assert "speed_kmh" in state and state["speed_kmh"] is None, state
+    assert state["state"] == "disconnected"

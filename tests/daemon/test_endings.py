@@ -76,6 +76,10 @@ async def test_link_lost_mid_session_publishes_finished_and_closes_the_session(
             await until(lambda: treadmill.sim.truth().speed_kmh == 0.0, 10, "belt stopped")
             st = await probe.state(TID, lambda s: s["state"] == "disconnected", since=mark)
             assert st["session_id"] is None
+            # Every disconnected state, the controller's and the lane's: speed unknown.
+            gone = [m.json for m in probe.messages[mark:] if m.topic.endswith("/state")
+                    and m.json["state"] == "disconnected"]
+            assert gone and all(s["speed_kmh"] is None for s in gone), gone
             assert daemon.store is not None
             info = daemon.store.get_session(session_id)
             assert str(info.outcome) == "estopped", info

@@ -51,6 +51,7 @@ from daemon_helpers import Probe, TcpSim, frozen, make_config, virtual_daemon
 from soak.mosquitto import Mosquitto
 from treadctl import clock, ftms
 from treadctl.clock import wait_until
+from treadctl.control.client import is_motion_write
 from treadctl.control.controller import Controller, State
 from treadctl.profiles import FirmwareProfile, load_profile
 from treadctl.store.db import SessionStore, default_db_path
@@ -68,8 +69,6 @@ REVERSING = {"name": "ua-reversing", "segments": [
 #: The speed ``cmd/set`` asks for (inside every profile's limits), and one outside them.
 SET_KMH = 5.0
 SET_OUTSIDE_KMH = 30.0
-MOTION_OPCODES = frozenset({ftms.OpCode.SET_TARGET_SPEED, ftms.OpCode.SET_TARGET_INCLINATION,
-                            ftms.OpCode.START_OR_RESUME})
 STOP = b"\x08\x01"
 
 
@@ -290,10 +289,7 @@ def matrix(mosquitto_bin: str, tmp_path_factory: pytest.TempPathFactory,
 
 def motion_writes_after(sim: Any, profile: FirmwareProfile, t_s: float) -> list[Any]:
     """Host writes that could move the belt, received by the firmware after ``t_s``."""
-    direction = profile.reverse.characteristic if (
-        profile.reverse.method == "vendor-characteristic") else None
-    return [(t, u, v) for t, u, v in sim.wire_log if t > t_s and (
-        u == direction or (u == ftms.CONTROL_POINT and v and v[0] in MOTION_OPCODES))]
+    return [(t, u, v) for t, u, v in sim.wire_log if t > t_s and is_motion_write(profile, u, v)]
 
 
 def first_stop_after(sim: Any, t_s: float) -> float:

@@ -1,32 +1,29 @@
-"""The controller of one treadmill: sessions, the fixed-rate loop, interlocks and the latch.
+"""The controller of one treadmill: lifecycle, commands, and the I/O around its safety
+state machine.
 
-One ``Controller`` per treadmill, long-lived (the daemon keeps one per lane; ``treadctl
-run`` uses one for a single session). Three activities share it:
+One ``Controller`` per treadmill, long-lived (``treadctl run`` uses one for a single
+session; the daemon builds one per link and hands each the lane's ``SafetyMachine``).
+Every interlock is decided in ``machine.py``: this module feeds the machine its inputs
+(telemetry, machine status, direction read-back, link loss, failed commands, e-stops,
+reset) and carries out each ``Step`` in :meth:`Controller._act`: Stop on the wire first,
+then the plan dropped, the ``estop`` event, the session cancelled, the escalation.
+Telemetry is judged synchronously inside the notification handler, so a fault frame
+becomes a stop frame within the same call.
 
-* the **session task** walks the program: segment entry, direction changes through a
-  measured standstill plus dwell and a read-back, pause/resume, the final ramp down;
-* the **loop task** ticks at ``tick_hz``: keepalive to the firmware's watchdog (more often
-  than a tick when the profile's link timeout is short), timer interlocks (telemetry
-  silence, dead-man heartbeat), and following the current ramps by handing setpoints to
-  the sender;
-* the **sender task** puts the latest wanted setpoints on the wire, one procedure at a
-  time, only when they moved by an increment.
-
-Telemetry checks (overspeed, direction, tracking, heart rate) run synchronously inside
-the notification handler, so a fault frame becomes a stop frame within the same call.
-Any trip goes through :meth:`_trip`: latch, Stop on the wire, motion blocked, escalation.
+Its parts (all deriving from ``core.ControllerCore``, which declares their shared state):
+the program walker (``session.py``), the loop, sender and escalation (``loop.py``), and
+the snapshot and recorder interface (``snapshot.py``); docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import math
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from treadctl import ftms
@@ -34,95 +31,40 @@ from treadctl.clock import Clock, LoopClock
 from treadctl.control.client import (
     CommandError,
     FTMSClient,
-    MotionBlocked,
     consume_result,
 )
+from treadctl.control.loop import ControlLoop
 from treadctl.control.machine import (
     ControlError,
     Event,
-    Failure,
     Reading,
     SafetyMachine,
     State,
     Step,
 )
+from treadctl.control.machine_link import LinkFactory, MachineLink
 from treadctl.control.planner import (
     Ramp,
     incline_ramp,
     on_grid,
-    planned_ramp_s,
-    quantize_toward,
     speed_ramp,
 )
 from treadctl.control.safety import Interlock, Latch, SafetyConfig, Trip
+from treadctl.control.session import RAMP_OVERRUN_S, DirectionError, SessionWalker
+from treadctl.control.snapshot import Outcome, SessionRecorder, SessionResult, Snapshot
 from treadctl.limits import EffectiveLimits, Limits, effective_limits
 from treadctl.profiles import FirmwareProfile
-from treadctl.programs.model import Program, Segment
+from treadctl.programs.model import Program
 from treadctl.programs.validate import validate_program
 from treadctl.transport.base import Transport
-from treadctl.types import KMH_PER_MPS, Direction
+from treadctl.types import Direction
 
 log = logging.getLogger(__name__)
-
-
-class Outcome(enum.StrEnum):
-    FINISHED = "finished"
-    STOPPED = "stopped"
-    ESTOPPED = "estopped"
-    ERROR = "error"
-
-
-@dataclass
-class Snapshot:
-    """What the outside world sees (MQTT state/telemetry, CLI progress, JSON lines)."""
-
-    state: State = State.IDLE
-    latched: bool = False
-    reason: str | None = None
-    program: str | None = None
-    segment: int | None = None  # 1-based
-    segment_count: int = 0
-    segment_label: str | None = None
-    direction: Direction = Direction.FORWARD
-    target_speed_kmh: float = 0.0
-    speed_kmh: float = 0.0
-    incline_pct: float = 0.0
-    target_incline_pct: float = 0.0
-    distance_m: float = 0.0
-    hr_bpm: int | None = None
-    elapsed_s: float = 0.0
-    remaining_s: float | None = None
-    session_id: str | None = None
-    phase: str | None = None  # e.g. "direction-change", "dwell"
-    warnings: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["state"] = self.state.value
-        d["direction"] = self.direction.value
-        return d
-
-
-@dataclass
-class SessionResult:
-    outcome: Outcome
-    reason: str | None
-    session_id: str
-    elapsed_s: float
-    distance_m: float
-    segments_completed: int
-    belt_stopped: bool  # measured standstill confirmed at the end
-    summary: dict[str, Any] | None = None  # from the session store, when recording
 
 
 #: The controller's loop sends at least this many keepalives per firmware link timeout, so
 #: the firmware watchdog only fires after every host frame was lost for 7/8 of it.
 KEEPALIVES_PER_LINK_TIMEOUT = 8
-
-
-#: A ramp down the sender cannot follow (a firmware's slow command pace) is given this long
-#: past its planned end; then the Stop goes out and the firmware brakes at its stop rate.
-RAMP_OVERRUN_S = 5.0
 
 
 #: The ``finished`` reason of a controlled stop asked for by an operator (cmd/stop, Ctrl-C).
@@ -131,17 +73,11 @@ STOP_REASON = "stopped on request"
 SHUTDOWN_REASON = "daemon shutdown"
 
 
-class DirectionError(CommandError):
-    """The machine's direction read-back does not match what was commanded."""
+class Controller(SessionWalker, ControlLoop):
+    """One treadmill's controller: lifecycle, commands, the safety machine's inputs and
+    their effects, and the snapshot (the walker is in ``session.py``, the loop, sender and
+    escalation in ``loop.py``)."""
 
-    failure = Failure.DIRECTION
-
-
-class _StopRequested(Exception):
-    pass
-
-
-class Controller:
     def __init__(
         self,
         transport: Transport,
@@ -155,6 +91,7 @@ class Controller:
         heartbeat_s: float | None = None,
         recorder_factory: Callable[[Controller, Program, str], Any] | None = None,
         machine: SafetyMachine | None = None,
+        link_factory: LinkFactory | None = None,
     ) -> None:
         if not 1 <= tick_hz <= 50:
             raise ValueError(f"tick_hz must be within 1..50, got {tick_hz}")
@@ -179,7 +116,9 @@ class Controller:
         #: States, latch and interlocks (one per treadmill; the daemon's lane keeps its
         #: machine across the controllers it builds, so a latch survives a reconnect).
         self.machine = machine if machine is not None else SafetyMachine(self.cfg)
-        self.client = FTMSClient(transport, profile, self.clock)
+        #: The one surface the machine is driven through (FTMS unless a driver's factory
+        #: is given; docs/architecture.md).
+        self.client: MachineLink = (link_factory or FTMSClient)(transport, profile, self.clock)
         self.client.motion_guard = lambda: self.machine.motion_blocked
         self.client.on_telemetry = self._on_telemetry
         self.client.on_status = self._on_status
@@ -503,42 +442,6 @@ class Controller:
             with contextlib.suppress(RuntimeError):
                 self._escalation = asyncio.get_running_loop().create_task(self._escalate())
 
-    async def _escalate(self) -> None:
-        """If the belt does not decelerate after a stop: resend, then drop the link."""
-        t0 = self.clock.now()
-        v0 = self.measured_kmh
-        resends = 0
-        while True:
-            await asyncio.sleep(self.tick_s)
-            now = self.clock.now()
-            fresh = now - self.last_rx <= self.cfg.telemetry_timeout_s
-            if fresh and self.measured_kmh <= self.cfg.standstill_kmh:
-                self._event("stopped", after_s=round(now - t0, 3))
-                return
-            if now - t0 < self.cfg.stop_confirm_s * (resends + 1):
-                continue
-            decelerating = fresh and self.measured_kmh < v0 - 0.2
-            if decelerating:
-                v0 = self.measured_kmh
-                t0 = now
-                resends = 0
-                continue
-            if resends < self.cfg.escalate_after_resends:
-                resends += 1
-                self._event("escalate", action="resend-stop", speed_kmh=self.measured_kmh)
-                if not self.client.in_control:
-                    self._send_request_control()
-                self.client.stop_now()
-                continue
-            self._event("escalate", action="drop-link", speed_kmh=self.measured_kmh)
-            log.error(
-                "belt not decelerating after stop: dropping the link for the firmware watchdog"
-            )
-            self.transport.drop()
-            # drop() is deliberate, so the transport reports no loss: we do.
-            self.machine.link_dropped()
-            self._show_machine()
-            return
 
     def _trip_command(self, exc: CommandError) -> None:
         """A failed procedure: the machine maps its typed failure to the interlock."""
@@ -650,500 +553,6 @@ class Controller:
         self._act(self.machine.status(status, belt_may_move=belt_may_move, stop_is_ours=ours))
         self._event("machine-status", status=type(status).__name__)
 
-    # ====================================================================== loop + sender
-    async def _loop(self) -> None:
-        """Fixed-rate loop: timer interlocks and ramp following every tick, a keepalive
-        every ``keepalive_s`` (a tick, or a fraction of it when the link timeout is short)."""
-        next_t = self.clock.now()
-        step = 0
-        while True:
-            next_t += self.keepalive_s
-            delay = next_t - self.clock.now()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            else:
-                next_t = self.clock.now()  # overran: do not try to catch up in a burst
-            step += 1
-            if step >= self._keepalives_per_tick:
-                step = 0
-                try:
-                    self._tick(self.clock.now())
-                except Exception as exc:  # an error in the loop is itself an interlock
-                    log.exception("control loop error")
-                    self._trip(Trip(Interlock.INTERNAL_ERROR, f"control loop: {exc!r}"))
-            with contextlib.suppress(Exception):
-                await self.transport.keepalive()
-
-    def _tick(self, now: float) -> None:
-        step = self.machine.tick(now, self.last_rx, self._last_heartbeat, self._heartbeat_period())
-        self._act(step)
-        if self.machine.latched:
-            return
-        if self._speed_ramp is not None and self._limits is not None:
-            want = self._ramp_value(self._speed_ramp, now)
-            q = quantize_toward(
-                want, self._limits.speed_increment_kmh, self._speed_ramp.v0, self._speed_ramp.v1
-            )
-            q = max(q, self._limits.min_speed_kmh) if q > 0 else 0.0
-            if q != self._want_speed:
-                self._want_speed = q
-                self._want_changed.set()
-        if self._incline_ramp is not None and self._limits is not None:
-            want_i = self._ramp_value(self._incline_ramp, now)
-            qi = quantize_toward(
-                want_i,
-                self._limits.incline_increment_pct,
-                self._incline_ramp.v0,
-                self._incline_ramp.v1,
-            )
-            if qi != self._want_incline:
-                self._want_incline = qi
-                self._want_changed.set()
-
-    def _heartbeat_period(self) -> float | None:
-        prog = self._program.heartbeat_s if self._program is not None else None
-        periods = [p for p in (prog, self.site_heartbeat_s) if p is not None]
-        return min(periods) if periods else None
-
-    async def _sender(self) -> None:
-        """Put wanted setpoints on the wire: speed moves one increment per procedure, and no
-        faster than the ramp's rate, so a link that falls behind the plan makes the belt
-        lag (safe) instead of catching up in a burst of acceleration."""
-        while True:
-            await self._want_changed.wait()
-            self._want_changed.clear()
-            while not self.latch.latched:
-                speed, incline = self._want_speed, self._want_incline
-                # A setpoint only for a belt we started: after our Stop it is not wanted.
-                if (
-                    self.belt_running
-                    and speed is not None
-                    and speed > 0
-                    and speed != self.commanded_kmh
-                ):
-                    step, wait = self._next_speed_step(speed)
-                    if wait > 0:
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(wait):
-                                await self._want_changed.wait()
-                        self._want_changed.clear()
-                        continue
-                    await self._send_speed(step)
-                elif incline is not None and incline != self.commanded_incline:
-                    await self._send_incline(incline)
-                else:
-                    break
-
-    def _next_speed_step(self, want: float) -> tuple[float, float]:
-        """(next setpoint, seconds to wait before sending it)."""
-        lim = self._limits
-        current = self.commanded_kmh
-        if lim is None or current <= 0:
-            return want, 0.0
-        inc = lim.speed_increment_kmh
-        step = min(want, current + inc) if want > current else max(want, current - inc)
-        step = max(round(step, 6), lim.min_speed_kmh)
-        ramp = self._speed_ramp
-        rate = ramp.rate if ramp is not None and ramp.rate > 0 else math.inf
-        wait = self._last_speed_sent + abs(step - current) / rate - self.clock.now()
-        # Below a microsecond a timer could not move the clock (float resolution): go now.
-        return step, (wait if wait > 1e-6 else 0.0)
-
-    async def _send_speed(self, speed: float) -> None:
-        signed = (
-            -speed
-            if self.commanded_dir is Direction.REVERSE and self.client.signed_speed
-            else speed
-        )
-        prev = self.commanded_kmh
-        # Commanded is raised before the ack (overspeed margin must cover the new target),
-        # and lowered only after it, so the interlocks always judge the more lenient one.
-        self.commanded_kmh = max(prev, speed)
-        try:
-            self._last_speed_sent = self.clock.now()
-            await self.client.command(ftms.SetTargetSpeed(signed))
-            self.commanded_kmh = speed
-            if abs(speed - prev) > 2 * self.cfg.tracking_band_kmh:
-                self.machine.track_reset()
-        except MotionBlocked:
-            return
-        except CommandError as exc:
-            self._trip_command(exc)
-
-    async def _send_incline(self, incline: float) -> None:
-        try:
-            await self.client.command(ftms.SetTargetInclination(incline))
-            self.commanded_incline = incline
-        except MotionBlocked:
-            return
-        except CommandError as exc:
-            self._trip_command(exc)
-
-    def _elapsed(self, now: float) -> float:
-        """Session time: wall of the session minus time spent paused (incl. a pause now)."""
-        paused = self._paused_total
-        if self._paused_since is not None:
-            paused += now - self._paused_since
-        return max(0.0, now - self._session_started - paused)
-
-    @staticmethod
-    def _ramp_value(ramp: Ramp | None, now: float) -> float:
-        return ramp.at(now) if ramp is not None else 0.0
-
-    # ====================================================================== session
-    async def _session(
-        self, program: Program, limits: EffectiveLimits, session_id: str
-    ) -> SessionResult:
-        self._session_started = self.clock.now()
-        self._paused_total = 0.0
-        completed = 0
-        outcome = Outcome.FINISHED
-        reason: str | None = None
-        self._event("session-start", program=program.name, session_id=session_id)
-        self._deviations_reported = set()
-        for name in list(self.client.deviations):
-            self._on_deviation(name)  # seen on this connection before the session began
-        self._driving = True
-        try:
-            # Nested: a trip (or shutdown) that cancels us while we carry out a stop request
-            # lands in the handlers below, not out of an except clause as a raw cancel.
-            try:
-                if self.latch.latched:
-                    # Tripped between start() and our first step (a trip cannot cancel a
-                    # task that never ran: its body, and this bookkeeping, would be skipped).
-                    raise asyncio.CancelledError()
-                if not self.client.in_control:
-                    await self.client.request_control()
-                for index, segment in enumerate(program.segments):
-                    await self._run_segment(index, segment, limits)
-                    completed = index + 1
-                await self._ramp_down_and_stop(limits)
-            except _StopRequested:
-                outcome = Outcome.STOPPED
-                reason = self._stop_reason
-                await self._ramp_down_and_stop(limits, quick=True)
-        except asyncio.CancelledError:
-            # Cancelled by a trip (latched) or by shutdown: the belt is commanded to stop.
-            self.client.stop_now()
-            if self.latch.latched:
-                outcome, reason = (
-                    Outcome.ESTOPPED,
-                    self.latch.trip.reason if self.latch.trip else None,
-                )
-            else:
-                outcome, reason = Outcome.STOPPED, "cancelled"
-                self._step(Event.ENDED)
-        except CommandError as exc:
-            self._trip_command(exc)
-            outcome, reason = (
-                Outcome.ESTOPPED,
-                self.latch.trip.reason if self.latch.trip else str(exc),
-            )
-        except Exception as exc:
-            log.exception("session error")
-            self._trip(Trip(Interlock.INTERNAL_ERROR, f"session: {exc!r}"))
-            outcome, reason = (
-                Outcome.ERROR,
-                self.latch.trip.reason if self.latch.trip else repr(exc),
-            )
-        finally:
-            # From here on a trip only latches: cancelling the bookkeeping below would lose
-            # the record and the 'finished' event.
-            self._driving = False
-            self.machine.disarm()
-            self._speed_ramp = self._incline_ramp = None
-            self._want_speed = self._want_incline = None
-        if self.latch.latched and outcome is not Outcome.ERROR:
-            outcome = Outcome.ESTOPPED
-            reason = self.latch.trip.reason if self.latch.trip else reason
-        elapsed = self._elapsed(self.clock.now())
-        result = SessionResult(
-            outcome=outcome,
-            reason=reason,
-            session_id=session_id,
-            elapsed_s=round(elapsed, 2),
-            distance_m=round(self.snapshot.distance_m, 1),
-            segments_completed=completed,
-            belt_stopped=self.measured_kmh <= self.cfg.standstill_kmh,
-        )
-        if outcome is Outcome.FINISHED:
-            self._set_snapshot(remaining_s=0.0)
-        if not self.latch.latched:
-            self._step(Event.ENDED, segment=None, phase=None, target_speed_kmh=0.0)
-        recorder, self._recorder = self._recorder, None
-        if recorder is not None:
-            finishing = asyncio.ensure_future(recorder.finish(self, result))
-            while not finishing.done():
-                # A shutdown cancelling us now must not leave the session 'running' in the
-                # store: the session is over, only its record is being written.
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.shield(finishing)
-            try:
-                result.summary = finishing.result()
-            except Exception as exc:
-                log.error("could not finish the session record: %s", exc)
-        self._event(
-            "finished",
-            outcome=outcome.value,
-            reason=reason,
-            session_id=session_id,
-            elapsed_s=result.elapsed_s,
-            distance_m=result.distance_m,
-            segments_completed=completed,
-            summary=result.summary,
-        )
-        return result
-
-    def _check_stop(self) -> None:
-        if self._stop_requested:
-            raise _StopRequested()
-
-    async def _wait_session_time(self, end_s: float) -> None:
-        """Until session time (pauses excluded) reaches ``end_s``, in ticks, so stop and
-        pause requests are seen promptly (a pause holds session time still)."""
-        while True:
-            self._check_stop()
-            if self._pause_requested:
-                await self._pause_cycle()
-                continue
-            left = end_s - self._elapsed(self.clock.now())
-            if left <= 1e-6:
-                return
-            await asyncio.sleep(min(self.tick_s, left))
-
-    def _remaining_s(self, now: float) -> float | None:
-        """Program time left: listed total minus session time. It reaches 0 only when the
-        session is over (the belt stands): until then it shows at least 0.1 s."""
-        if self._program is None:
-            return None
-        left = self._program.total_duration_s - self._elapsed(now)
-        return round(max(left, 0.1), 1)
-
-    def _final_stop_lead_s(self, seg: Segment, limits: EffectiveLimits) -> float:
-        """How long before the program's end the final ramp down must begin, so the belt
-        stands when the listed duration is over: the planner's ramp to the minimum speed
-        (no faster than one increment per procedure), then the firmware's stop from there
-        and one telemetry period to see it."""
-        if seg.speed_kmh <= 0:
-            return 0.0
-        ctl = self.profile.control
-        step_s = max(ctl.min_command_interval_ms, ctl.ack_delay_ms) / 1000
-        v0, v_min = seg.speed_kmh, limits.min_speed_kmh
-        ramp_s = planned_ramp_s(v0, v_min, limits, seg.direction, step_s)
-        nominal_s = planned_ramp_s(v0, v_min, limits, seg.direction)
-        v_stop = v_min
-        if ramp_s > nominal_s + RAMP_OVERRUN_S:
-            # A slow command pace: the Stop goes out when the ramp overruns (_sleep_ramp).
-            ramp_s = nominal_s + RAMP_OVERRUN_S
-            v_stop = max(v_min, v0 - ramp_s / step_s * limits.speed_increment_kmh)
-        stop_s = v_stop / KMH_PER_MPS / self.profile.motion.stop_decel_mps2
-        return ramp_s + step_s + stop_s + 1.0 / ctl.telemetry_hz
-
-    async def _pause_cycle(self) -> None:
-        assert self._limits is not None
-        resume_speed = self._speed_ramp.v1 if self._speed_ramp else 0.0
-        resume_incline = self.commanded_incline
-        self._step(Event.STOPPING, phase="pausing")
-        await self._to_standstill(self._limits, pause=True)
-        self._paused_since = self.clock.now()
-        self._step(Event.PAUSED, phase=None)
-        self._event("paused")
-        try:
-            await self._resume.wait()
-        finally:
-            if self._paused_since is not None:
-                self._paused_total += self.clock.now() - self._paused_since
-                self._paused_since = None
-        self._check_stop()
-        self._step(Event.BELT_STARTING, phase="resuming")
-        await self._start_belt(self.commanded_dir, self._limits)
-        now = self.clock.now()
-        self._speed_ramp = speed_ramp(
-            now, self._limits.min_speed_kmh, resume_speed, self._limits, self.commanded_dir
-        )
-        self._incline_ramp = incline_ramp(now, self.commanded_incline, resume_incline, self._limits)
-        self._step(Event.RUNNING, phase=None)
-        self._event("resumed")
-
-    async def _run_segment(self, index: int, seg: Segment, limits: EffectiveLimits) -> None:
-        self._check_stop()
-        label = seg.label or f"{seg.direction.value} {seg.speed_kmh:g} km/h"
-        self._set_snapshot(
-            segment=index + 1,
-            segment_label=label,
-            target_speed_kmh=seg.speed_kmh,
-            target_incline_pct=seg.incline_pct,
-        )
-        self._event(
-            "segment",
-            segment=index + 1,
-            direction=seg.direction.value,
-            speed_kmh=seg.speed_kmh,
-            incline_pct=seg.incline_pct,
-            duration_s=seg.duration_s,
-        )
-        needs_turn = seg.direction is not self.commanded_dir
-        if needs_turn or seg.speed_kmh == 0:
-            # Heading for standstill first: that is the target until the turn is done.
-            self._set_snapshot(target_speed_kmh=0.0)
-            if self.belt_running or self.measured_kmh > self.cfg.standstill_kmh:
-                phase = "direction-change" if needs_turn else "stopping"
-                self._step(Event.STOPPING, phase=phase)
-                await self._to_standstill(limits)
-            if needs_turn:
-                await self._change_direction(seg.direction, limits)
-            # The machine confirmed the new direction (read-back): show it from now on.
-            self._set_snapshot(target_speed_kmh=seg.speed_kmh, direction=seg.direction)
-        t_seg = self.clock.now()
-        now = t_seg
-        if seg.speed_kmh > 0:
-            if not self.belt_running:
-                self._step(Event.BELT_STARTING, phase="starting")
-                await self._start_belt(seg.direction, limits)
-                now = self.clock.now()
-            v0 = max(self._ramp_value(self._speed_ramp, now), limits.min_speed_kmh)
-            self._speed_ramp = speed_ramp(now, v0, seg.speed_kmh, limits, seg.direction)
-        self._incline_ramp = incline_ramp(now, self.commanded_incline, seg.incline_pct, limits)
-        self.machine.arm()
-        self._step(Event.RUNNING, phase=None, direction=seg.direction)
-        # The listed durations are what the user gets: a segment's time runs from its
-        # entry (its direction change, start and ramps count toward it), and the last one
-        # ends early enough for the final ramp down to end with the program.
-        segments = self._program.segments if self._program else [seg]
-        end_s = sum(s.duration_s for s in segments[: index + 1])
-        if index == len(segments) - 1:
-            end_s -= self._final_stop_lead_s(seg, limits)
-        await self._wait_session_time(end_s)
-
-    async def _start_belt(self, direction: Direction, limits: EffectiveLimits) -> None:
-        """From standstill: first setpoint at the minimum speed, Start, wait for motion."""
-        self._stop_envelope = None
-        # Trust the machine, not our memory: after a failed direction change the firmware
-        # may hold the other direction. Ask it before every start.
-        if (
-            self.profile.reverse.method == "vendor-characteristic"
-            and await self.client.read_direction() is not direction
-        ):
-            await self._change_direction(direction, limits)
-        self.commanded_dir = direction
-        first = limits.min_speed_kmh
-        signed = -first if direction is Direction.REVERSE and self.client.signed_speed else first
-        self.machine.track_reset()
-        if self.profile.control.requires_start_before_speed:
-            await self.client.command(ftms.StartOrResume())
-            self.belt_running = True
-            self.commanded_kmh = first
-            await self.client.command(ftms.SetTargetSpeed(signed))
-        else:
-            self.commanded_kmh = first
-            await self.client.command(ftms.SetTargetSpeed(signed))
-            await self.client.command(ftms.StartOrResume())
-            self.belt_running = True
-        self._want_speed = first
-        self._speed_ramp = Ramp(self.clock.now(), first, first, 1.0)
-        if self.client.signed_speed and direction is Direction.REVERSE:
-            # Read-back for signed-speed firmware is the sign of the belt it reports.
-            await self._await_direction(direction, limits)
-        # The firmware ramps to its minimum speed on its own; our ramp starts from there.
-        deadline = self.clock.now() + 5.0
-        while self.measured_kmh < first - 0.05 and self.clock.now() < deadline:
-            self._check_stop()
-            await asyncio.sleep(self.tick_s)
-
-    async def _await_direction(self, direction: Direction, limits: EffectiveLimits) -> None:
-        deadline = self.clock.now() + self.cfg.direction_readback_timeout_s + 2.0
-        while self.clock.now() < deadline:
-            self._check_stop()
-            if (
-                self.measured_dir is direction
-                and self.measured_kmh >= self.cfg.direction_min_speed_kmh
-            ):
-                return
-            if (
-                self.measured_dir is not None
-                and self.measured_dir is not direction
-                and self.measured_kmh >= self.cfg.direction_min_speed_kmh
-            ):
-                raise DirectionError(
-                    f"belt started {self.measured_dir.value}, expected {direction.value}"
-                )
-            await asyncio.sleep(self.tick_s)
-        raise DirectionError(f"no read-back of direction {direction.value} after start")
-
-    async def _to_standstill(self, limits: EffectiveLimits, pause: bool = False) -> None:
-        """Ramp down at the planner's decel to the minimum speed, Stop/Pause, wait for 0."""
-        now = self.clock.now()
-        if self.belt_running and self.commanded_kmh > limits.min_speed_kmh:
-            self._speed_ramp = speed_ramp(
-                now, self.commanded_kmh, limits.min_speed_kmh, limits, self.commanded_dir
-            )
-            await self._sleep_ramp(self._speed_ramp)
-        self._speed_ramp = None
-        self._want_speed = None
-        await self.client.command(ftms.StopOrPause(pause=pause))
-        self._begin_stop_envelope()
-        self.belt_running = False
-        self.commanded_kmh = 0.0
-        if not await self.wait_stopped(timeout_s=10.0):
-            raise CommandError(
-                "belt did not reach standstill after stop", failure=Failure.NOT_STOPPED
-            )
-
-    async def _sleep_ramp(self, ramp: Ramp) -> None:
-        while not ramp.done(self.clock.now()) or self.commanded_kmh != ramp.v1:
-            self._check_stop()
-            if self.latch.latched:
-                return
-            await asyncio.sleep(self.tick_s)
-            if self.clock.now() > ramp.t_end + RAMP_OVERRUN_S:
-                return
-
-    async def _change_direction(self, direction: Direction, limits: EffectiveLimits) -> None:
-        """Standstill + dwell, command the new direction, wait for the read-back."""
-        self._step(Event.STOPPING, phase="dwell")
-        dwell_until = self.clock.now() + limits.standstill_dwell_s
-        while self.clock.now() < dwell_until:
-            self._check_stop()
-            if self.measured_kmh > self.cfg.standstill_kmh:
-                dwell_until = self.clock.now() + limits.standstill_dwell_s
-            await asyncio.sleep(self.tick_s)
-        self._set_snapshot(phase="direction-change")
-        self._event("direction-change", to=direction.value)
-        if self.profile.reverse.method == "vendor-characteristic":
-            await self.client.write_direction(direction)
-            deadline = self.clock.now() + self.cfg.direction_readback_timeout_s
-            while True:
-                read = await self.client.read_direction()
-                if read is direction:
-                    break
-                if self.clock.now() > deadline:
-                    raise DirectionError(
-                        f"direction read-back says {read.value}, expected {direction.value}"
-                    )
-                await asyncio.sleep(self.tick_s)
-        self.commanded_dir = direction
-
-    async def _ramp_down_and_stop(self, limits: EffectiveLimits, quick: bool = False) -> None:
-        self._step(Event.STOPPING, phase="stopping")
-        if quick:
-            self.machine.disarm()
-        self._stop_requested = False
-        if quick:
-            # Nothing may follow our Stop: a wanted setpoint left behind would be sent by the
-            # sender (commanded drops to 0 below), and a firmware that wants Start before
-            # speed refuses it (kinetic-rx2: operation_failed, a false e-stop).
-            self._speed_ramp = self._incline_ramp = None
-            self._want_speed = self._want_incline = None
-            self.client.stop_now()
-            self._begin_stop_envelope()
-            self.belt_running = False
-            self.commanded_kmh = 0.0
-            await self.wait_stopped(timeout_s=15.0)
-            return
-        if self.belt_running:
-            await self._to_standstill(limits)
-        self._incline_ramp = None
-
     # ====================================================================== state out
     def _step(self, event: Event, **changes: Any) -> None:
         """A step of the session walker: the machine moves the state (its table)."""
@@ -1203,9 +612,15 @@ def _new_session_id(treadmill_id: str, clock: Clock) -> str:
 
 
 __all__ = [
+    "KEEPALIVES_PER_LINK_TIMEOUT",
+    "RAMP_OVERRUN_S",
+    "SHUTDOWN_REASON",
+    "STOP_REASON",
     "ControlError",
     "Controller",
+    "DirectionError",
     "Outcome",
+    "SessionRecorder",
     "SessionResult",
     "Snapshot",
     "State",

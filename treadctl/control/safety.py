@@ -13,6 +13,7 @@ import enum
 from dataclasses import dataclass, fields
 from typing import Any
 
+from treadctl.profiles import FirmwareProfile
 from treadctl.types import Direction
 
 
@@ -185,3 +186,18 @@ def check_heartbeat(last_beat: float, now: float, period_s: float | None) -> Tri
             f"no dead-man heartbeat for {now - last_beat:.2f} s (limit {period_s} s)",
         )
     return None
+
+
+#: Slack on top of the physics in :func:`stop_bound_s` (telemetry period, scheduling).
+STOP_MARGIN_S = 0.5
+
+
+def stop_bound_s(profile: FirmwareProfile, cfg: SafetyConfig, speed_kmh: float) -> float:
+    """Trip -> standing belt, worst case (docs/safety.md, "Escalation"): the stop is
+    resent, then the link is dropped and the firmware's watchdog stops the belt at its
+    controlled-stop deceleration. The one formula the controller, the fault matrix and
+    the soak use."""
+    escalation = cfg.stop_confirm_s * (cfg.escalate_after_resends + 1) + 0.3
+    link_timeout_s = profile.control.link_timeout_ms / 1000
+    decel = min(profile.motion.stop_decel_mps2, profile.reverse.decel_mps2)
+    return escalation + link_timeout_s + abs(speed_kmh) / 3.6 / decel + STOP_MARGIN_S

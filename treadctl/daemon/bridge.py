@@ -12,31 +12,61 @@ on the topic alone and only afterwards asks :func:`parse_estop` for the operator
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-#: Commands a treadmill accepts under ``<base>/<id>/cmd/<name>``.
-COMMANDS = ("start", "stop", "pause", "resume", "set", "estop", "reset", "heartbeat")
+
+class CommandKind(enum.StrEnum):
+    """The one registry of MQTT commands (``<base>/<id>/cmd/<name>``, docs/mqtt.md). The
+    bridge parses them, the lane runs them (a table from kind to handler), discovery and
+    the fuzz seeds read them from here. A new command: a member, its :data:`SPECS`
+    entry, and its handler in the lane."""
+
+    START = "start"
+    STOP = "stop"
+    PAUSE = "pause"
+    RESUME = "resume"
+    SET = "set"
+    ESTOP = "estop"
+    RESET = "reset"
+    HEARTBEAT = "heartbeat"
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    fields: frozenset[str]  # the payload fields it accepts
+    empty_ok: bool = False  # an empty payload means {} (``mosquitto_pub -n``)
+    superseded_by_stop: bool = False  # still queued when a cmd/stop arrives: dropped
+
+
+SPECS: dict[CommandKind, CommandSpec] = {
+    CommandKind.START: CommandSpec(frozenset({"program", "request_id"}),
+                                   superseded_by_stop=True),
+    CommandKind.STOP: CommandSpec(frozenset({"request_id"}), empty_ok=True),
+    CommandKind.PAUSE: CommandSpec(frozenset({"request_id"}), empty_ok=True,
+                                   superseded_by_stop=True),
+    CommandKind.RESUME: CommandSpec(frozenset({"request_id"}), empty_ok=True,
+                                    superseded_by_stop=True),
+    CommandKind.SET: CommandSpec(frozenset({"speed_kmh", "incline_pct", "request_id"}),
+                                 superseded_by_stop=True),
+    CommandKind.ESTOP: CommandSpec(frozenset({"reason", "request_id"})),
+    CommandKind.RESET: CommandSpec(frozenset({"reason", "request_id"})),
+    CommandKind.HEARTBEAT: CommandSpec(frozenset({"request_id"}), empty_ok=True),
+}
+
+#: Commands a treadmill accepts, by name (in the registry's order).
+COMMANDS: tuple[str, ...] = tuple(k.value for k in CommandKind)
 #: The topic level that addresses every treadmill (``<base>/all/cmd/estop``).
 ALL = "all"
 MAX_REQUEST_ID_CHARS = 128
 MAX_REASON_CHARS = 200
 
-_FIELDS: dict[str, frozenset[str]] = {
-    "start": frozenset({"program", "request_id"}),
-    "stop": frozenset({"request_id"}),
-    "pause": frozenset({"request_id"}),
-    "resume": frozenset({"request_id"}),
-    "set": frozenset({"speed_kmh", "incline_pct", "request_id"}),
-    "reset": frozenset({"reason", "request_id"}),
-    "heartbeat": frozenset({"request_id"}),
-    "estop": frozenset({"reason", "request_id"}),
-}
-#: Commands where an empty payload means ``{}`` (``mosquitto_pub -n``).
-_EMPTY_OK = frozenset({"stop", "pause", "resume", "heartbeat"})
+_FIELDS: dict[str, frozenset[str]] = {k.value: spec.fields for k, spec in SPECS.items()}
+_EMPTY_OK = frozenset(k.value for k, spec in SPECS.items() if spec.empty_ok)
 
 RequestId = str | int | None
 
@@ -321,10 +351,11 @@ def telemetry_payload(snapshot: dict[str, Any], ts: str | None = None, **extra: 
 
 
 def disconnected_state(reason: str | None, ts: str | None = None) -> bytes:
-    """State of a treadmill whose link is down (no controller to ask)."""
+    """State of a treadmill whose link is down (no controller to ask). Its speed is not
+    known: ``speed_kmh`` is null (the field stays, docs/mqtt.md)."""
     snap: dict[str, Any] = {
         "state": "disconnected", "latched": False, "reason": reason, "direction": "forward",
-        "target_speed_kmh": 0.0, "speed_kmh": 0.0, "incline_pct": 0.0,
+        "target_speed_kmh": 0.0, "speed_kmh": None, "incline_pct": 0.0,
     }
     return state_payload(snap, ts)
 

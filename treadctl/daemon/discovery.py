@@ -41,6 +41,8 @@ import re
 from typing import Any, Final
 
 from treadctl import __version__
+from treadctl.control.machine import State
+from treadctl.daemon.bridge import CommandKind
 
 __all__ = [
     "COMMAND_SUFFIXES",
@@ -59,21 +61,10 @@ DISCOVERY_RETAIN: Final = True
 
 # Command topics of docs/mqtt.md (relative to <base>/<id>/cmd/). Discovery only ever
 # points Home Assistant at a subset of these; "reset" is intentionally not used.
-COMMAND_SUFFIXES: Final = frozenset(
-    {"start", "stop", "pause", "resume", "set", "estop", "reset", "heartbeat"}
-)
+COMMAND_SUFFIXES: Final = frozenset(k.value for k in CommandKind)
 
 # state.state values of docs/mqtt.md, the options of the "State" enum sensor.
-STATES: Final = (
-    "idle",
-    "starting",
-    "running",
-    "paused",
-    "stopping",
-    "estopped",
-    "fault",
-    "disconnected",
-)
+STATES: Final = tuple(s.value for s in State)
 _DIRECTIONS: Final = ("forward", "reverse")
 
 # Home Assistant's discovery topic: <prefix>/<component>/[<node_id>/]<object_id>/config,

@@ -92,7 +92,7 @@ Notify = Callable[[str], bool]
 _ACTIVE = frozenset({State.STARTING, State.RUNNING, State.PAUSED, State.STOPPING})
 COMMAND_QUEUE_SIZE = 32
 #: Commands still queued when a ``cmd/stop`` arrives are dropped, not run after it.
-SUPERSEDED_BY_STOP = frozenset({"start", "resume", "set", "pause"})
+SUPERSEDED_BY_STOP = frozenset(k.value for k, s in bridge.SPECS.items() if s.superseded_by_stop)
 FIRST_OPEN_TIMEOUT_S = 5.0
 SHUTDOWN_STOP_TIMEOUT_S = 20.0
 MAX_BACKOFF_S = 30.0
@@ -376,6 +376,8 @@ class Lane:
             self._session_shown = False
         if not self._session_shown:
             fields["program"] = fields["segment"] = fields["session_id"] = None
+        if snap.state is State.DISCONNECTED:
+            fields["speed_kmh"] = None  # the link is gone: the speed is not known
         self._state_measured = (snap.speed_kmh, snap.incline_pct, str(snap.direction))
         self._state_at = asyncio.get_running_loop().time()
         return bridge.state_payload(fields, link=self.link)
@@ -654,31 +656,44 @@ class Lane:
             return bridge.ack("reset", rid, reason=cmd.reason)
         if ctrl is None or not self.link_up.is_set():
             raise ControlError(f"treadmill is disconnected ({self._link_reason or 'link down'})")
-        if cmd.kind == "start":
-            program = _resolve_program(cmd.program)
-            task = ctrl.start(program)
-            session_id = ctrl.snapshot.session_id
-            self._watch_session(ctrl, session_id, task)
-            return bridge.ack("start", rid, program=program.name, session_id=session_id)
-        if cmd.kind == "stop":
-            await ctrl.stop()
-            return bridge.ack("stop", rid)
-        if cmd.kind == "pause":
-            ctrl.pause()
-            return bridge.ack("pause", rid)
-        if cmd.kind == "resume":
-            ctrl.resume()
-            return bridge.ack("resume", rid)
-        if cmd.kind == "set":
-            ctrl.set_manual(speed_kmh=cmd.speed_kmh, incline_pct=cmd.incline_pct)
-            return bridge.ack("set", rid, speed_kmh=cmd.speed_kmh, incline_pct=cmd.incline_pct)
-        if cmd.kind == "reset":
-            ctrl.reset(cmd.reason or "reset")
-            return bridge.ack("reset", rid, reason=cmd.reason)
-        if cmd.kind == "heartbeat":
-            ctrl.heartbeat()
-            return bridge.ack("heartbeat", rid)
-        raise ControlError(f"unknown command {cmd.kind!r}")
+        handler = _HANDLERS.get(cmd.kind)
+        if handler is None:
+            raise ControlError(f"unknown command {cmd.kind!r}")
+        return await handler(self, ctrl, cmd)
+
+    # One handler per command kind (bridge.CommandKind); cmd/estop never gets here (it is
+    # handled in the socket read callback, before parsing, rate limit or queue).
+    async def _start(self, ctrl: Controller, cmd: Command) -> dict[str, Any]:
+        program = _resolve_program(cmd.program)
+        task = ctrl.start(program)
+        session_id = ctrl.snapshot.session_id
+        self._watch_session(ctrl, session_id, task)
+        return bridge.ack("start", cmd.request_id, program=program.name, session_id=session_id)
+
+    async def _stop(self, ctrl: Controller, cmd: Command) -> dict[str, Any]:
+        await ctrl.stop()
+        return bridge.ack("stop", cmd.request_id)
+
+    async def _pause(self, ctrl: Controller, cmd: Command) -> dict[str, Any]:
+        ctrl.pause()
+        return bridge.ack("pause", cmd.request_id)
+
+    async def _resume(self, ctrl: Controller, cmd: Command) -> dict[str, Any]:
+        ctrl.resume()
+        return bridge.ack("resume", cmd.request_id)
+
+    async def _set(self, ctrl: Controller, cmd: Command) -> dict[str, Any]:
+        ctrl.set_manual(speed_kmh=cmd.speed_kmh, incline_pct=cmd.incline_pct)
+        return bridge.ack("set", cmd.request_id, speed_kmh=cmd.speed_kmh,
+                          incline_pct=cmd.incline_pct)
+
+    async def _reset(self, ctrl: Controller, cmd: Command) -> dict[str, Any]:
+        ctrl.reset(cmd.reason or "reset")
+        return bridge.ack("reset", cmd.request_id, reason=cmd.reason)
+
+    async def _heartbeat(self, ctrl: Controller, cmd: Command) -> dict[str, Any]:
+        ctrl.heartbeat()
+        return bridge.ack("heartbeat", cmd.request_id)
 
     # ------------------------------------------------------------------ sessions
     def _record(self, ctl: Controller, program: Program, session_id: str) -> _SessionRecord:
@@ -903,6 +918,19 @@ class Lane:
             return
         with contextlib.suppress(Exception):
             await client.publish(self.topics.status, "offline", qos=1, retain=True, timeout=2.0)
+
+
+_Handler = Callable[[Lane, Controller, Command], Awaitable[dict[str, Any]]]
+#: Command kind -> the lane's handler (bridge.CommandKind is the registry).
+_HANDLERS: dict[str, _Handler] = {
+    bridge.CommandKind.START: Lane._start,
+    bridge.CommandKind.STOP: Lane._stop,
+    bridge.CommandKind.PAUSE: Lane._pause,
+    bridge.CommandKind.RESUME: Lane._resume,
+    bridge.CommandKind.SET: Lane._set,
+    bridge.CommandKind.RESET: Lane._reset,
+    bridge.CommandKind.HEARTBEAT: Lane._heartbeat,
+}
 
 
 def mqtt_client(config: DaemonConfig, identifier: str, will: aiomqtt.Will | None

@@ -1,0 +1,139 @@
+"""The state a controller's parts share, declared once (types only; ``Controller.__init__``
+sets it), and the few methods one part calls on another.
+
+``Controller`` is split along its tasks: ``session.py`` (the program walker), ``loop.py``
+(the fixed-rate loop, the sender, the escalation) and ``controller.py`` (lifecycle,
+commands, the safety machine's inputs and their effects, the snapshot). Each part derives
+from :class:`ControllerCore`, so mypy checks every attribute and cross-call against one
+declaration. Decisions about safety are not here: they are the ``SafetyMachine``'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from treadctl.clock import Clock
+from treadctl.control.client import CommandError
+from treadctl.control.machine import Event, SafetyMachine, Step
+from treadctl.control.machine_link import MachineLink
+from treadctl.control.planner import Ramp
+from treadctl.control.safety import Latch, SafetyConfig, Trip
+from treadctl.control.snapshot import SessionResult, Snapshot
+from treadctl.limits import EffectiveLimits, Limits
+from treadctl.profiles import FirmwareProfile
+from treadctl.programs.model import Program
+from treadctl.transport.base import Transport
+from treadctl.types import Direction
+
+
+class ControllerCore:
+    # Configuration
+    transport: Transport
+    profile: FirmwareProfile
+    clock: Clock
+    site_limits: Limits | None
+    cfg: SafetyConfig
+    tick_s: float
+    keepalive_s: float
+    _keepalives_per_tick: int
+    treadmill_id: str
+    site_heartbeat_s: float | None
+    machine: SafetyMachine
+    client: MachineLink
+    snapshot: Snapshot
+    state_listeners: list[Callable[[Snapshot], None]]
+    telemetry_listeners: list[Callable[[Snapshot], None]]
+    event_listeners: list[Callable[[dict[str, Any]], None]]
+    # Measurements
+    last_rx: float
+    measured_kmh: float
+    measured_dir: Direction | None
+    _distance_base_m: float | None
+    _telemetry_seen: asyncio.Event
+    _deviations_reported: set[str]
+    # What we told the firmware
+    commanded_kmh: float
+    commanded_incline: float
+    commanded_dir: Direction
+    belt_running: bool
+    _last_speed_sent: float
+    _stop_envelope: Ramp | None
+    # Plan being followed
+    _speed_ramp: Ramp | None
+    _incline_ramp: Ramp | None
+    _want_speed: float | None
+    _want_incline: float | None
+    _want_changed: asyncio.Event
+    # Session
+    _program: Program | None
+    _limits: EffectiveLimits | None
+    _session_task: asyncio.Task[SessionResult] | None
+    _escalation: asyncio.Task[None] | None
+    _tasks: list[asyncio.Task[None]]
+    _stop_requested: bool
+    _stop_reason: str
+    _pause_requested: bool
+    _resume: asyncio.Event
+    _last_heartbeat: float
+    _paused_since: float | None
+    _session_started: float
+    _paused_total: float
+    _recorder: Any
+    _driving: bool
+    _opened: bool
+
+    # ------------------------------------------------------------ shared helpers
+    def _elapsed(self, now: float) -> float:
+        """Session time: wall of the session minus time spent paused (incl. a pause now)."""
+        paused = self._paused_total
+        if self._paused_since is not None:
+            paused += now - self._paused_since
+        return max(0.0, now - self._session_started - paused)
+
+    @staticmethod
+    def _ramp_value(ramp: Ramp | None, now: float) -> float:
+        return ramp.at(now) if ramp is not None else 0.0
+
+    # ------------------------------------------------------------ implemented elsewhere
+    # (controller.py, session.py, loop.py); declared here so each part type-checks alone.
+    @property
+    def latch(self) -> Latch:
+        raise NotImplementedError
+
+    def _act(self, step: Step, *, stop_sent: bool = False) -> None:
+        raise NotImplementedError
+
+    def _trip(self, trip: Trip, *, stop_sent: bool = False) -> None:
+        raise NotImplementedError
+
+    def _trip_command(self, exc: CommandError) -> None:
+        raise NotImplementedError
+
+    def _step(self, event: Event, **changes: Any) -> None:
+        raise NotImplementedError
+
+    def _show_machine(self, **changes: Any) -> None:
+        raise NotImplementedError
+
+    def _set_snapshot(self, **changes: Any) -> None:
+        raise NotImplementedError
+
+    def _event(self, type_: str, **data: Any) -> None:
+        raise NotImplementedError
+
+    def _on_deviation(self, name: str) -> None:
+        raise NotImplementedError
+
+    def _send_request_control(self) -> None:
+        raise NotImplementedError
+
+    def _begin_stop_envelope(self) -> None:
+        raise NotImplementedError
+
+    async def wait_stopped(self, timeout_s: float) -> bool:
+        raise NotImplementedError
+
+    def _heartbeat_period(self) -> float | None:
+        raise NotImplementedError

@@ -1,0 +1,198 @@
+"""The fixed-rate loop, the setpoint sender and the stop escalation of a controller.
+
+* the **loop** ticks at ``tick_hz``: keepalive to the firmware's watchdog (more often than
+  a tick when the profile's link timeout is short), the safety machine's timer input
+  (telemetry silence, dead-man heartbeat), and following the current ramps;
+* the **sender** puts the latest wanted setpoints on the wire, one procedure at a time,
+  only when they moved by an increment;
+* the **escalation** follows a trip: resend the Stop, then drop the link for the
+  firmware's own watchdog.
+
+Mixed into :class:`~treadctl.control.controller.Controller`, whose state it shares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+
+from treadctl import ftms
+from treadctl.control.client import CommandError, MotionBlocked
+from treadctl.control.core import ControllerCore
+from treadctl.control.planner import quantize_toward
+from treadctl.control.safety import Interlock, Trip
+from treadctl.types import Direction
+
+log = logging.getLogger("treadctl.control.controller")
+
+
+class ControlLoop(ControllerCore):
+    """The loop, sender and escalation tasks' methods (see the module docstring)."""
+
+    async def _escalate(self) -> None:
+        """If the belt does not decelerate after a stop: resend, then drop the link."""
+        t0 = self.clock.now()
+        v0 = self.measured_kmh
+        resends = 0
+        while True:
+            await asyncio.sleep(self.tick_s)
+            now = self.clock.now()
+            fresh = now - self.last_rx <= self.cfg.telemetry_timeout_s
+            if fresh and self.measured_kmh <= self.cfg.standstill_kmh:
+                self._event("stopped", after_s=round(now - t0, 3))
+                return
+            if now - t0 < self.cfg.stop_confirm_s * (resends + 1):
+                continue
+            decelerating = fresh and self.measured_kmh < v0 - 0.2
+            if decelerating:
+                v0 = self.measured_kmh
+                t0 = now
+                resends = 0
+                continue
+            if resends < self.cfg.escalate_after_resends:
+                resends += 1
+                self._event("escalate", action="resend-stop", speed_kmh=self.measured_kmh)
+                if not self.client.in_control:
+                    self._send_request_control()
+                self.client.stop_now()
+                continue
+            self._event("escalate", action="drop-link", speed_kmh=self.measured_kmh)
+            log.error(
+                "belt not decelerating after stop: dropping the link for the firmware watchdog"
+            )
+            self.transport.drop()
+            # drop() is deliberate, so the transport reports no loss: we do.
+            self.machine.link_dropped()
+            self._show_machine()
+            return
+
+    async def _loop(self) -> None:
+        """Fixed-rate loop: timer interlocks and ramp following every tick, a keepalive
+        every ``keepalive_s`` (a tick, or a fraction of it when the link timeout is short)."""
+        next_t = self.clock.now()
+        step = 0
+        while True:
+            next_t += self.keepalive_s
+            delay = next_t - self.clock.now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                next_t = self.clock.now()  # overran: do not try to catch up in a burst
+            step += 1
+            if step >= self._keepalives_per_tick:
+                step = 0
+                try:
+                    self._tick(self.clock.now())
+                except Exception as exc:  # an error in the loop is itself an interlock
+                    log.exception("control loop error")
+                    self._trip(Trip(Interlock.INTERNAL_ERROR, f"control loop: {exc!r}"))
+            with contextlib.suppress(Exception):
+                await self.transport.keepalive()
+
+    def _tick(self, now: float) -> None:
+        step = self.machine.tick(now, self.last_rx, self._last_heartbeat, self._heartbeat_period())
+        self._act(step)
+        if self.machine.latched:
+            return
+        if self._speed_ramp is not None and self._limits is not None:
+            want = self._ramp_value(self._speed_ramp, now)
+            q = quantize_toward(
+                want, self._limits.speed_increment_kmh, self._speed_ramp.v0, self._speed_ramp.v1
+            )
+            q = max(q, self._limits.min_speed_kmh) if q > 0 else 0.0
+            if q != self._want_speed:
+                self._want_speed = q
+                self._want_changed.set()
+        if self._incline_ramp is not None and self._limits is not None:
+            want_i = self._ramp_value(self._incline_ramp, now)
+            qi = quantize_toward(
+                want_i,
+                self._limits.incline_increment_pct,
+                self._incline_ramp.v0,
+                self._incline_ramp.v1,
+            )
+            if qi != self._want_incline:
+                self._want_incline = qi
+                self._want_changed.set()
+
+    def _heartbeat_period(self) -> float | None:
+        prog = self._program.heartbeat_s if self._program is not None else None
+        periods = [p for p in (prog, self.site_heartbeat_s) if p is not None]
+        return min(periods) if periods else None
+
+    async def _sender(self) -> None:
+        """Put wanted setpoints on the wire: speed moves one increment per procedure, and no
+        faster than the ramp's rate, so a link that falls behind the plan makes the belt
+        lag (safe) instead of catching up in a burst of acceleration."""
+        while True:
+            await self._want_changed.wait()
+            self._want_changed.clear()
+            while not self.latch.latched:
+                speed, incline = self._want_speed, self._want_incline
+                # A setpoint only for a belt we started: after our Stop it is not wanted.
+                if (
+                    self.belt_running
+                    and speed is not None
+                    and speed > 0
+                    and speed != self.commanded_kmh
+                ):
+                    step, wait = self._next_speed_step(speed)
+                    if wait > 0:
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(wait):
+                                await self._want_changed.wait()
+                        self._want_changed.clear()
+                        continue
+                    await self._send_speed(step)
+                elif incline is not None and incline != self.commanded_incline:
+                    await self._send_incline(incline)
+                else:
+                    break
+
+    def _next_speed_step(self, want: float) -> tuple[float, float]:
+        """(next setpoint, seconds to wait before sending it)."""
+        lim = self._limits
+        current = self.commanded_kmh
+        if lim is None or current <= 0:
+            return want, 0.0
+        inc = lim.speed_increment_kmh
+        step = min(want, current + inc) if want > current else max(want, current - inc)
+        step = max(round(step, 6), lim.min_speed_kmh)
+        ramp = self._speed_ramp
+        rate = ramp.rate if ramp is not None and ramp.rate > 0 else math.inf
+        wait = self._last_speed_sent + abs(step - current) / rate - self.clock.now()
+        # Below a microsecond a timer could not move the clock (float resolution): go now.
+        return step, (wait if wait > 1e-6 else 0.0)
+
+    async def _send_speed(self, speed: float) -> None:
+        signed = (
+            -speed
+            if self.commanded_dir is Direction.REVERSE and self.client.signed_speed
+            else speed
+        )
+        prev = self.commanded_kmh
+        # Commanded is raised before the ack (overspeed margin must cover the new target),
+        # and lowered only after it, so the interlocks always judge the more lenient one.
+        self.commanded_kmh = max(prev, speed)
+        try:
+            self._last_speed_sent = self.clock.now()
+            await self.client.command(ftms.SetTargetSpeed(signed))
+            self.commanded_kmh = speed
+            if abs(speed - prev) > 2 * self.cfg.tracking_band_kmh:
+                self.machine.track_reset()
+        except MotionBlocked:
+            return
+        except CommandError as exc:
+            self._trip_command(exc)
+
+    async def _send_incline(self, incline: float) -> None:
+        try:
+            await self.client.command(ftms.SetTargetInclination(incline))
+            self.commanded_incline = incline
+        except MotionBlocked:
+            return
+        except CommandError as exc:
+            self._trip_command(exc)
+

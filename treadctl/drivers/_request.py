@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 STANDSTILL_KMH = 0.05
 #: A belt seen above this and then at standstill without our stop has stopped on its own.
 MOVING_KMH = 0.3
+#: Measured above the commanded speed by more than this (km/h): the machine is not obeying.
+OVERSPEED_KMH = 0.5
 
 
 @dataclass
@@ -64,9 +66,26 @@ class MotionWatch:
     machine's own watchdog) on machines that do not say why they stopped."""
 
     commanded_kmh: float = 0.0
+    ceiling_kmh: float = 0.0  # the highest speed the belt may still show (while slowing)
     seen_moving: bool = False
     stopping: bool = True
     history: list[float] = field(default_factory=list)
+
+    def command(self, speed_kmh: float) -> None:
+        """A new setpoint went out: while the belt slows to it, the old one is the ceiling."""
+        old = 0.0 if self.stopping else abs(self.commanded_kmh)
+        self.ceiling_kmh = max(old, abs(speed_kmh))
+        self.commanded_kmh = speed_kmh
+        self.stopping = speed_kmh == 0
+
+    def overspeed(self, speed_kmh: float) -> bool:
+        """True when the belt runs faster than commanded (a runaway, a clamp gone wrong)."""
+        if self.stopping:
+            return False
+        if abs(speed_kmh) <= abs(self.commanded_kmh) + OVERSPEED_KMH:
+            self.ceiling_kmh = abs(self.commanded_kmh)  # reached: no more slack
+            return False
+        return abs(speed_kmh) > self.ceiling_kmh + OVERSPEED_KMH
 
     def update(self, speed_kmh: float) -> bool:
         """True when the belt stopped on its own."""
@@ -342,6 +361,9 @@ class RequestDriver:
 
     def publish(self, telemetry: Telemetry) -> None:
         self.last_telemetry = telemetry
+        if self.watch.overspeed(telemetry.speed_kmh):
+            self.latch("overspeed", f"belt at {abs(telemetry.speed_kmh):g} km/h, commanded"
+                       f" {abs(self.watch.commanded_kmh):g}")
         if self.watch.update(telemetry.speed_kmh):
             self.latch("machine-stopped", "the belt stopped without a stop from treadctl")
         self.on_telemetry(telemetry)

@@ -170,8 +170,7 @@ class BertecDriver:
         mm_s = kmh_to_mm_s(speed_kmh)
         self._target_mm_s = mm_s
         self._accel = self.profile.wire.accel_mm_s2
-        self.watch.commanded_kmh = speed_kmh
-        self.watch.stopping = speed_kmh == 0
+        self.watch.command(speed_kmh)
         self._write(mm_s, self._accel)
 
     async def set_incline(self, incline_pct: float) -> None:
@@ -234,6 +233,9 @@ class BertecDriver:
             incline_pct=centideg_to_pct(fb.incline),
         )
         self.last_telemetry = t
+        if self.watch.overspeed(t.speed_kmh):
+            self.latch("overspeed", f"belts at {abs(t.speed_kmh):g} km/h, commanded"
+                       f" {abs(self.watch.commanded_kmh):g}")
         if self.watch.update(t.speed_kmh):
             self.latch("machine-stopped", "the belts stopped without a stop from treadctl")
         self.on_telemetry(t)

@@ -32,6 +32,7 @@ class BiodexDriver(RequestDriver):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.direction = Direction.FORWARD  # as last read back
+        self.commanded_direction = Direction.FORWARD  # as last confirmed by read-back
         self.identity: str | None = None
 
     def _make_decoder(self) -> StreamDecoder[Any]:
@@ -77,6 +78,9 @@ class BiodexDriver(RequestDriver):
         direction = await self.request(bx.Read(bx.Request.DIRECTION))
         self.direction = Direction.REVERSE if direction.reverse else Direction.FORWARD
         magnitude = wire_steps_to_kmh(self.profile, speed.value)
+        if magnitude > 0.05 and self.direction is not self.commanded_direction:
+            self.latch("wrong-direction",
+                       f"commanded {self.commanded_direction}, belt runs {self.direction}")
         sign = -1.0 if self.direction is Direction.REVERSE else 1.0
         self.publish(Telemetry(
             t=self.clock.now(),
@@ -110,8 +114,7 @@ class BiodexDriver(RequestDriver):
         epoch = self._check_motion()
         steps = wire_speed_steps(self.profile, speed_kmh)
         await self.request(bx.SetValue(bx.Code.SET_SPEED, steps), motion_epoch=epoch)
-        self.watch.commanded_kmh = speed_kmh
-        self.watch.stopping = speed_kmh == 0
+        self.watch.command(speed_kmh)
 
     async def set_incline(self, incline_pct: float) -> None:
         check_incline(self.profile, incline_pct, self.direction is Direction.REVERSE)
@@ -132,6 +135,7 @@ class BiodexDriver(RequestDriver):
         got = await self.read_direction()
         if got is not direction:
             raise NotConfirmed(f"asked for {direction}, the treadmill reads back {got}")
+        self.commanded_direction = direction
 
     async def read_direction(self) -> Direction:
         reply = await self.request(bx.Read(bx.Request.DIRECTION))

@@ -90,8 +90,7 @@ class TrackMasterDriver(RequestDriver):
         epoch = self._check_motion()
         steps = wire_speed_steps(self.profile, speed_kmh)
         await self.request(tm.SetValue(tm.Code.SET_SPEED, steps), motion_epoch=epoch)
-        self.watch.commanded_kmh = speed_kmh
-        self.watch.stopping = speed_kmh == 0
+        self.watch.command(speed_kmh)
 
     async def set_incline(self, incline_pct: float) -> None:
         check_incline(self.profile, incline_pct, reverse=False)

@@ -3,9 +3,9 @@
 Behaviour modelled: 32-byte feedback pushed at ``control.telemetry_hz`` (both belts from
 the one simulated belt) whether or not the host sends anything; 64-byte commands whose
 complement check fails are dropped without an answer; the first moving setpoint starts
-the belt; both belts must get the same speed (the simulator has one belt: a split
-setpoint is ignored); a sign change while the belt moves is ignored (the real panel's
-behaviour is not public); the commanded acceleration is not modelled (the profile's is
+the belt and a 0 setpoint stops it; both belts must get the same speed (the simulator has
+one belt: a split setpoint is ignored); a sign change while the belt moves is ignored (the
+real panel's behaviour is not public); the commanded acceleration is not modelled (the profile's is
 used). No watchdog (none documented). The safety key stops the belt (physics).
 """
 
@@ -39,7 +39,10 @@ class BertecPersonality(Personality):
         pct = round(math.tan(math.radians(cmd.incline / 100)) * 100, 1)
         t = self.truth()
         if kmh == 0:
-            self.set_speed(0.0)
+            if t.running:
+                self.stop()  # a 0 setpoint is how the panel is stopped
+            else:
+                self.set_speed(0.0)
         else:
             reverse = kmh < 0
             if reverse != (t.direction.value == "reverse") and t.speed_kmh != 0:

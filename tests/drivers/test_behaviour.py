@@ -223,3 +223,23 @@ def test_trackmaster_belt_not_moving_yet_after_a0_is_not_a_danger() -> None:
             assert dangers == [] and driver.belt == tm.BELT_RUNNING_CDS
 
     run_virtual(main)
+
+
+@pytest.mark.parametrize("name", ["biodex-rtm400", "woodway-serial", "bertec-treadmill",
+                                  "trackmaster-tmx428"])
+def test_slowing_down_to_a_lower_setpoint_is_not_an_overspeed(name: str) -> None:
+    async def main() -> None:
+        async with in_process(name) as (driver, machine):
+            dangers: list[Any] = []
+            driver.on_status = dangers.append
+            await driver.connect()
+            await driver.start()
+            await driver.set_speed(5.0)
+            await wait_for(lambda: machine.truth().speed_kmh > 4.9)
+            await driver.set_speed(2.0)  # the belt is above 2.5 km/h for a while
+            await wait_for(lambda: machine.truth().speed_kmh < 2.1)
+            await driver.set_speed(2.0)
+            await asyncio.sleep(2)
+            assert dangers == []
+
+    run_virtual(main)

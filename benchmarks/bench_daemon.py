@@ -57,7 +57,7 @@ from typing import Any
 import aiomqtt
 
 from soak.mosquitto import MOSQUITTO, Mosquitto
-from treadctl.daemon.service import tcp_nodelay
+from treadctl.daemon import mqtt
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTROL_POINT = 0x2AD9
@@ -84,7 +84,8 @@ def _mosquitto(workdir: Path) -> Iterator[int]:
 def _client(*args: Any, **kwargs: Any) -> aiomqtt.Client:
     """The benchmark's own clients with Nagle off, as a gym back-end should run them (see
     docs/daemon.md): with it on, a publish can wait ~40 ms for a delayed ACK."""
-    return tcp_nodelay(aiomqtt.Client(*args, **kwargs))
+    kwargs.setdefault("socket_options", mqtt.NODELAY)
+    return aiomqtt.Client(*args, **kwargs)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -122,12 +123,12 @@ async def _baseline(port: int, trials: int) -> list[float]:
 _SUBSCRIBER = """
 import asyncio, sys, time
 import aiomqtt
-from treadctl.daemon.service import tcp_nodelay
+from treadctl.daemon import mqtt
 
 async def main(port):
-    client = tcp_nodelay(aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5))
-    client._client.message_callback_add(
-        "bench/ping", lambda c, u, m: print(repr(time.perf_counter()), flush=True))
+    client = mqtt.plain_client("127.0.0.1", port)
+    mqtt.on_topic(client, "bench/ping",
+                  lambda c, u, m: print(repr(time.perf_counter()), flush=True))
     async with client:
         await client.subscribe("bench/ping", qos=1)
         print("ready", flush=True)

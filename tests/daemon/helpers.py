@@ -27,8 +27,9 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from treadctl.daemon import mqtt
 from treadctl.daemon.config import DaemonConfig, parse_config
-from treadctl.daemon.service import Daemon, tcp_nodelay
+from treadctl.daemon.service import Daemon
 
 T = TypeVar("T")
 
@@ -89,10 +90,8 @@ class Probe:
     async def __aenter__(self) -> Probe:
         # Nagle off, as docs/daemon.md advises back-ends: otherwise every reply waits ~40 ms
         # for a delayed ACK.
-        self.client = tcp_nodelay(aiomqtt.Client("127.0.0.1", self.port,
-                                                 protocol=aiomqtt.ProtocolVersion.V5,
-                                                 identifier=f"probe-{uuid.uuid4().hex[:6]}",
-                                                 **self.kw))
+        self.client = mqtt.plain_client("127.0.0.1", self.port,
+                                        identifier=f"probe-{uuid.uuid4().hex[:6]}", **self.kw)
         # One probe may carry the commands of many lanes at once (tests/daemon/
         # test_user_actions.py): that many QoS 1 publishes in flight are expected.
         self.client.pending_calls_threshold = 1000

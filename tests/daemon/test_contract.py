@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from daemon_helpers import WALK, Probe, make_config, response_properties, running_daemon, until
 
+from treadctl.daemon import mqtt
 from treadctl.daemon.service import Daemon
 
 TID = "lane-1"
@@ -221,5 +222,6 @@ async def test_mqtt_sockets_have_nagle_off(mosquitto: Any, tmp_path: Path) -> No
         clients = [lane.client for lane in daemon.lanes.values()] + [daemon.estop_link.client]
         assert len(clients) == 3 and None not in clients
         for client in clients:
-            sock = client._client.socket()  # type: ignore[union-attr]
+            assert client is not None
+            sock = mqtt.raw_socket(client)
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

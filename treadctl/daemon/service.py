@@ -44,8 +44,6 @@ import contextlib
 import gc
 import logging
 import math
-import socket
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -68,7 +66,7 @@ from treadctl.control.controller import (
 )
 from treadctl.control.machine import SafetyMachine
 from treadctl.control.safety import Interlock
-from treadctl.daemon import bridge
+from treadctl.daemon import bridge, mqtt
 from treadctl.daemon.bridge import Command, CommandInvalid, EstopDetails, RequestId, Topics
 from treadctl.daemon.config import DaemonConfig, TreadmillConfig
 from treadctl.limits import FIELD_BOUNDS, Limits
@@ -470,12 +468,12 @@ class Lane:
         try:
             # aiomqtt's paho client: its publish is synchronous and loop-safe here (the
             # socket callbacks run in this loop).
-            info = client._client.publish(topic, payload, qos, retain, properties)
+            rc = mqtt.publish_nowait(client, topic, payload, qos, retain, properties)
         except Exception as exc:
             log.debug("%s: publish failed: %s", self.cfg.id, exc)
             return
-        if info.rc != 0:
-            log.debug("%s: publish to %s not sent (rc %s)", self.cfg.id, topic, info.rc)
+        if rc != 0:
+            log.debug("%s: publish to %s not sent (rc %s)", self.cfg.id, topic, rc)
 
     def reply(self, event: dict[str, Any], properties: Properties | None) -> None:
         """The one ack/error of a command: on ``event`` and, with MQTT v5 request/response,
@@ -782,8 +780,8 @@ class Lane:
                              aiomqtt.Will(self.topics.status, "offline", qos=1, retain=True))
         # E-stops bypass aiomqtt's queue entirely: paho calls these for matching topics
         # (instead of aiomqtt's on_message) right where it decoded the PUBLISH.
-        client._client.message_callback_add(self.topics.estop, self._on_paho_estop)
-        client._client.message_callback_add(self.topics.gym_estop, self._on_paho_gym_estop)
+        mqtt.on_topic(client, self.topics.estop, self._on_paho_estop)
+        mqtt.on_topic(client, self.topics.gym_estop, self._on_paho_gym_estop)
         return client
 
     async def run_mqtt(self) -> None:
@@ -933,50 +931,8 @@ _HANDLERS: dict[str, _Handler] = {
 }
 
 
-def mqtt_client(config: DaemonConfig, identifier: str, will: aiomqtt.Will | None
-                ) -> aiomqtt.Client:
-    """An MQTT v5 client with the configured broker, credentials and TLS."""
-    m = config.mqtt
-    tls_context: ssl.SSLContext | None = None
-    if m.tls is not None:
-        tls_context = ssl.create_default_context(cafile=m.tls.ca_file)
-        if m.tls.cert_file is not None:
-            tls_context.load_cert_chain(m.tls.cert_file, m.tls.key_file)
-        if m.tls.insecure:
-            tls_context.check_hostname = False
-    return tcp_nodelay(aiomqtt.Client(
-        m.host,
-        m.port,
-        username=m.username,
-        password=m.password,
-        identifier=identifier,
-        protocol=aiomqtt.ProtocolVersion.V5,
-        will=will,
-        keepalive=m.keepalive_s,
-        timeout=10.0,
-        tls_context=tls_context,
-        tls_insecure=m.tls.insecure if m.tls is not None else None,
-    ))
-
-
-def tcp_nodelay(client: aiomqtt.Client) -> aiomqtt.Client:
-    """Turn Nagle off on every socket ``client`` opens (paho leaves it on).
-
-    With Nagle on, a small MQTT packet written while an earlier one is still unacknowledged
-    waits for the peer's delayed ACK, ~40 ms on Linux (measured: a benchmark publisher's
-    e-stop, p50 43 ms; the daemon's own acks and state messages go out the same way). The
-    hook wraps aiomqtt's own socket-open callback, so it holds for every reconnect."""
-    paho = client._client
-    inner = paho.on_socket_open
-
-    def on_socket_open(paho_client: Any, userdata: Any, sock: Any) -> None:
-        with contextlib.suppress(OSError, AttributeError, ValueError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if inner is not None:
-            inner(paho_client, userdata, sock)
-
-    paho.on_socket_open = on_socket_open
-    return client
+#: The daemon's MQTT clients come from its adapter (treadctl/daemon/mqtt.py).
+mqtt_client = mqtt.client
 
 
 class EstopLink:
@@ -1022,7 +978,7 @@ class EstopLink:
         m = self.config.mqtt
         while True:
             client = mqtt_client(self.config, f"{m.client_id}-estop", None)
-            client._client.message_callback_add(self.filter, self._on_estop)
+            mqtt.on_topic(client, self.filter, self._on_estop)
             try:
                 async with client:
                     backoff.reset()

@@ -6,9 +6,9 @@ instrumentation, so these modules are instrumented too).
 Input: byte 0 picks the direction (bit 0: host->machine or machine->host) and the chunk
 size (bits 1-4); the rest is the stream. Oracles: the stream decoder never raises,
 whatever the bytes and chunking; every message it returns that the encoder accepts
-re-encodes and decodes to itself; the one-message decoder raises only ``ProtocolError``, and what it accepts
-either re-encodes to the same bytes or is refused by the encoder with ``ProtocolError``
-(the machine's own answer to such a value is a NACK).
+re-encodes and decodes to itself; the one-message decoder raises only ``ProtocolError``,
+and what it accepts either re-encodes to the same bytes or is refused by the encoder
+with ``ProtocolError`` (the machine's own answer to such a value is a NACK).
 """
 
 from __future__ import annotations

@@ -37,9 +37,15 @@ EVENTS_ENV = "TREADCTL_SIM_EVENTS"
 _NO_LINK_WATCHDOG_MS = 10**9
 
 
-def no_ftms_watchdog(profile: FirmwareProfile) -> FirmwareProfile:
+def firmware_profile(profile: FirmwareProfile) -> FirmwareProfile:
+    """The profile the underlying FTMS firmware model runs: no FTMS link watchdog, and a
+    direction command (Biodex 84h) modelled by the firmware's direction write at standstill
+    (its ``vendor-characteristic`` rule; the FTMS side never sees it)."""
     control = dataclasses.replace(profile.control, link_timeout_ms=_NO_LINK_WATCHDOG_MS)
-    return dataclasses.replace(profile, control=control)
+    reverse = profile.reverse
+    if reverse.method == "direction-command":
+        reverse = dataclasses.replace(reverse, method="vendor-characteristic")
+    return dataclasses.replace(profile, control=control, reverse=reverse, protocol="ftms")
 
 
 class Personality:
@@ -56,7 +62,7 @@ class Personality:
         events: bool | None = None,
     ) -> None:
         self.profile = profile
-        self.sim = SimTreadmill(no_ftms_watchdog(profile), faults=faults, seed=seed)
+        self.sim = SimTreadmill(firmware_profile(profile), faults=faults, seed=seed)
         self.sim.attach(lambda uuid, value: None)  # FTMS notifications go nowhere
         self.sim._execute(RequestControl(), [])
         self.stream: ByteStream | None = None

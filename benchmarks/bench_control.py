@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import subprocess
 import sys
 import time
@@ -67,10 +68,11 @@ async def _fault_to_stop(trials: int) -> tuple[list[float], list[float]]:
     floor: list[float] = []
     loop = asyncio.get_running_loop()
     for _ in range(trials):
-        ctl.client.motion_blocked = False
-        ctl.latch.reset()
+        # Clear the last trial's latch and arm the interlocks (the safety machine's own
+        # inputs; motion blocking follows its latch).
+        ctl.machine.reset(session_ending=False, speed_kmh=None, telemetry_age_s=math.inf)
         ctl.commanded_kmh = 5.0
-        ctl._monitoring = True
+        ctl.machine.arm()
         got = loop.create_future()
 
         async def wait_stop(fut: asyncio.Future[float] = got) -> None:

@@ -49,6 +49,7 @@ from treadctl.control.planner import (
     on_grid,
     speed_ramp,
 )
+from treadctl.control.reverse import reverse_method
 from treadctl.control.safety import Interlock, Latch, SafetyConfig, Trip
 from treadctl.control.session import RAMP_OVERRUN_S, DirectionError, SessionWalker
 from treadctl.control.snapshot import Outcome, SessionRecorder, SessionResult, Snapshot
@@ -116,6 +117,7 @@ class Controller(SessionWalker, ControlLoop):
         #: States, latch and interlocks (one per treadmill; the daemon's lane keeps its
         #: machine across the controllers it builds, so a latch survives a reconnect).
         self.machine = machine if machine is not None else SafetyMachine(self.cfg)
+        self.reverse = reverse_method(profile)
         #: The one surface the machine is driven through (FTMS unless a driver's factory
         #: is given; docs/architecture.md).
         self.client: MachineLink = (link_factory or FTMSClient)(transport, profile, self.clock)

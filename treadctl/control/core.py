@@ -19,6 +19,7 @@ from treadctl.control.client import CommandError
 from treadctl.control.machine import Event, SafetyMachine, Step
 from treadctl.control.machine_link import MachineLink
 from treadctl.control.planner import Ramp
+from treadctl.control.reverse import ReverseMethod
 from treadctl.control.safety import Latch, SafetyConfig, Trip
 from treadctl.control.snapshot import SessionResult, Snapshot
 from treadctl.limits import EffectiveLimits, Limits
@@ -41,6 +42,7 @@ class ControllerCore:
     treadmill_id: str
     site_heartbeat_s: float | None
     machine: SafetyMachine
+    reverse: ReverseMethod  # the profile's reverse method, chosen once
     client: MachineLink
     snapshot: Snapshot
     state_listeners: list[Callable[[Snapshot], None]]

@@ -66,6 +66,13 @@ class SignedSpeed(ReverseMethod):
     signed_speed = True
 
 
+class DirectionCommand(ReverseMethod):
+    """A native protocol's own direction command, sent by its driver at standstill (e.g.
+    the Biodex profile): nothing FTMS-specific to subscribe to or sign."""
+
+    name = "direction-command"
+
+
 _METHODS: dict[str, type[ReverseMethod]] = {}
 
 
@@ -77,7 +84,7 @@ def register(method: type[ReverseMethod]) -> type[ReverseMethod]:
     return method
 
 
-for _m in (ReverseMethod, VendorCharacteristic, SignedSpeed):
+for _m in (ReverseMethod, VendorCharacteristic, SignedSpeed, DirectionCommand):
     register(_m)
 
 
@@ -98,6 +105,7 @@ def reverse_method(profile: FirmwareProfile) -> ReverseMethod:
 
 
 __all__ = [
+    "DirectionCommand",
     "ReverseMethod",
     "SignedSpeed",
     "VendorCharacteristic",

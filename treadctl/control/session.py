@@ -289,7 +289,7 @@ class SessionWalker(ControllerCore):
         # Trust the machine, not our memory: after a failed direction change the firmware
         # may hold the other direction. Ask it before every start.
         if (
-            self.profile.reverse.method == "vendor-characteristic"
+            self.reverse.reads_back_before_start
             and await self.client.read_direction() is not direction
         ):
             await self._change_direction(direction, limits)
@@ -389,7 +389,7 @@ class SessionWalker(ControllerCore):
             await asyncio.sleep(self.tick_s)
         self._set_snapshot(phase="direction-change")
         self._event("direction-change", to=direction.value)
-        if self.profile.reverse.method == "vendor-characteristic":
+        if self.reverse.vendor_characteristic:
             await self.client.write_direction(direction)
             deadline = self.clock.now() + self.cfg.direction_readback_timeout_s
             while True:

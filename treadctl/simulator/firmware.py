@@ -26,6 +26,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Final, NamedTuple
 
 from treadctl.clock import Clock, LoopClock
+from treadctl.control.reverse import reverse_method
 from treadctl.ftms import (
     CONTROL_POINT,
     FEATURE,
@@ -200,8 +201,9 @@ class SimTreadmill:
         self._t = self._t0  # physics advanced up to here (loop time)
 
         p = profile
-        self._signed = p.reverse.method == "signed-speed"
-        self._vendor_dir = p.reverse.method == "vendor-characteristic"
+        reverse = reverse_method(p)  # the method object, chosen once (control/reverse.py)
+        self._signed = reverse.signed_speed
+        self._vendor_dir = reverse.vendor_characteristic
         self._dir_uuid = p.reverse.characteristic if self._vendor_dir else None
         self._period_s = 1.0 / p.control.telemetry_hz
         self._mech_max_mps = p.speed.max_kmh / KMH_PER_MPS

@@ -6,9 +6,9 @@ Stop on the wire is timed, the simulated treadmills on TCP in another process th
 each Stop it receives (``time.perf_counter``, CLOCK_MONOTONIC, the same clock in every
 process).
 
-* ``dashboard.click_to_stop``: the lane's E-STOP button clicked in the browser (the
-  mouse event dispatched to Chromium; the clock starts before the dispatch) -> the Stop
-  received by the simulated firmware. Target p99 <= 50 ms.
+* ``dashboard.click_to_stop``: the lane's E-STOP button clicked in the browser (its
+  ``click()`` called over the DevTools protocol; the clock starts before the call leaves
+  this process) -> the Stop received by the simulated firmware. Target p99 <= 50 ms.
 * ``dashboard.grid_update``: the daemon's ``state`` message as a plain MQTT subscriber
   receives it -> the lane card's ``data-state`` changed in the page (a MutationObserver,
   wall clock on both sides). Target <= 250 ms.
@@ -160,15 +160,16 @@ async def _browser(pw: Any, base: str) -> tuple[Any, Any]:
 
 
 def _client(port: int, **kw: Any) -> aiomqtt.Client:
-    from treadctl.daemon.service import tcp_nodelay
+    from treadctl.daemon.mqtt import plain_client
 
-    return tcp_nodelay(aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5,
-                                      **kw))
+    return plain_client("127.0.0.1", port, **kw)
 
 
-async def _wait_state(states: dict[str, str], key: str, want: str, within_s: float = 10) -> None:
+async def _wait_state(states: dict[str, str], key: str, want: str | tuple[str, ...],
+                      within_s: float = 10) -> None:
+    wanted = (want,) if isinstance(want, str) else want
     deadline = time.monotonic() + within_s
-    while states.get(key) != want:
+    while states.get(key) not in wanted:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{key} not {want} (is {states.get(key)})")
         await asyncio.sleep(0.005)
@@ -199,38 +200,48 @@ _OBSERVE = """() => {
 async def _click_trials(page: Any, client: aiomqtt.Client, stamps: asyncio.Queue[Any],
                         states: dict[str, str], arrivals: dict[tuple[str, str], list[float]],
                         lane_key: str, state_key: str, topic_base: str, sim_index: int,
-                        trials: int, settle_s: float = 0.05) -> tuple[list[float], list[float]]:
+                        trials: int, settle_s: float = 0.05, within_s: float = 10.0,
+                        lat: list[float] | None = None, grid: list[float] | None = None,
+                        reset: bool = True) -> tuple[list[float], list[float]]:
     """E-STOP clicks on one lane card: click -> Stop at the firmware, and the daemon's
     ``estopped`` state (as a subscriber got it) -> the card showing it."""
     card = f'[data-lane="{lane_key}"]'
     await page.evaluate(_OBSERVE)
-    lat: list[float] = []
-    grid: list[float] = []
+    lat = [] if lat is None else lat  # filled in place: a failed run keeps what it measured
+    grid = [] if grid is None else grid
     for _ in range(trials):
-        await _wait_state(states, state_key, "idle")
+        await _wait_state(states, state_key, ("idle", "running"), within_s)
         await asyncio.sleep(settle_s)
         while not stamps.empty():
             stamps.get_nowait()
         await page.evaluate("() => { window.__changes = []; }")
-        button = await page.query_selector(f"{card} .estop")
-        await button.scroll_into_view_if_needed()
-        box = await button.bounding_box()
-        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        # The button's own click(), sent over the DevTools protocol: the clock starts before
+        # the command leaves this process, so the page's input handling and the protocol's
+        # transit count against us. (Mouse coordinates would miss when a busy grid reflows.)
         t0 = time.perf_counter()
-        await page.mouse.click(x, y)
+        await page.evaluate("sel => document.querySelector(sel).click()", f"{card} .estop")
         while True:
-            index, t = await asyncio.wait_for(stamps.get(), 10)
+            index, t = await asyncio.wait_for(stamps.get(), within_s)
             if index == sim_index and t > t0:
                 lat.append(t - t0)
                 break
-        await _wait_state(states, state_key, "estopped")
+        await _wait_state(states, state_key, "estopped", within_s)
         await page.wait_for_function(
-            "k => window.__changes.some(c => c[0] === k && c[1] === 'estopped')", arg=lane_key)
+            "k => window.__changes.some(c => c[0] === k && c[1] === 'estopped')", arg=lane_key,
+            timeout=within_s * 1000)
         changes = await page.evaluate("() => window.__changes")
         shown = next(c[2] for c in changes if c[0] == lane_key and c[1] == "estopped") / 1000
         rx = arrivals[(state_key, "estopped")][-1]
         grid.append(shown - rx)
-        await client.publish(f"{topic_base}/cmd/reset", json.dumps({"reason": "bench"}), qos=1)
+        if not reset:
+            continue
+        # Reset (refused while the belt still runs down after an e-stop in a session).
+        for _attempt in range(40):
+            await client.publish(f"{topic_base}/cmd/reset", json.dumps({"reason": "bench"}),
+                                 qos=1)
+            with contextlib.suppress(TimeoutError):
+                await _wait_state(states, state_key, "idle", 0.5)
+                break
     return lat, grid
 
 
@@ -405,9 +416,15 @@ async def _fleet(workdir: Path, n_sites: int, n_lanes: int, trials: int,
             await spy.subscribe("#", qos=0)
             counts = {"n": 0}
 
+            await ctl.subscribe("+/treadctl/+/state", qos=1)
+
             async def count() -> None:
-                async for m in spy.messages:
+                async for _m in spy.messages:
                     counts["n"] += 1
+
+            async def follow() -> None:
+                # States on a connection of their own: the '#' counter above may lag.
+                async for m in ctl.messages:
                     parts = m.topic.value.split("/")
                     if parts[-1] == "state" and m.payload and len(parts) == 4:
                         key = f"{parts[0]}/{parts[2]}"
@@ -416,14 +433,31 @@ async def _fleet(workdir: Path, n_sites: int, n_lanes: int, trials: int,
                         arrivals.setdefault((key, st), []).append(time.time())
 
             counter = asyncio.ensure_future(count())
-            for s in sites:
-                for lane in lanes:
+            follower = asyncio.ensure_future(follow())
+            keys = [f"{s}/{lane}" for s in sites for lane in lanes]
+            deadline = time.monotonic() + 180
+            while sum(states.get(k) == "idle" for k in keys) < total:
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+            # Start every lane; again for any that did not take (a link still coming up).
+            for _attempt in range(6):
+                todo = [k for k in keys if states.get(k) not in ("running", "starting")]
+                if not todo:
+                    break
+                for k in todo:
+                    s, lane = k.split("/")
                     await ctl.publish(f"{s}/treadctl/{lane}/cmd/start",
                                       json.dumps({"program": WALK}), qos=1)
+                await asyncio.sleep(10)
+            out["running"] = sum(states.get(k) == "running" for k in keys)
             browser, page = await _browser(pw, base)
-            await page.wait_for_function(
-                f"() => document.querySelectorAll('article.lane[data-state=running]').length"
-                f" >= {total - 1}", timeout=120000)
+            with contextlib.suppress(Exception):  # a saturated machine: measure anyway
+                await page.wait_for_function(
+                    f"() => document.querySelectorAll('article.lane[data-state=running]')"
+                    f".length >= {out['running']}", timeout=60000)
+            out["shown_running"] = await page.evaluate(
+                "() => document.querySelectorAll('article.lane[data-state=running]').length")
             await asyncio.sleep(3.0)
             browser_pids = [p for p in _descendants(os.getpid())
                             if p not in {x.pid for x in procs}
@@ -433,7 +467,18 @@ async def _fleet(workdir: Path, n_sites: int, n_lanes: int, trials: int,
                      f"daemons ({n_sites})": daemons, "dashboard": [dash.pid],
                      "browser (Chromium + Playwright driver)": browser_pids,
                      "TCP simulators (site 0)": [sims.pid]}
+            site0 = _client(brokers[1].port)
+            await site0.__aenter__()
+            await site0.subscribe("treadctl/#", qos=0)
+            local = {"n": 0}
+
+            async def count_local() -> None:
+                async for _m in site0.messages:
+                    local["n"] += 1
+
+            local_counter = asyncio.ensure_future(count_local())
             c0 = {k: _group_cpu(v) for k, v in parts.items()}
+            l0 = local["n"]
             n0, h0, t0 = counts["n"], await _wait_http(base + "/healthz", lambda h: True, 5), \
                 time.monotonic()
             await asyncio.sleep(window_s)
@@ -441,17 +486,33 @@ async def _fleet(workdir: Path, n_sites: int, n_lanes: int, trials: int,
             c1 = {k: _group_cpu(v) for k, v in parts.items()}
             h1 = await _wait_http(base + "/healthz", lambda h: True, 5)
             out["central_rate"] = (counts["n"] - n0) / (t1 - t0)
+            out["site0_rate"] = (local["n"] - l0) / (t1 - t0)
+            local_counter.cancel()
+            with contextlib.suppress(Exception):
+                await site0.__aexit__(None, None, None)
             out["dash_rate"] = (h1["messages"] - h0["messages"]) / (t1 - t0)
             out["cpu"] = {k: (c1[k] - c0[k]) / (t1 - t0) for k in parts}
-            # Click -> Stop at site 0, lane t00, with everything else running.
-            await ctl.publish(f"{sites[0]}/treadctl/t00/cmd/stop", "{}", qos=1)
-            await _wait_state(states, f"{sites[0]}/t00", "idle", 30)
-            lat, grid = await _click_trials(page, ctl, stamps, states, arrivals,
-                                            f"{sites[0]}/t00", f"{sites[0]}/t00",
-                                            f"{sites[0]}/treadctl/t00", 0, trials, settle_s=0.2)
+            # Click -> Stop at site 0, lane t00, with everything else running (the first
+            # click hits it in its session; the others after a reset, idle).
+            lat: list[float] = []
+            grid: list[float] = []
+            try:
+                # One click per lane of site 0 (its lanes are the stamping simulators), each
+                # on a belt in its session: no reset between trials on a saturated machine.
+                for i, lane in enumerate(lanes[:trials]):
+                    key = f"{sites[0]}/{lane}"
+                    if states.get(key) != "running":  # tripped meanwhile (an interlock)
+                        out["not_running"] = out.get("not_running", 0) + 1
+                        continue
+                    await _click_trials(page, ctl, stamps, states, arrivals, key, key,
+                                        f"{sites[0]}/treadctl/{lane}", i, 1, settle_s=0.2,
+                                        within_s=30.0, lat=lat, grid=grid, reset=False)
+            except Exception as exc:  # measured what could be measured; say what failed
+                out["click_error"] = repr(exc)
             out["click"], out["grid"] = lat, grid
             await browser.close()
             counter.cancel()
+            follower.cancel()
     finally:
         for p in reversed(procs):
             await _terminate(p)
@@ -485,25 +546,44 @@ def run(quick: bool) -> list[dict[str, Any]]:
                  f"{one['push50']:.1f} SSE pushes/s, one browser"},
     ]
     n_sites, n_lanes = (3, 10) if quick else (10, 20)
-    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
-        fleet = asyncio.run(_fleet(Path(tmp), n_sites, n_lanes, 20 if quick else 100,
-                                   5.0 if quick else 15.0))
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
+            fleet = asyncio.run(_fleet(Path(tmp), n_sites, n_lanes, 20 if quick else 100,
+                                       5.0 if quick else 15.0))
+    except Exception as exc:  # the single-gym numbers above still count
+        results.append({"name": "fleet", "value": None, "unit": "",
+                        "note": f"fleet run failed: {exc!r}"})
+        return results
     fc = fleet["click"]
     results.append({"name": "fleet.central_msgs_per_s", "value": round(fleet["central_rate"]),
-                    "unit": "msg/s", "note": f"{n_sites} sites x {n_lanes} lanes at 4 Hz, all "
-                    "topics as a central subscriber sees them"})
+                    "unit": "msg/s", "note": f"{n_sites} sites x {n_lanes} lanes at 4 Hz "
+                    f"({fleet['running']} in sessions, {fleet['shown_running']} shown running "
+                    "in the page), all topics as a central subscriber sees them"})
     results.append({"name": "fleet.dashboard_msgs_per_s", "value": round(fleet["dash_rate"]),
                     "unit": "msg/s"})
+    results.append({"name": "fleet.site0_local_msgs_per_s", "value": round(fleet["site0_rate"]),
+                    "unit": "msg/s", "note": f"site 0's own broker ({n_lanes} lanes), before "
+                    "its bridge"})
     busiest = max(fleet["cpu"], key=lambda k: fleet["cpu"][k])
     for part, share in fleet["cpu"].items():
         results.append({"name": f"fleet.cpu {part}", "value": round(share * 100, 1),
                         "unit": "% core"})
-    results.append({
-        "name": "fleet.click_to_stop_p99", "value": round(_pct(fc, 99) * ms, 2), "unit": "ms",
-        "target": 50.0, "met": _pct(fc, 99) * ms <= 50.0,
-        "note": f"p50 {_pct(fc, 50) * ms:.2f} ms over {len(fc)} clicks at site 0 through the "
-                f"central broker and its bridge; grid update p99 "
-                f"{_pct(fleet['grid'], 99) * ms:.0f} ms; busiest part: {busiest} "
-                f"({fleet['cpu'][busiest] * 100:.0f} % of a core; machine total "
-                f"{sum(fleet['cpu'].values()) * 100:.0f} % of 2 cores' 200 %)"})
+    total_cpu = sum(fleet["cpu"].values()) * 100
+    tail = (f"busiest part: {busiest} ({fleet['cpu'][busiest] * 100:.0f} % of a core); all "
+            f"parts {total_cpu:.0f} % of the machine's 200 %")
+    if fleet.get("not_running"):
+        tail += f"; {fleet['not_running']} of site 0's lanes had tripped before their click"
+    if fleet.get("click_error"):
+        tail += f"; the click trials stopped early: {fleet['click_error']}"
+    if fc:
+        results.append({
+            "name": "fleet.click_to_stop_p99", "value": round(_pct(fc, 99) * ms, 2),
+            "unit": "ms", "target": 50.0, "met": _pct(fc, 99) * ms <= 50.0,
+            "note": f"p50 {_pct(fc, 50) * ms:.2f} ms, max {max(fc) * ms:.1f} ms over {len(fc)} "
+                    "clicks at site 0 through the central broker and its bridge; grid update "
+                    f"p50 {_pct(fleet['grid'] or [0.0], 50) * ms:.0f} ms, max "
+                    f"{max(fleet['grid'] or [0.0]) * ms:.0f} ms; {tail}"})
+    else:
+        results.append({"name": "fleet.click_to_stop_p99", "value": None, "unit": "ms",
+                        "note": f"no click measured; {tail}"})
     return results

@@ -4,69 +4,17 @@ command reached the daemon is judged from the daemon's retained state on the bro
 
 from __future__ import annotations
 
-import http.cookiejar
-import json
 import re
 import subprocess
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dash_stack import PASSWORDS, wait_until
+from dash_stack import Browserless, wait_until
 
 from treadctl.dashboard.auth import hash_password, verify_password
 from treadctl.dashboard.config import DashboardConfigError, parse_dashboard_config
-
-
-class Browserless:
-    """A cookie-keeping HTTP client, like a browser without the page."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
-        self.csrf = ""
-
-    def login(self, user: str, password: str | None = None) -> int:
-        data = urllib.parse.urlencode({"user": user,
-                                       "password": password or PASSWORDS[user]}).encode()
-        try:
-            with self.opener.open(self.base + "/login", data, timeout=10) as r:
-                status = r.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        if status == 200:
-            self.csrf = self.get("/api/me")[1]["csrf"]
-        return status
-
-    def get(self, path: str) -> tuple[int, Any]:
-        try:
-            with self.opener.open(self.base + path, timeout=10) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    def post(self, path: str, body: Any = None, csrf: str | None = "auto",
-             headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        h = {"Content-Type": "application/json", **(headers or {})}
-        if csrf == "auto":
-            csrf = self.csrf
-        if csrf is not None:
-            h["X-CSRF-Token"] = csrf
-        req = urllib.request.Request(self.base + path, json.dumps(body or {}).encode(), h)
-        try:
-            with self.opener.open(req, timeout=10) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as exc:
-            text = exc.read().decode()
-            try:
-                return exc.code, json.loads(text)
-            except ValueError:
-                return exc.code, text
 
 
 def _state(gym: Any, lane: str) -> str:

@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import secrets
-import socket
 import ssl
 import time
 from collections import deque
@@ -25,6 +24,7 @@ from typing import Any
 
 import aiomqtt
 
+from treadctl.daemon.mqtt import NODELAY, publish_nowait
 from treadctl.dashboard.config import DashboardConfig, Site
 
 log = logging.getLogger("treadctl.dashboard")
@@ -307,8 +307,7 @@ class Hub:
         client = self.client
         if client is None or not self.connected.is_set():
             return False
-        info = client._client.publish(topic, payload, 1, False)
-        return bool(info.rc == 0)
+        return publish_nowait(client, topic, payload, 1, False, None) == 0
 
     async def command(self, site: Site, lane_id: str, command: str, body: dict[str, Any],
                       wait: bool = True) -> dict[str, Any]:
@@ -342,22 +341,12 @@ class Hub:
             ctx = ssl.create_default_context(cafile=m.ca_file)
             if m.cert_file:
                 ctx.load_cert_chain(m.cert_file, m.key_file)
-        client = aiomqtt.Client(m.host, m.port, username=m.username, password=m.password,
-                                identifier=m.client_id, keepalive=m.keepalive_s,
-                                protocol=aiomqtt.ProtocolVersion.V5, tls_context=ctx)
-        paho = client._client
-        inner = paho.on_socket_open
-
-        def on_socket_open(paho_client: Any, userdata: Any, sock: Any) -> None:
-            # Nagle off (docs/daemon.md advises back-ends): a click's command must not wait
-            # ~40 ms behind a delayed ACK.
-            with contextlib.suppress(OSError, AttributeError, ValueError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if inner is not None:
-                inner(paho_client, userdata, sock)
-
-        paho.on_socket_open = on_socket_open
-        return client
+        # Nagle off (docs/daemon.md advises back-ends): a click's command must not wait
+        # ~40 ms behind a delayed ACK.
+        return aiomqtt.Client(m.host, m.port, username=m.username, password=m.password,
+                              identifier=m.client_id, keepalive=m.keepalive_s,
+                              protocol=aiomqtt.ProtocolVersion.V5, tls_context=ctx,
+                              socket_options=NODELAY)
 
     async def run(self) -> None:
         """Connect, subscribe, read; reconnect with backoff (1 s doubling to 30 s)."""

@@ -179,7 +179,7 @@ function connect() {
   es.addEventListener("broker", (e) => setConn(JSON.parse(e.data).up));
   es.addEventListener("event", (e) => {
     const { lane, event } = JSON.parse(e.data);
-    const id = lane.split("/")[1];
+    const id = S.sites.length > 1 ? lane : lane.split("/")[1];
     if (event.type === "error") toast(`${id}: ${event.command}: ${event.error}`, "error");
     else if (event.type === "estop") toast(`${id}: E-STOP: ${event.reason || event.interlock || ""}`, "error");
     else if (event.type === "finished") toast(`${id}: session ${event.outcome}`, "info");

@@ -37,7 +37,7 @@ MAX_REASON = 160
 _LANE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 STATIC = resources.files("treadctl.dashboard").joinpath("static")
 
-SESSION_KEY = web.AppKey("session", Session)
+SESSION_KEY = web.RequestKey("session", Session)
 
 
 def _static(name: str) -> bytes:
@@ -86,7 +86,8 @@ class Dashboard:
     async def guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
         path = request.path
         if path in ("/login", "/static/style.css", "/favicon.ico", "/healthz"):
-            return await handler(request)
+            open_response: web.StreamResponse = await handler(request)
+            return open_response
         session = self.auth.session(request.cookies.get(COOKIE))
         if session is None:
             if path.startswith("/api/"):
@@ -308,7 +309,8 @@ class Dashboard:
                     data = bytes(chunk)
             checked = progs.check_on_lane(progs.parse_upload(data, filename), filename, info,
                                           self.config)
-            label, payload_program = filename, None
+            label = filename
+            payload_program: Any = None
             if checked.ok and checked.program is not None:
                 payload_program = checked.program.to_dict()
         else:

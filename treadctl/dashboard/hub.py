@@ -215,11 +215,12 @@ class Hub:
             return
         site, lane_id, kind = parts
         key = f"{site.name}/{lane_id}"
-        lane = self.lanes.get(key)
-        if lane is None:
+        found = self.lanes.get(key)
+        if found is None:
             if not payload:
                 return  # a cleared retained message for a lane we never saw
-            lane = self.lanes[key] = Lane(site, lane_id)
+            found = self.lanes[key] = Lane(site, lane_id)
+        lane = found
         if kind == "status":
             lane.status = payload.decode(errors="replace").strip() or "unknown"
             self._mark(key, True)

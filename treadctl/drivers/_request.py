@@ -24,6 +24,7 @@ from treadctl.drivers.base import (
     NoReply,
     Opener,
     Preempted,
+    Refused,
     Telemetry,
 )
 from treadctl.profiles import FirmwareProfile
@@ -102,9 +103,12 @@ class MotionWatch:
 
 class RequestDriver:
     """Base of the drivers whose machine only answers requests. Subclasses give the codec
-    (``_encode``, ``_decoder``, ``_expected``, ``_is_error``) and the machine's commands."""
+    module (``codec``: its ``reply_decoder``, ``encode_command`` and ``expected_reply``),
+    ``_reply_lead``, ``_is_error`` and the machine's commands."""
 
     protocol = ""
+    #: The protocol module (treadctl.protocols.<name>) the default codec hooks call.
+    codec: Any = None
 
     def __init__(self, opener: Opener, profile: FirmwareProfile, clock: Clock) -> None:
         self.profile = profile
@@ -137,13 +141,13 @@ class RequestDriver:
     # ---------------------------------------------------------------- subclass hooks
 
     def _make_decoder(self) -> StreamDecoder[Any]:
-        raise NotImplementedError
+        return self.codec.reply_decoder()  # type: ignore[no-any-return]
 
     def _encode(self, msg: Any) -> bytes:
-        raise NotImplementedError
+        return self.codec.encode_command(msg)  # type: ignore[no-any-return]
 
     def _expected(self, msg: Any) -> int:
-        raise NotImplementedError
+        return self.codec.expected_reply(msg)  # type: ignore[no-any-return]
 
     def _reply_lead(self, reply: Any) -> int:
         raise NotImplementedError
@@ -246,6 +250,28 @@ class RequestDriver:
             why = self._danger.kind if self._danger else "motion blocked"
             raise MotionBlocked(f"{self.protocol}: {why}: nothing that moves the belt is sent")
         return self._stop_epoch
+
+    # ---------------------------------------------------------------- shared commands
+
+    async def _start_with(self, msg: Any) -> None:
+        """Send the machine's start command (a motion command) and mark the belt started."""
+        epoch = self._check_motion()
+        await self.request(msg, motion_epoch=epoch)
+        self.started = True
+        self.watch.stopping = False
+
+    def _check_speed_direction(self, speed_kmh: float, direction: Direction) -> None:
+        """A non-zero setpoint must run the way the belt is set (``direction``)."""
+        wanted = Direction.REVERSE if speed_kmh < 0 else Direction.FORWARD
+        if speed_kmh != 0 and wanted is not direction:
+            raise Refused(f"the belt is set {direction}: set_direction first, at standstill")
+
+    def _check_direction_change(self, direction: Direction) -> None:
+        """A direction change needs a reversible profile and measured standstill."""
+        if direction is Direction.REVERSE and not self.profile.supports_reverse:
+            raise Refused(f"{self.profile.name} runs forward only")
+        if not self.at_standstill():
+            raise Refused("the direction changes only at measured standstill")
 
     # ---------------------------------------------------------------- requests
 

@@ -22,27 +22,18 @@ from treadctl.drivers.base import (
     wire_steps_to_kmh,
 )
 from treadctl.protocols import biodex as bx
-from treadctl.protocols.common import StreamDecoder
 from treadctl.types import Direction
 
 
 class BiodexDriver(RequestDriver):
     protocol = "biodex"
+    codec = bx
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.direction = Direction.FORWARD  # as last read back
         self.commanded_direction = Direction.FORWARD  # as last confirmed by read-back
         self.identity: str | None = None
-
-    def _make_decoder(self) -> StreamDecoder[Any]:
-        return bx.reply_decoder()
-
-    def _encode(self, msg: Any) -> bytes:
-        return bx.encode_command(msg)
-
-    def _expected(self, msg: Any) -> int:
-        return bx.expected_reply(msg)
 
     def _reply_lead(self, reply: Any) -> int:
         if isinstance(reply, bx.Ack):
@@ -101,16 +92,11 @@ class BiodexDriver(RequestDriver):
     # ---------------------------------------------------------------- commands
 
     async def start(self) -> None:
-        epoch = self._check_motion()
-        await self.request(bx.Command(bx.Code.START), motion_epoch=epoch)
-        self.started = True
-        self.watch.stopping = False
+        await self._start_with(bx.Command(bx.Code.START))
 
     async def set_speed(self, speed_kmh: float) -> None:
         check_speed(self.profile, speed_kmh)
-        wanted = Direction.REVERSE if speed_kmh < 0 else Direction.FORWARD
-        if speed_kmh != 0 and wanted is not self.direction:
-            raise Refused(f"the belt is set {self.direction}: set_direction first, at standstill")
+        self._check_speed_direction(speed_kmh, self.direction)
         epoch = self._check_motion()
         steps = wire_speed_steps(self.profile, speed_kmh)
         await self.request(bx.SetValue(bx.Code.SET_SPEED, steps), motion_epoch=epoch)
@@ -126,10 +112,7 @@ class BiodexDriver(RequestDriver):
         await self.request(bx.SetValue(bx.Code.SET_ELEVATION, value), motion_epoch=epoch)
 
     async def set_direction(self, direction: Direction) -> None:
-        if direction is Direction.REVERSE and not self.profile.supports_reverse:
-            raise Refused(f"{self.profile.name} runs forward only")
-        if not self.at_standstill():
-            raise Refused("the direction changes only at measured standstill")
+        self._check_direction_change(direction)
         epoch = self._check_motion()
         await self.request(bx.SetDirection(direction is Direction.REVERSE), motion_epoch=epoch)
         got = await self.read_direction()

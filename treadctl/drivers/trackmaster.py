@@ -23,25 +23,16 @@ from treadctl.drivers.base import (
     wire_steps_to_kmh,
 )
 from treadctl.protocols import trackmaster as tm
-from treadctl.protocols.common import StreamDecoder
 from treadctl.types import Direction
 
 
 class TrackMasterDriver(RequestDriver):
     protocol = "trackmaster"
+    codec = tm
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.belt: int | None = None
-
-    def _make_decoder(self) -> StreamDecoder[Any]:
-        return tm.reply_decoder()
-
-    def _encode(self, msg: Any) -> bytes:
-        return tm.encode_command(msg)
-
-    def _expected(self, msg: Any) -> int:
-        return tm.expected_reply(msg)
 
     def _reply_lead(self, reply: Any) -> int:
         if isinstance(reply, tm.Ack):
@@ -76,10 +67,7 @@ class TrackMasterDriver(RequestDriver):
         ))
 
     async def start(self) -> None:
-        epoch = self._check_motion()
-        await self.request(tm.Command(tm.Code.START_CDS), motion_epoch=epoch)
-        self.started = True
-        self.watch.stopping = False
+        await self._start_with(tm.Command(tm.Code.START_CDS))
         belt = await self.request(tm.Request(tm.Status.BELT))
         if belt.value == tm.BELT_RUNNING_NO_CDS:  # 31 (not moving yet) is re-read each poll
             self.latch("cds-disarmed", "after A0 the belt status reads 33 (CDS off)")

@@ -16,7 +16,6 @@ from typing import Any
 from treadctl.drivers._request import STANDSTILL_KMH, RequestDriver
 from treadctl.drivers.base import (
     NotConfirmed,
-    Refused,
     Telemetry,
     check_incline,
     check_speed,
@@ -24,26 +23,17 @@ from treadctl.drivers.base import (
     wire_steps_to_kmh,
 )
 from treadctl.protocols import woodway as ww
-from treadctl.protocols.common import StreamDecoder
 from treadctl.types import Direction
 
 
 class WoodwayDriver(RequestDriver):
     protocol = "woodway"
+    codec = ww
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.direction = Direction.FORWARD
         self.state: int | None = None
-
-    def _make_decoder(self) -> StreamDecoder[Any]:
-        return ww.reply_decoder()
-
-    def _encode(self, msg: Any) -> bytes:
-        return ww.encode_command(msg)
-
-    def _expected(self, msg: Any) -> int:
-        return ww.expected_reply(msg)
 
     def _reply_lead(self, reply: Any) -> int:
         if isinstance(reply, ww.Ack):
@@ -81,16 +71,11 @@ class WoodwayDriver(RequestDriver):
         ))
 
     async def start(self) -> None:
-        epoch = self._check_motion()
-        await self.request(ww.Command(ww.Code.START_WITH_TIMER), motion_epoch=epoch)
-        self.started = True
-        self.watch.stopping = False
+        await self._start_with(ww.Command(ww.Code.START_WITH_TIMER))
 
     async def set_speed(self, speed_kmh: float) -> None:
         check_speed(self.profile, speed_kmh)
-        wanted = Direction.REVERSE if speed_kmh < 0 else Direction.FORWARD
-        if speed_kmh != 0 and wanted is not self.direction:
-            raise Refused(f"the belt is set {self.direction}: set_direction first, at standstill")
+        self._check_speed_direction(speed_kmh, self.direction)
         epoch = self._check_motion()
         steps = wire_speed_steps(self.profile, speed_kmh)
         msg = ww.SetSpeed(steps, reverse=self.direction is Direction.REVERSE)
@@ -103,10 +88,7 @@ class WoodwayDriver(RequestDriver):
         await self.request(ww.SetElevation(round(incline_pct * 10)), motion_epoch=epoch)
 
     async def set_direction(self, direction: Direction) -> None:
-        if direction is Direction.REVERSE and not self.profile.supports_reverse:
-            raise Refused(f"{self.profile.name} runs forward only")
-        if not self.at_standstill():
-            raise Refused("the direction changes only at measured standstill")
+        self._check_direction_change(direction)
         epoch = self._check_motion()
         await self.request(ww.SetSpeed(0, direction is Direction.REVERSE), motion_epoch=epoch)
         reply = await self.request(ww.Command(ww.Code.GET_SPEED))

@@ -17,7 +17,13 @@ import enum
 from dataclasses import dataclass
 from typing import ClassVar
 
-from treadctl.protocols.common import ProtocolError, StreamDecoder, ascii_digits, parse_digits
+from treadctl.protocols.common import (
+    ProtocolError,
+    StreamDecoder,
+    ascii_digits,
+    decode_one,
+    digit_field,
+)
 
 NACK = 0xAF
 
@@ -112,6 +118,16 @@ class Read:
 HostMessage = Command | SetValue | SetDirection | Read
 
 
+def _parse_direction(buf: bytes) -> bool | None:
+    """The ``F``/``R`` byte after the lead (``84`` and ``A2``): True for reverse, None
+    while it has not come."""
+    if len(buf) < 2:
+        return None
+    if buf[1] not in b"FR":
+        raise ProtocolError(f"direction must be 'F' or 'R', got {buf[1]:02x}")
+    return buf[1] == 0x52
+
+
 def encode_command(msg: HostMessage) -> bytes:
     if isinstance(msg, Command):
         if msg.code in _COMMAND_DIGITS or msg.code == Code.SET_DIRECTION:
@@ -140,26 +156,17 @@ def parse_command(buf: bytes) -> tuple[HostMessage, int] | None:
         raise ProtocolError(f"unknown Biodex command code {lead:02x}")
     code = Code(lead)
     if code is Code.SET_DIRECTION:
-        if len(buf) < 2:
-            return None
-        if buf[1] not in b"FR":
-            raise ProtocolError(f"direction must be 'F' or 'R', got {buf[1]:02x}")
-        return SetDirection(reverse=buf[1] == 0x52), 2
+        reverse = _parse_direction(buf)
+        return None if reverse is None else (SetDirection(reverse), 2)
     n = _COMMAND_DIGITS.get(code)
     if n is None:
         return Command(code), 1
-    if len(buf) < 1 + n:
-        # A partial parameter must already be digits: otherwise resync now.
-        parse_digits(buf[1:], code.name) if len(buf) > 1 else None
-        return None
-    return SetValue(code, parse_digits(buf[1 : 1 + n], code.name)), 1 + n
+    value = digit_field(buf, 1, n, code.name)
+    return None if value is None else (SetValue(code, value), 1 + n)
 
 
 def decode_command(data: bytes) -> HostMessage:
-    got = parse_command(data)
-    if got is None or got[1] != len(data):
-        raise ProtocolError(f"not exactly one Biodex command: {data.hex(' ')}")
-    return got[0]
+    return decode_one(parse_command, data, "Biodex command")
 
 
 def command_decoder() -> StreamDecoder[HostMessage]:
@@ -288,11 +295,8 @@ def parse_reply(buf: bytes) -> tuple[DeviceMessage, int] | None:
             return None
         return FirmwareVersion(text.decode("ascii")), end + 1
     if lead == 0xA2:
-        if len(buf) < 2:
-            return None
-        if buf[1] not in b"FR":
-            raise ProtocolError(f"direction must be 'F' or 'R', got {buf[1]:02x}")
-        return Direction(reverse=buf[1] == 0x52), 2
+        reverse = _parse_direction(buf)
+        return None if reverse is None else (Direction(reverse), 2)
     if lead == 0xA7:
         if len(buf) >= 2 and buf[1] & 0x80:
             raise ProtocolError("Comm Status bit 7 set: not a status reply")
@@ -301,19 +305,13 @@ def parse_reply(buf: bytes) -> tuple[DeviceMessage, int] | None:
         return Status(buf[1], buf[2], buf[3]), 4
     if lead in _REPLY_BY_CODE:
         req, n = _REPLY_BY_CODE[lead]
-        if len(buf) < 1 + n:
-            if len(buf) > 1:
-                parse_digits(buf[1:], req.name)
-            return None
-        return Value(req, parse_digits(buf[1 : 1 + n], req.name)), 1 + n
+        value = digit_field(buf, 1, n, req.name)
+        return None if value is None else (Value(req, value), 1 + n)
     raise ProtocolError(f"unknown Biodex reply code {lead:02x}")
 
 
 def decode_reply(data: bytes) -> DeviceMessage:
-    got = parse_reply(data)
-    if got is None or got[1] != len(data):
-        raise ProtocolError(f"not exactly one Biodex reply: {data.hex(' ')}")
-    return got[0]
+    return decode_one(parse_reply, data, "Biodex reply")
 
 
 def reply_decoder() -> StreamDecoder[DeviceMessage]:

@@ -29,9 +29,27 @@ def parse_digits(data: bytes, what: str) -> int:
     return int(data)
 
 
+def digit_field(buf: bytes, start: int, width: int, what: str) -> int | None:
+    """The ``width`` ASCII digits at ``buf[start:]``, or None while they have not all come
+    (the part that has come must already be digits: otherwise resync now)."""
+    if len(buf) < start + width:
+        if len(buf) > start:
+            parse_digits(buf[start:], what)
+        return None
+    return parse_digits(buf[start : start + width], what)
+
+
 #: ``parse(buffer)`` -> (message, bytes used), or None when more bytes are needed; raises
 #: ProtocolError when the buffer does not start with a valid message.
 Parser = Callable[[bytes], "tuple[T, int] | None"]
+
+
+def decode_one(parse: Callable[[bytes], tuple[T, int] | None], data: bytes, what: str) -> T:
+    """``data`` as exactly one message of ``parse``; anything else is a ProtocolError."""
+    got = parse(data)
+    if got is None or got[1] != len(data):
+        raise ProtocolError(f"not exactly one {what}: {data.hex(' ')}")
+    return got[0]
 
 
 class StreamDecoder(Generic[T]):

@@ -19,7 +19,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from treadctl.protocols.common import ProtocolError, StreamDecoder, ascii_digits, parse_digits
+from treadctl.protocols.common import (
+    ProtocolError,
+    StreamDecoder,
+    ascii_digits,
+    decode_one,
+    digit_field,
+)
 
 
 class Code(enum.IntEnum):
@@ -118,18 +124,12 @@ def parse_command(buf: bytes) -> tuple[HostMessage, int] | None:
     n = _PARAM_DIGITS.get(code)
     if n is None:
         return Command(code), 1
-    if len(buf) < 1 + n:
-        if len(buf) > 1:
-            parse_digits(buf[1:], code.name)
-        return None
-    return SetValue(code, parse_digits(buf[1 : 1 + n], code.name)), 1 + n
+    value = digit_field(buf, 1, n, code.name)
+    return None if value is None else (SetValue(code, value), 1 + n)
 
 
 def decode_command(data: bytes) -> HostMessage:
-    got = parse_command(data)
-    if got is None or got[1] != len(data):
-        raise ProtocolError(f"not exactly one TrackMaster command: {data.hex(' ')}")
-    return got[0]
+    return decode_one(parse_command, data, "TrackMaster command")
 
 
 def command_decoder() -> StreamDecoder[HostMessage]:
@@ -208,19 +208,13 @@ def parse_reply(buf: bytes) -> tuple[DeviceMessage, int] | None:
     if 0xD1 <= lead <= 0xDD:
         status = Status(lead - 0x10)
         n = _STATUS_DIGITS[status]
-        if len(buf) < 1 + n:
-            if len(buf) > 1:
-                parse_digits(buf[1:], status.name)
-            return None
-        return Value(status, parse_digits(buf[1 : 1 + n], status.name)), 1 + n
+        value = digit_field(buf, 1, n, status.name)
+        return None if value is None else (Value(status, value), 1 + n)
     raise ProtocolError(f"unknown TrackMaster reply {lead:02x}")
 
 
 def decode_reply(data: bytes) -> DeviceMessage:
-    got = parse_reply(data)
-    if got is None or got[1] != len(data):
-        raise ProtocolError(f"not exactly one TrackMaster reply: {data.hex(' ')}")
-    return got[0]
+    return decode_one(parse_reply, data, "TrackMaster reply")
 
 
 def reply_decoder() -> StreamDecoder[DeviceMessage]:

@@ -18,7 +18,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from treadctl.protocols.common import ProtocolError, StreamDecoder, ascii_digits, parse_digits
+from treadctl.protocols.common import (
+    ProtocolError,
+    StreamDecoder,
+    ascii_digits,
+    decode_one,
+    digit_field,
+)
 
 FORWARD = 0x30  # '0'
 REVERSE = 0x33  # '3'
@@ -75,6 +81,14 @@ def _speed_digits(tenths: int) -> bytes:
     return ascii_digits(tenths, 3, "speed")
 
 
+def _parse_speed(buf: bytes) -> tuple[int, bool] | None:
+    """Direction byte + three digits of 0.1 mph after the lead byte (``A3`` and ``D1``)."""
+    if len(buf) >= 2 and buf[1] not in (FORWARD, REVERSE):
+        raise ProtocolError(f"direction byte must be '0' or '3', got {buf[1]:02x}")
+    tenths = digit_field(buf, 2, 3, "speed")
+    return None if tenths is None else (tenths, buf[1] == REVERSE)
+
+
 def encode_command(msg: HostMessage) -> bytes:
     if isinstance(msg, Command):
         if msg.code not in _SIMPLE:
@@ -99,26 +113,14 @@ def parse_command(buf: bytes) -> tuple[HostMessage, int] | None:
     if code in _SIMPLE:
         return Command(code), 1
     if code is Code.SET_SPEED:
-        if len(buf) >= 2 and buf[1] not in (FORWARD, REVERSE):
-            raise ProtocolError(f"direction byte must be '0' or '3', got {buf[1]:02x}")
-        if len(buf) < 5:
-            if len(buf) > 2:
-                parse_digits(buf[2:], "speed")
-            return None
-        tenths = parse_digits(buf[2:5], "speed")
-        return SetSpeed(tenths, buf[1] == REVERSE), 5
-    if len(buf) < 5:  # SET_ELEVATION
-        if len(buf) > 1:
-            parse_digits(buf[1:], "elevation")
-        return None
-    return SetElevation(parse_digits(buf[1:5], "elevation")), 5
+        speed = _parse_speed(buf)
+        return None if speed is None else (SetSpeed(*speed), 5)
+    tenths_pct = digit_field(buf, 1, 4, "elevation")  # SET_ELEVATION
+    return None if tenths_pct is None else (SetElevation(tenths_pct), 5)
 
 
 def decode_command(data: bytes) -> HostMessage:
-    got = parse_command(data)
-    if got is None or got[1] != len(data):
-        raise ProtocolError(f"not exactly one Woodway command: {data.hex(' ')}")
-    return got[0]
+    return decode_one(parse_command, data, "Woodway command")
 
 
 def command_decoder() -> StreamDecoder[HostMessage]:
@@ -203,29 +205,18 @@ def parse_reply(buf: bytes) -> tuple[DeviceMessage, int] | None:
     if lead == 0xD0:
         return (State(buf[1]), 2) if len(buf) >= 2 else None
     if lead == 0xD1:
-        if len(buf) >= 2 and buf[1] not in (FORWARD, REVERSE):
-            raise ProtocolError(f"direction byte must be '0' or '3', got {buf[1]:02x}")
-        if len(buf) < 5:
-            if len(buf) > 2:
-                parse_digits(buf[2:], "speed")
-            return None
-        return Speed(parse_digits(buf[2:5], "speed"), buf[1] == REVERSE), 5
+        speed = _parse_speed(buf)
+        return None if speed is None else (Speed(*speed), 5)
     if lead == 0xD2:
-        if len(buf) < 5:
-            if len(buf) > 1:
-                parse_digits(buf[1:], "elevation")
-            return None
-        return Elevation(parse_digits(buf[1:5], "elevation")), 5
+        tenths_pct = digit_field(buf, 1, 4, "elevation")
+        return None if tenths_pct is None else (Elevation(tenths_pct), 5)
     if lead == 0xD3:
         return (Firmware(int.from_bytes(buf[1:5], "big")), 5) if len(buf) >= 5 else None
     raise ProtocolError(f"unknown Woodway reply {lead:02x}")
 
 
 def decode_reply(data: bytes) -> DeviceMessage:
-    got = parse_reply(data)
-    if got is None or got[1] != len(data):
-        raise ProtocolError(f"not exactly one Woodway reply: {data.hex(' ')}")
-    return got[0]
+    return decode_one(parse_reply, data, "Woodway reply")
 
 
 def reply_decoder() -> StreamDecoder[DeviceMessage]:

@@ -12,6 +12,7 @@ import contextlib
 import math
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -111,6 +112,22 @@ def handle(args: argparse.Namespace) -> int:
             return 1
         return run_ble(make_sim, args.hci, args.speedup, announce)
 
+    return run_server(make_sim, listen, args.speedup, announce)
+
+
+def run_server(
+    make: Callable[[], Any],
+    listen: tuple[str, int] | None,
+    speedup: float,
+    announce: Callable[[str], None],
+    *,
+    pty: Callable[..., Awaitable[None]] = serve_pty,
+    tcp: Callable[..., Awaitable[None]] = serve_tcp,
+) -> int:
+    """Serve ``make``'s machine on a pty (``listen`` None) or on TCP until SIGINT/SIGTERM,
+    announcing the pty path or ``tcp://HOST:PORT``; ``pty``/``tcp`` are the servers (the
+    FTMS link's by default). Returns the exit status."""
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
@@ -118,10 +135,10 @@ def handle(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
         if listen is None:
-            await serve_pty(make_sim, on_path=announce)
+            await pty(make, on_path=announce)
             return
         ready: asyncio.Future[tuple[str, int]] = loop.create_future()
-        server = asyncio.ensure_future(serve_tcp(make_sim, *listen, ready=ready))
+        server = asyncio.ensure_future(tcp(make, *listen, ready=ready))
         try:
             waiters: set[asyncio.Future[Any]] = {server, ready}
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -135,7 +152,7 @@ def handle(args: argparse.Namespace) -> int:
                 await server
 
     try:
-        clock.run(main(), args.speedup)
+        clock.run(main(), speedup)
     except asyncio.CancelledError:
         pass
     except OSError as exc:

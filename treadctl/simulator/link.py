@@ -18,7 +18,8 @@ import contextlib
 import os
 import termios
 import tty
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Generic, Protocol, TypeVar
 
 from treadctl.simulator.firmware import SimTreadmill
 from treadctl.transport.framing import (
@@ -32,6 +33,17 @@ from treadctl.transport.framing import (
 from treadctl.transport.stream import AsyncioByteStream, ByteStream
 
 MakeSim = Callable[[], SimTreadmill]
+
+
+class Machine(Protocol):
+    """What a server shares between connections: a simulator or a personality."""
+
+    async def run(self) -> None: ...
+
+
+M = TypeVar("M", bound=Machine)
+#: ``serve(machine, stream)``: serve one host connection until it closes.
+Serve = Callable[[M, ByteStream], Awaitable[None]]
 
 #: Garbage bursts: the first BURST_S of every GARBAGE_PERIOD_S while the fault is active.
 GARBAGE_PERIOD_S = 1.0
@@ -156,19 +168,19 @@ async def serve_stream(sim: SimTreadmill, stream: ByteStream) -> None:
             sim.attach(None)
 
 
-class _SharedSim:
-    """The one simulator behind a server, created with its run() task at first contact."""
+class SharedMachine(Generic[M]):
+    """The one machine behind a server, created with its run() task at first contact."""
 
-    def __init__(self, make_sim: MakeSim) -> None:
-        self._make_sim = make_sim
-        self.sim: SimTreadmill | None = None
+    def __init__(self, make: Callable[[], M]) -> None:
+        self._make = make
+        self.machine: M | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def get(self) -> SimTreadmill:
-        if self.sim is None:
-            self.sim = self._make_sim()
-            self._task = asyncio.get_running_loop().create_task(self.sim.run())
-        return self.sim
+    def get(self) -> M:
+        if self.machine is None:
+            self.machine = self._make()
+            self._task = asyncio.get_running_loop().create_task(self.machine.run())
+        return self.machine
 
     async def close(self) -> None:
         if self._task is not None:
@@ -185,7 +197,20 @@ async def serve_tcp(
     ready: asyncio.Future[tuple[str, int]] | None = None,
 ) -> None:
     """Serve the simulator on TCP until cancelled; ``ready`` gets the bound (host, port)."""
-    shared = _SharedSim(make_sim)
+    await serve_tcp_with(make_sim, serve_stream, host, port, ready=ready)
+
+
+async def serve_tcp_with(
+    make: Callable[[], M],
+    serve: Serve[M],
+    host: str,
+    port: int,
+    *,
+    ready: asyncio.Future[tuple[str, int]] | None = None,
+) -> None:
+    """Serve one shared machine on TCP with ``serve`` until cancelled, one host at a time;
+    ``ready`` gets the bound (host, port)."""
+    shared = SharedMachine(make)
     current: tuple[ByteStream, asyncio.Task[None]] | None = None
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -197,7 +222,7 @@ async def serve_tcp(
         assert task is not None
         current = (stream, task)
         try:
-            await serve_stream(shared.get(), stream)
+            await serve(shared.get(), stream)
         finally:
             stream.close()
             if current is not None and current[0] is stream:
@@ -266,6 +291,14 @@ class PtyByteStream:
 async def serve_pty(make_sim: MakeSim, *, on_path: Callable[[str], None]) -> None:
     """Open a pty pair, report the slave path (what ``serial:///dev/pts/N`` opens) and
     serve the master until cancelled. The simulator starts at the first byte from the host."""
+    await serve_pty_with(make_sim, serve_stream, on_path=on_path)
+
+
+async def serve_pty_with(
+    make: Callable[[], M], serve: Serve[M], *, on_path: Callable[[str], None]
+) -> None:
+    """A raw pty pair served with ``serve``; ``on_path`` gets the slave path. The machine is
+    created at the host's first byte."""
     master, slave = os.openpty()
     try:
         # Raw mode on both ends: no echo, no CR/LF translation, no signal characters.
@@ -273,13 +306,12 @@ async def serve_pty(make_sim: MakeSim, *, on_path: Callable[[str], None]) -> Non
         tty.setraw(master, termios.TCSANOW)
         on_path(os.ttyname(slave))
         stream = PtyByteStream(master)
-        shared = _SharedSim(make_sim)
+        shared = SharedMachine(make)
         try:
             first = await stream.read()
             if not first:
                 return
-            sim = shared.get()
-            await serve_stream(sim, _Prepend(stream, first))
+            await serve(shared.get(), _Prepend(stream, first))
         finally:
             stream.close()
             await shared.close()

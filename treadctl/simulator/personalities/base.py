@@ -18,6 +18,7 @@ import os
 import sys
 from typing import Any
 
+from treadctl.drivers.base import KMH_PER_MPH
 from treadctl.ftms import (
     RequestControl,
     ResultCode,
@@ -240,3 +241,39 @@ class Personality:
                 break
             at = snap.t_s
         return at if math.isfinite(at) else self.sim.now_s()
+
+
+class CommandPersonality(Personality):
+    """A machine that answers one-byte-coded commands (Biodex, TrackMaster, Woodway): the
+    codec module (``codec``: its ``command_decoder`` and ``encode_reply``), the speed step
+    of ``wire.speed_unit``, and the command loop. Subclasses give ``execute`` (one valid
+    command) and ``on_garbage`` (bytes that were no command: each machine's own answer)."""
+
+    codec: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.decoder = self.codec.command_decoder()
+        self._garbage = 0
+        self.kmh_per_step = 0.1 * (KMH_PER_MPH if self.profile.wire.speed_unit == "0.1mph"
+                                   else 1.0)  # fmt: skip
+
+    def reply(self, msg: Any) -> None:
+        if self.answers():
+            self.send(self.codec.encode_reply(msg))
+
+    def handle(self, data: bytes) -> None:
+        for msg in self.decoder.feed(data):
+            if not self.answers():
+                continue  # ignore-commands: heard, not acted on, not answered, no feed
+            self.command_seen()
+            self.execute(msg)
+        if self.decoder.garbage_bytes != self._garbage:
+            self._garbage = self.decoder.garbage_bytes
+            self.on_garbage()
+
+    def execute(self, msg: Any) -> None:
+        raise NotImplementedError
+
+    def on_garbage(self) -> None:
+        raise NotImplementedError

@@ -10,40 +10,25 @@ deceleration; start with the lanyard off is refused. No host watchdog (none docu
 
 from __future__ import annotations
 
-from treadctl.drivers.base import KMH_PER_MPH
 from treadctl.protocols import biodex as bx
-from treadctl.simulator.personalities.base import Personality
+from treadctl.simulator.personalities.base import CommandPersonality
 from treadctl.types import Direction
 
 
-class BiodexPersonality(Personality):
+class BiodexPersonality(CommandPersonality):
     protocol = "biodex"
+    codec = bx
 
     def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.decoder = bx.command_decoder()
+        super().__init__(*args, **kwargs)
         self.comm_status = 0
-        self._garbage = 0
-        step = 0.1 * (KMH_PER_MPH if self.profile.wire.speed_unit == "0.1mph" else 1.0)
-        self.kmh_per_step = step
-
-    def reply(self, msg: bx.DeviceMessage) -> None:
-        if self.answers():
-            self.send(bx.encode_reply(msg))
 
     def nack(self, bit: int) -> None:
         self.comm_status |= bit
         self.reply(bx.Nack())
 
-    def handle(self, data: bytes) -> None:
-        for msg in self.decoder.feed(data):
-            if not self.answers():
-                continue  # ignore-commands: heard, not acted on, not answered, no feed
-            self.command_seen()
-            self.execute(msg)
-        if self.decoder.garbage_bytes != self._garbage:
-            self._garbage = self.decoder.garbage_bytes
-            self.nack(bx.COMM_ILLEGAL)
+    def on_garbage(self) -> None:
+        self.nack(bx.COMM_ILLEGAL)
 
     def execute(self, msg: bx.HostMessage) -> None:
         p = self.profile

@@ -10,38 +10,20 @@ Forward only. The safety key stops the belt (physics); the belt status then read
 
 from __future__ import annotations
 
-from treadctl.drivers.base import KMH_PER_MPH
 from treadctl.protocols import trackmaster as tm
-from treadctl.simulator.personalities.base import Personality
+from treadctl.simulator.personalities.base import CommandPersonality
 
 
-class TrackMasterPersonality(Personality):
+class TrackMasterPersonality(CommandPersonality):
     protocol = "trackmaster"
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.decoder = tm.command_decoder()
-        self._garbage = 0
-        self.kmh_per_step = 0.1 * (KMH_PER_MPH if self.profile.wire.speed_unit == "0.1mph"
-                                   else 1.0)  # fmt: skip
-
-    def reply(self, msg: tm.DeviceMessage) -> None:
-        if self.answers():
-            self.send(tm.encode_reply(msg))
+    codec = tm
 
     def on_watchdog(self) -> None:
         lo = self.profile.incline.min_pct
         self.sim._incline_goal = max(lo, min(0.0, self.profile.incline.max_pct))
 
-    def handle(self, data: bytes) -> None:
-        for msg in self.decoder.feed(data):
-            if not self.answers():
-                continue  # ignore-commands: heard, not acted on, not answered, no feed
-            self.command_seen()
-            self.execute(msg)
-        if self.decoder.garbage_bytes != self._garbage:
-            self._garbage = self.decoder.garbage_bytes
-            self.reply(tm.Refused(out_of_range=False))
+    def on_garbage(self) -> None:
+        self.reply(tm.Refused(out_of_range=False))
 
     def execute(self, msg: tm.HostMessage) -> None:
         p = self.profile

@@ -11,46 +11,31 @@ says so.
 
 from __future__ import annotations
 
-from treadctl.drivers.base import KMH_PER_MPH
 from treadctl.protocols import woodway as ww
-from treadctl.simulator.personalities.base import Personality
+from treadctl.simulator.personalities.base import CommandPersonality
 from treadctl.types import Direction
 
 
-class WoodwayPersonality(Personality):
+class WoodwayPersonality(CommandPersonality):
     protocol = "woodway"
+    codec = ww
 
     def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.decoder = ww.command_decoder()
-        self._garbage = 0
-        self.kmh_per_step = 0.1 * (KMH_PER_MPH if self.profile.wire.speed_unit == "0.1mph"
-                                   else 1.0)  # fmt: skip
+        super().__init__(*args, **kwargs)
         self.timed_out = False
         self.clamped = 0
-
-    def reply(self, msg: ww.DeviceMessage) -> None:
-        if self.answers():
-            self.send(ww.encode_reply(msg))
 
     def on_watchdog(self) -> None:
         self.timed_out = True
 
-    def handle(self, data: bytes) -> None:
-        for msg in self.decoder.feed(data):
-            if not self.answers():
-                continue  # ignore-commands: heard, not acted on, not answered, no feed
-            self.command_seen()
-            if self.timed_out:
-                self.timed_out = False
-                self.reply(ww.Fault(ww.Error.MASTER_TIMEOUT))
-                continue
-            self.execute(msg)
-        if self.decoder.garbage_bytes != self._garbage:
-            self._garbage = self.decoder.garbage_bytes
-            self.reply(ww.Fault(ww.Error.INVALID_COMMAND))
+    def on_garbage(self) -> None:
+        self.reply(ww.Fault(ww.Error.INVALID_COMMAND))
 
     def execute(self, msg: ww.HostMessage) -> None:
+        if self.timed_out:  # the first command after the comm timer expired: BD instead
+            self.timed_out = False
+            self.reply(ww.Fault(ww.Error.MASTER_TIMEOUT))
+            return
         p = self.profile
         if isinstance(msg, ww.SetSpeed):
             kmh = msg.tenths_mph * self.kmh_per_step

@@ -101,6 +101,32 @@ class MotionWatch:
         return False
 
 
+def check_speed_direction(speed_kmh: float, direction: Direction) -> None:
+    """A non-zero setpoint must run the way the belt is set (``direction``)."""
+    wanted = Direction.REVERSE if speed_kmh < 0 else Direction.FORWARD
+    if speed_kmh != 0 and wanted is not direction:
+        raise Refused(f"the belt is set {direction}: set_direction first, at standstill")
+
+
+def check_direction_change(
+    profile: FirmwareProfile, direction: Direction, at_standstill: bool
+) -> None:
+    """A direction change needs a reversible profile and measured standstill."""
+    if direction is Direction.REVERSE and not profile.supports_reverse:
+        raise Refused(f"{profile.name} runs forward only")
+    if not at_standstill:
+        raise Refused("the direction changes only at measured standstill")
+
+
+async def end_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel a driver's tasks and wait for them to end; what they raise is dropped."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
 class RequestDriver:
     """Base of the drivers whose machine only answers requests. Subclasses give the codec
     module (``codec``: its ``reply_decoder``, ``encode_command`` and ``expected_reply``),
@@ -185,11 +211,7 @@ class RequestDriver:
         if self._closed:
             return
         self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await end_tasks(self._tasks)
         self._fail_pending(DriverError("driver closed"))
         if self._stream is not None:
             self._stream.close()
@@ -261,17 +283,10 @@ class RequestDriver:
         self.watch.stopping = False
 
     def _check_speed_direction(self, speed_kmh: float, direction: Direction) -> None:
-        """A non-zero setpoint must run the way the belt is set (``direction``)."""
-        wanted = Direction.REVERSE if speed_kmh < 0 else Direction.FORWARD
-        if speed_kmh != 0 and wanted is not direction:
-            raise Refused(f"the belt is set {direction}: set_direction first, at standstill")
+        check_speed_direction(speed_kmh, direction)
 
     def _check_direction_change(self, direction: Direction) -> None:
-        """A direction change needs a reversible profile and measured standstill."""
-        if direction is Direction.REVERSE and not self.profile.supports_reverse:
-            raise Refused(f"{self.profile.name} runs forward only")
-        if not self.at_standstill():
-            raise Refused("the direction changes only at measured standstill")
+        check_direction_change(self.profile, direction, self.at_standstill())
 
     # ---------------------------------------------------------------- requests
 

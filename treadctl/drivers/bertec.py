@@ -12,13 +12,18 @@ documented for the panel: a dead host leaves the belts running (docs/protocols.m
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Callable
 
 from treadctl.clock import Clock
-from treadctl.drivers._request import STANDSTILL_KMH, MotionWatch
+from treadctl.drivers._request import (
+    STANDSTILL_KMH,
+    MotionWatch,
+    check_direction_change,
+    check_speed_direction,
+    end_tasks,
+)
 from treadctl.drivers.base import (
     Danger,
     DriverError,
@@ -97,11 +102,7 @@ class BertecDriver:
         if self._closed:
             return
         self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await end_tasks(self._tasks)
         if self._stream is not None:
             self._stream.close()
 
@@ -164,9 +165,7 @@ class BertecDriver:
         self._check_motion()
         if not self.started and speed_kmh != 0:
             raise Refused("bertec: start first")
-        wanted = Direction.REVERSE if speed_kmh < 0 else Direction.FORWARD
-        if speed_kmh != 0 and wanted is not self.direction:
-            raise Refused(f"the belt is set {self.direction}: set_direction first, at standstill")
+        check_speed_direction(speed_kmh, self.direction)
         mm_s = kmh_to_mm_s(speed_kmh)
         self._target_mm_s = mm_s
         self._accel = self.profile.wire.accel_mm_s2
@@ -180,10 +179,7 @@ class BertecDriver:
         self._write(self._target_mm_s, self._accel)
 
     async def set_direction(self, direction: Direction) -> None:
-        if direction is Direction.REVERSE and not self.profile.supports_reverse:
-            raise Refused(f"{self.profile.name} runs forward only")
-        if not self.at_standstill():
-            raise Refused("the direction changes only at measured standstill")
+        check_direction_change(self.profile, direction, self.at_standstill())
         self._check_motion()
         # The panel has no direction state: the sign of the next setpoint is the direction,
         # and the feedback confirms it once the belts move (checked on every record).

@@ -26,6 +26,7 @@ from treadctl.drivers.base import (
     Preempted,
     Refused,
     Telemetry,
+    wire_speed_steps,
 )
 from treadctl.profiles import FirmwareProfile
 from treadctl.protocols.common import StreamDecoder
@@ -281,6 +282,14 @@ class RequestDriver:
         await self.request(msg, motion_epoch=epoch)
         self.started = True
         self.watch.stopping = False
+
+    async def _send_speed(self, speed_kmh: float, message: Callable[[int], Any]) -> None:
+        """Send the speed setpoint ``message(wire steps)`` (a motion command) and tell the
+        motion watch; the caller has checked the speed against the profile."""
+        epoch = self._check_motion()
+        steps = wire_speed_steps(self.profile, speed_kmh)
+        await self.request(message(steps), motion_epoch=epoch)
+        self.watch.command(speed_kmh)
 
     def _check_speed_direction(self, speed_kmh: float, direction: Direction) -> None:
         check_speed_direction(speed_kmh, direction)

@@ -18,7 +18,6 @@ from treadctl.drivers.base import (
     Telemetry,
     check_incline,
     check_speed,
-    wire_speed_steps,
     wire_steps_to_kmh,
 )
 from treadctl.protocols import biodex as bx
@@ -97,10 +96,7 @@ class BiodexDriver(RequestDriver):
     async def set_speed(self, speed_kmh: float) -> None:
         check_speed(self.profile, speed_kmh)
         self._check_speed_direction(speed_kmh, self.direction)
-        epoch = self._check_motion()
-        steps = wire_speed_steps(self.profile, speed_kmh)
-        await self.request(bx.SetValue(bx.Code.SET_SPEED, steps), motion_epoch=epoch)
-        self.watch.command(speed_kmh)
+        await self._send_speed(speed_kmh, lambda steps: bx.SetValue(bx.Code.SET_SPEED, steps))
 
     async def set_incline(self, incline_pct: float) -> None:
         check_incline(self.profile, incline_pct, self.direction is Direction.REVERSE)

@@ -19,7 +19,6 @@ from treadctl.drivers.base import (
     Telemetry,
     check_incline,
     check_speed,
-    wire_speed_steps,
     wire_steps_to_kmh,
 )
 from treadctl.protocols import trackmaster as tm
@@ -75,10 +74,7 @@ class TrackMasterDriver(RequestDriver):
 
     async def set_speed(self, speed_kmh: float) -> None:
         check_speed(self.profile, speed_kmh)
-        epoch = self._check_motion()
-        steps = wire_speed_steps(self.profile, speed_kmh)
-        await self.request(tm.SetValue(tm.Code.SET_SPEED, steps), motion_epoch=epoch)
-        self.watch.command(speed_kmh)
+        await self._send_speed(speed_kmh, lambda steps: tm.SetValue(tm.Code.SET_SPEED, steps))
 
     async def set_incline(self, incline_pct: float) -> None:
         check_incline(self.profile, incline_pct, reverse=False)

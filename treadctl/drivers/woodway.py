@@ -19,7 +19,6 @@ from treadctl.drivers.base import (
     Telemetry,
     check_incline,
     check_speed,
-    wire_speed_steps,
     wire_steps_to_kmh,
 )
 from treadctl.protocols import woodway as ww
@@ -76,11 +75,8 @@ class WoodwayDriver(RequestDriver):
     async def set_speed(self, speed_kmh: float) -> None:
         check_speed(self.profile, speed_kmh)
         self._check_speed_direction(speed_kmh, self.direction)
-        epoch = self._check_motion()
-        steps = wire_speed_steps(self.profile, speed_kmh)
-        msg = ww.SetSpeed(steps, reverse=self.direction is Direction.REVERSE)
-        await self.request(msg, motion_epoch=epoch)
-        self.watch.command(speed_kmh)
+        reverse = self.direction is Direction.REVERSE
+        await self._send_speed(speed_kmh, lambda steps: ww.SetSpeed(steps, reverse=reverse))
 
     async def set_incline(self, incline_pct: float) -> None:
         check_incline(self.profile, incline_pct, self.direction is Direction.REVERSE)

@@ -366,7 +366,9 @@ def test_acl_matcher_follows_mqtt_wildcards() -> None:
     assert _may_write(old["tablet"], "treadctl/lane-1/cmd/reset")
 
 
-def test_only_the_back_end_may_reset_in_every_acl_the_docs_show() -> None:
+def test_only_accounts_with_a_reset_procedure_may_reset_in_every_acl_the_docs_show() -> None:
+    """The gym back-end and treadctl dashboard (staff log-in, reason, confirmation) may
+    reset; the daemon's own account, staff tablets and Home Assistant may not."""
     snippets = _acl_snippets()
     assert snippets[0][0] == "docs/examples/mosquitto/treadctl.acl"
     for source, text in snippets:
@@ -374,7 +376,8 @@ def test_only_the_back_end_may_reset_in_every_acl_the_docs_show() -> None:
         assert rules, source
         resetters = {user for user, r in rules.items()
                      if _may_write(r, "treadctl/lane-1/cmd/reset")}
-        assert resetters <= {"gym-backend"}, f"{source}: {sorted(resetters)} may send reset"
+        assert resetters <= {"gym-backend", "treadctl-dashboard"}, (
+            f"{source}: {sorted(resetters)} may send reset")
         for user in ("staff-tablet", "homeassistant", "tablet"):
             if user in rules:
                 assert _may_write(rules[user], "treadctl/lane-1/cmd/estop"), (source, user)

@@ -128,14 +128,13 @@ async def end_tasks(tasks: list[asyncio.Task[None]]) -> None:
             await task
 
 
-class RequestDriver:
-    """Base of the drivers whose machine only answers requests. Subclasses give the codec
-    module (``codec``: its ``reply_decoder``, ``encode_command`` and ``expected_reply``),
-    ``_reply_lead``, ``_is_error`` and the machine's commands."""
+class DriverCore:
+    """What every native driver (request/reply or Bertec's pushed feedback) holds: the
+    link, the callbacks, the motion watch, the wire log and the danger latch."""
 
     protocol = ""
-    #: The protocol module (treadctl.protocols.<name>) the default codec hooks call.
-    codec: Any = None
+    #: Where the latch logs (a driver module may name its own logger).
+    _log = log
 
     def __init__(self, opener: Opener, profile: FirmwareProfile, clock: Clock) -> None:
         self.profile = profile
@@ -146,24 +145,52 @@ class RequestDriver:
         self.on_status: Callable[[Danger], None] = lambda d: None
         self.on_direction: Callable[[Direction], None] = lambda d: None
         self._stream: ByteStream | None = None
-        self._decoder: StreamDecoder[Any] = self._make_decoder()
-        self._pending: deque[_Pending] = deque()
-        self._lock = asyncio.Lock()
-        self._stop_epoch = 0
         self._danger: Danger | None = None
-        self._c = _Counters()
         self._last_rx = -math.inf
-        self._ack_timeout_s = profile.control.ack_timeout_ms / 1000
-        self._poll_s = profile.wire.poll_ms / 1000
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self.started = False
         self.last_telemetry: Telemetry | None = None
         self.last_stop_sent = -math.inf
-        self._last_stop: asyncio.Future[Any] | None = None
         self.watch = MotionWatch()
         #: Every write, for tests and benchmarks: (clock time, bytes).
         self.wire_log: list[tuple[float, bytes]] = []
+
+    def stop_now(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def danger(self) -> Danger | None:
+        return self._danger
+
+    def latch(self, kind: str, detail: str) -> None:
+        if self._danger is not None:
+            return
+        self._danger = Danger(kind, detail, self.clock.now())
+        self.motion_blocked = True
+        self._log.warning("%s: danger latched: %s (%s)", self.protocol, kind, detail)
+        self.stop_now()
+        self.on_status(self._danger)
+
+
+class RequestDriver(DriverCore):
+    """Base of the drivers whose machine only answers requests. Subclasses give the codec
+    module (``codec``: its ``reply_decoder``, ``encode_command`` and ``expected_reply``),
+    ``_reply_lead``, ``_is_error`` and the machine's commands."""
+
+    #: The protocol module (treadctl.protocols.<name>) the default codec hooks call.
+    codec: Any = None
+
+    def __init__(self, opener: Opener, profile: FirmwareProfile, clock: Clock) -> None:
+        super().__init__(opener, profile, clock)
+        self._decoder: StreamDecoder[Any] = self._make_decoder()
+        self._pending: deque[_Pending] = deque()
+        self._lock = asyncio.Lock()
+        self._stop_epoch = 0
+        self._c = _Counters()
+        self._ack_timeout_s = profile.control.ack_timeout_ms / 1000
+        self._poll_s = profile.wire.poll_ms / 1000
+        self._last_stop: asyncio.Future[Any] | None = None
 
     # ---------------------------------------------------------------- subclass hooks
 
@@ -247,19 +274,6 @@ class RequestDriver:
         return self._c.stops
 
     # ---------------------------------------------------------------- danger latch
-
-    @property
-    def danger(self) -> Danger | None:
-        return self._danger
-
-    def latch(self, kind: str, detail: str) -> None:
-        if self._danger is not None:
-            return
-        self._danger = Danger(kind, detail, self.clock.now())
-        self.motion_blocked = True
-        log.warning("%s: danger latched: %s (%s)", self.protocol, kind, detail)
-        self.stop_now()
-        self.on_status(self._danger)
 
     def reset_danger(self) -> None:
         """Clear the latch. Sends nothing: the belt stays stopped until a new start."""

@@ -14,18 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
 
 from treadctl.clock import Clock
 from treadctl.drivers._request import (
     STANDSTILL_KMH,
-    MotionWatch,
+    DriverCore,
     check_direction_change,
     check_speed_direction,
     end_tasks,
 )
 from treadctl.drivers.base import (
-    Danger,
     DriverError,
     LinkHealth,
     MotionBlocked,
@@ -40,7 +38,6 @@ from treadctl.drivers.base import (
 )
 from treadctl.profiles import FirmwareProfile
 from treadctl.protocols import bertec as bt
-from treadctl.transport.stream import ByteStream
 from treadctl.types import Direction
 
 log = logging.getLogger(__name__)
@@ -57,35 +54,20 @@ def centideg_to_pct(centideg: int) -> float:
     return round(math.tan(math.radians(centideg / 100)) * 100, 2)
 
 
-class BertecDriver:
+class BertecDriver(DriverCore):
     protocol = "bertec"
+    _log = log
 
     def __init__(self, opener: Opener, profile: FirmwareProfile, clock: Clock) -> None:
-        self.profile = profile
-        self.clock = clock
-        self._opener = opener
-        self.motion_blocked = False
-        self.on_telemetry: Callable[[Telemetry], None] = lambda t: None
-        self.on_status: Callable[[Danger], None] = lambda d: None
-        self.on_direction: Callable[[Direction], None] = lambda d: None
-        self._stream: ByteStream | None = None
+        super().__init__(opener, profile, clock)
         self._decoder = bt.feedback_decoder(profile.wire.strict_feedback)
-        self._danger: Danger | None = None
         self._target_mm_s = 0
         self._incline_cdeg = 0
         self._accel = profile.wire.accel_mm_s2
         self.direction = Direction.FORWARD
-        self.started = False
-        self.last_telemetry: Telemetry | None = None
-        self._last_rx = -math.inf
         self._first = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._closed = False
         self._stops = 0
         self._sent = 0
-        self.last_stop_sent = -math.inf
-        self.watch = MotionWatch()
-        self.wire_log: list[tuple[float, bytes]] = []
 
     async def connect(self) -> None:
         self._stream = await self._opener()
@@ -129,19 +111,6 @@ class BertecDriver:
     @property
     def stops_sent(self) -> int:
         return self._stops
-
-    @property
-    def danger(self) -> Danger | None:
-        return self._danger
-
-    def latch(self, kind: str, detail: str) -> None:
-        if self._danger is not None:
-            return
-        self._danger = Danger(kind, detail, self.clock.now())
-        self.motion_blocked = True
-        log.warning("bertec: danger latched: %s (%s)", kind, detail)
-        self.stop_now()
-        self.on_status(self._danger)
 
     def reset_danger(self) -> None:
         self._danger = None

@@ -7,7 +7,8 @@ of the maxima, the largest of the minima). A layer can therefore only tighten; a
 than what is already in force has no effect, and :func:`loosened_fields` reports it so
 ``treadctl programs validate`` and the daemon's config check can warn about it.
 
-treadctl's own defaults form a layer under every site and program (docs/safety.md, docs/reverse-training.md):
+treadctl's own defaults form a layer under every site and program (docs/safety.md,
+docs/reverse-training.md):
 reverse speed at most :data:`DEFAULT_REVERSE_MAX_SPEED_KMH`, heart-rate ceiling
 :data:`DEFAULT_MAX_HR_BPM`, session length at most :data:`DEFAULT_MAX_DURATION_S`.
 """

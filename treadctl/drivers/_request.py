@@ -159,6 +159,18 @@ class DriverCore:
     def stop_now(self) -> None:
         raise NotImplementedError
 
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await end_tasks(self._tasks)
+        self._on_close()
+        if self._stream is not None:
+            self._stream.close()
+
+    def _on_close(self) -> None:
+        """After the tasks ended, before the link closes."""
+
     @property
     def danger(self) -> Danger | None:
         return self._danger
@@ -235,14 +247,8 @@ class RequestDriver(DriverCore):
         self._c.consecutive_timeouts = 0
         self._tasks.append(loop.create_task(self._poller()))
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await end_tasks(self._tasks)
+    def _on_close(self) -> None:
         self._fail_pending(DriverError("driver closed"))
-        if self._stream is not None:
-            self._stream.close()
 
     # ---------------------------------------------------------------- the stop
 

@@ -21,7 +21,6 @@ from treadctl.drivers._request import (
     DriverCore,
     check_direction_change,
     check_speed_direction,
-    end_tasks,
 )
 from treadctl.drivers.base import (
     DriverError,
@@ -79,14 +78,6 @@ class BertecDriver(DriverCore):
         except TimeoutError:
             raise NoReply("bertec: the panel sends no feedback (remote control enabled?)") from None
         self._tasks.append(loop.create_task(self._repeater()))
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await end_tasks(self._tasks)
-        if self._stream is not None:
-            self._stream.close()
 
     def _write(self, speed_mm_s: int, accel: int) -> None:
         stream = self._stream

@@ -135,6 +135,8 @@ class DriverCore:
     protocol = ""
     #: Where the latch logs (a driver module may name its own logger).
     _log = log
+    #: What the danger details call the machine's belt ("belts" on a split-belt machine).
+    _belt = "belt"
 
     def __init__(self, opener: Opener, profile: FirmwareProfile, clock: Clock) -> None:
         self.profile = profile
@@ -170,6 +172,18 @@ class DriverCore:
 
     def _on_close(self) -> None:
         """After the tasks ended, before the link closes."""
+
+    def publish(self, telemetry: Telemetry) -> None:
+        """New telemetry: checked by the motion watch (overspeed, a stop of its own), then
+        handed on."""
+        self.last_telemetry = telemetry
+        if self.watch.overspeed(telemetry.speed_kmh):
+            self.latch("overspeed", f"{self._belt} at {abs(telemetry.speed_kmh):g} km/h,"
+                       f" commanded {abs(self.watch.commanded_kmh):g}")
+        if self.watch.update(telemetry.speed_kmh):
+            self.latch("machine-stopped",
+                       f"the {self._belt} stopped without a stop from treadctl")
+        self.on_telemetry(telemetry)
 
     @property
     def danger(self) -> Danger | None:
@@ -428,15 +442,6 @@ class RequestDriver(DriverCore):
                 if moving and unanswered:
                     self.stop_now()  # the stop was lost or refused and the belt turns: again
             await self.clock.sleep(max(0.0, self._poll_s - (self.clock.now() - t0)))
-
-    def publish(self, telemetry: Telemetry) -> None:
-        self.last_telemetry = telemetry
-        if self.watch.overspeed(telemetry.speed_kmh):
-            self.latch("overspeed", f"belt at {abs(telemetry.speed_kmh):g} km/h, commanded"
-                       f" {abs(self.watch.commanded_kmh):g}")
-        if self.watch.update(telemetry.speed_kmh):
-            self.latch("machine-stopped", "the belt stopped without a stop from treadctl")
-        self.on_telemetry(telemetry)
 
     def at_standstill(self) -> bool:
         t = self.last_telemetry

@@ -56,6 +56,7 @@ def centideg_to_pct(centideg: int) -> float:
 class BertecDriver(DriverCore):
     protocol = "bertec"
     _log = log
+    _belt = "belts"
 
     def __init__(self, opener: Opener, profile: FirmwareProfile, clock: Clock) -> None:
         super().__init__(opener, profile, clock)
@@ -188,13 +189,7 @@ class BertecDriver(DriverCore):
             direction=measured if moving else self.direction,
             incline_pct=centideg_to_pct(fb.incline),
         )
-        self.last_telemetry = t
-        if self.watch.overspeed(t.speed_kmh):
-            self.latch("overspeed", f"belts at {abs(t.speed_kmh):g} km/h, commanded"
-                       f" {abs(self.watch.commanded_kmh):g}")
-        if self.watch.update(t.speed_kmh):
-            self.latch("machine-stopped", "the belts stopped without a stop from treadctl")
-        self.on_telemetry(t)
+        self.publish(t)
 
     async def _repeater(self) -> None:
         period = self.profile.wire.poll_ms / 1000

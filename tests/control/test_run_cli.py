@@ -335,7 +335,7 @@ def test_one_summary_line_with_the_session_duration(
 def test_live_view_final_frame_shows_how_it_ended() -> None:
     from rich.console import Console
 
-    from treadctl.control.cli import _View
+    from treadctl.control.cli import STOPPING_NOTE, _View
     from treadctl.control.controller import Outcome, SessionResult, Snapshot, State
     from treadctl.programs.model import load_program
 
@@ -363,10 +363,12 @@ def test_live_view_final_frame_shows_how_it_ended() -> None:
     # A stopped session: the two times add up to the listed 1:30.
     frames.clear()
     view._live = FakeLive()
+    view.note(STOPPING_NOTE)  # what Ctrl-C showed while the stop ran
     view.close(SessionResult(Outcome.STOPPED, "stopped on request", "s2", 29.4, 19.0, 1, True))
     console.print(frames[-1])
     text = console.export_text()
     assert "stopped (stopped on request)" in text and "00:29 elapsed, 01:01 left" in text
+    assert "stopping" not in text, text  # the progress note is gone from the last frame
 
 
 def test_a_session_left_running_by_a_killed_process_is_closed(

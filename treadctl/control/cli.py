@@ -216,6 +216,10 @@ def _quiet_logging() -> None:
         root.setLevel(logging.ERROR)
 
 
+#: Progress note shown while a Ctrl-C's controlled stop runs; gone from the final frame.
+STOPPING_NOTE = "stopping (controlled stop)..."
+
+
 def _recorder_factory(args: argparse.Namespace, profile: FirmwareProfile) -> Any:
     if args.no_record:
         return None
@@ -306,7 +310,7 @@ async def _session(
                 main_task.cancel()  # nothing moves yet: just do not start
             return
         if signals == 1:
-            view.note("stopping (controlled stop)...")
+            view.note(STOPPING_NOTE)
             stop_tasks.append(loop.create_task(controller.stop()))
         else:
             controller.estop("second interrupt from the terminal")
@@ -481,6 +485,9 @@ class _View:
     def close(self, result: SessionResult | None) -> None:
         """End the live view; its last frame shows how the session ended."""
         if self._live is not None:
+            if result is not None:
+                # Progress notes say what is under way; the last frame says how it ended.
+                self._notes = [n for n in self._notes if n != STOPPING_NOTE]
             if self.last is not None:
                 self._live.update(self._render(self.last, result), refresh=True)
             self._live.stop()

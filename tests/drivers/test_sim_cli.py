@@ -70,5 +70,5 @@ def test_run_refuses_a_native_profile_until_the_controller_drives_it() -> None:
          "--device", "sim://"],
         capture_output=True, text=True, timeout=60,
     )
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr  # bad usage, nothing moved
     assert "speaks the biodex protocol, not FTMS" in proc.stderr

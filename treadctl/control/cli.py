@@ -28,7 +28,7 @@ from treadctl.limits import effective_limits
 from treadctl.profiles import DEFAULT_PROFILE, FirmwareProfile, ProfileError, load_profile
 from treadctl.programs.model import Program, ProgramError, load_program
 from treadctl.programs.validate import validate_program
-from treadctl.transport import DeviceURLError, open_transport, parse_device_url
+from treadctl.transport import DeviceURLError, open_transport, parse_device_url, require_ftms
 from treadctl.transport.base import TransportError
 from treadctl.transport.framing import SIMULATOR_CLOCK_UUID
 from treadctl.transport.url import DeviceURL
@@ -140,7 +140,8 @@ def _prepare(args: argparse.Namespace) -> _Plan:
         profile = load_profile(profile_name)
         if url.scheme == "sim" and url.profile is not None:
             load_profile(url.profile)  # the simulated firmware, when the URL names another
-    except ProfileError as exc:
+        require_ftms(profile)  # nothing moves: bad usage (exit 2), not a runtime error
+    except (ProfileError, TransportError) as exc:
         raise UsageError(str(exc)) from None
     speedup = _choose_speedup(args, url, profile)
     if not 1 <= args.tick_hz <= 50:

@@ -40,7 +40,19 @@ __all__ = [
     "WriteRejected",
     "open_transport",
     "parse_device_url",
+    "require_ftms",
 ]
+
+
+def require_ftms(profile: FirmwareProfile) -> None:
+    """``TransportError`` for a profile that does not speak FTMS. Native protocols have
+    their own drivers (treadctl.drivers), not yet driven by the controller: FTMS frames must
+    never go to such a machine."""
+    if profile.protocol != "ftms":
+        raise TransportError(
+            f"profile {profile.name} speaks the {profile.protocol} protocol, not FTMS; the"
+            " controller does not drive native protocols yet (docs/protocols.md)"
+        )
 
 
 def open_transport(
@@ -57,13 +69,8 @@ def open_transport(
     that does not speak FTMS (docs/protocols.md).
     """
     u = parse_device_url(url) if isinstance(url, str) else url
-    if profile is not None and profile.protocol != "ftms":
-        # Native protocols have their own drivers (treadctl.drivers), not yet driven by the
-        # controller: FTMS frames must never go to such a machine.
-        raise TransportError(
-            f"profile {profile.name} speaks the {profile.protocol} protocol, not FTMS; the"
-            " controller does not drive native protocols yet (docs/protocols.md)"
-        )
+    if profile is not None:
+        require_ftms(profile)
     if u.scheme == "sim":
         from treadctl.transport.sim import SimTransport
 

@@ -34,7 +34,7 @@ from treadctl.drivers import make_driver
 from treadctl.profiles import load_profile
 from treadctl.protocols import bertec, biodex, trackmaster, woodway
 from treadctl.simulator.link import PtyByteStream
-from treadctl.simulator.personalities import _serve, make_personality
+from treadctl.simulator.personalities import make_personality, serve_stream
 from treadctl.transport.serial import open_serial_stream
 
 NATIVE = {
@@ -75,7 +75,7 @@ async def _native_trial(protocol: str) -> float:
     machine = make_personality(profile)
     stream = PtyByteStream(master)
     loop = asyncio.get_running_loop()
-    tasks = [loop.create_task(machine.run()), loop.create_task(_serve(machine, stream))]
+    tasks = [loop.create_task(machine.run()), loop.create_task(serve_stream(machine, stream))]
     armed = False
     t0 = t1 = 0.0
     done = loop.create_future()

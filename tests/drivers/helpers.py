@@ -21,7 +21,7 @@ from treadctl.drivers import make_driver
 from treadctl.drivers.base import TreadmillDriver
 from treadctl.profiles import load_profile
 from treadctl.simulator.personalities import Personality, make_personality
-from treadctl.simulator.personalities import _serve as serve_machine
+from treadctl.simulator.personalities import serve_stream as serve_machine
 from treadctl.transport.stream import memory_pipe
 
 SPEEDUP = 2.0  # scaled real time on both sides; low enough for a loaded 2-core CI box

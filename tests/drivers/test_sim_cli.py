@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -63,12 +64,32 @@ def test_ftms_only_options_are_refused_for_a_native_profile() -> None:
     assert len(proc.stderr.strip().splitlines()) == 1 and "FTMS only" in proc.stderr
 
 
-def test_run_refuses_a_native_profile_until_the_controller_drives_it() -> None:
-    # FTMS frames must never go to a Biodex/Woodway/Bertec/TrackMaster machine.
+def test_run_drives_a_native_profile_on_its_in_process_personality() -> None:
+    # sim:// with a native profile: the controller drives the Biodex driver, which speaks
+    # Biodex bytes to the simulator personality in the same process (no FTMS anywhere).
     proc = subprocess.run(
         [sys.executable, "-m", "treadctl", "run", "quick-demo", "--profile", "biodex-rtm400",
-         "--device", "sim://"],
-        capture_output=True, text=True, timeout=60,
+         "--device", "sim://", "--speedup", "max", "--json", "--no-record"],
+        capture_output=True, text=True, timeout=120,
     )
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr  # bad usage, nothing moved
-    assert "speaks the biodex protocol, not FTMS" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    summary = rows[-1]
+    assert summary["outcome"] == "finished" and summary["belt_stopped"] is True
+    assert any(r.get("direction") == "reverse" and (r.get("speed_kmh") or 0) > 0.3
+               for r in rows)
+
+
+def test_run_refuses_bluetooth_and_speedup_on_a_native_link() -> None:
+    for extra, needle in (
+        (["--device", "ble://AA:BB:CC:DD:EE:FF"], "not Bluetooth"),
+        (["--device", "tcp://127.0.0.1:9", "--speedup", "10"], "real time"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "treadctl", "run", "quick-demo", "--profile",
+             "woodway-serial", *extra],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert needle in proc.stderr and "nothing moved" not in proc.stdout

@@ -28,7 +28,7 @@ from treadctl.limits import effective_limits
 from treadctl.profiles import DEFAULT_PROFILE, FirmwareProfile, ProfileError, load_profile
 from treadctl.programs.model import Program, ProgramError, load_program
 from treadctl.programs.validate import validate_program
-from treadctl.transport import DeviceURLError, open_transport, parse_device_url, require_ftms
+from treadctl.transport import DeviceURLError, open_transport, parse_device_url
 from treadctl.transport.base import TransportError
 from treadctl.transport.framing import SIMULATOR_CLOCK_UUID
 from treadctl.transport.url import DeviceURL
@@ -118,6 +118,12 @@ def _choose_speedup(
         )
     if asked == 1.0:
         return asked
+    if profile.protocol != "ftms":
+        raise UsageError(
+            f"--speedup {args.speedup} needs the simulator clock query, which the"
+            f" {profile.protocol} protocol does not carry: a native link runs in real time"
+            " (use sim:// for a faster simulated run)"
+        )
     limit = max_cross_process_speedup(profile)
     if asked > limit + 1e-9:
         real_ms = profile.control.link_timeout_ms / asked
@@ -140,7 +146,11 @@ def _prepare(args: argparse.Namespace) -> _Plan:
         profile = load_profile(profile_name)
         if url.scheme == "sim" and url.profile is not None:
             load_profile(url.profile)  # the simulated firmware, when the URL names another
-        require_ftms(profile)  # nothing moves: bad usage (exit 2), not a runtime error
+        if profile.protocol != "ftms" and url.scheme == "ble":
+            raise UsageError(
+                f"profile {profile.name} speaks the {profile.protocol} protocol over"
+                " serial:// or tcp:// (sim:// for its simulator), not Bluetooth"
+            )
     except (ProfileError, TransportError) as exc:
         raise UsageError(str(exc)) from None
     speedup = _choose_speedup(args, url, profile)
@@ -265,8 +275,8 @@ async def _peer_clock(transport: Any, speedup: float) -> float | None:
 
 
 async def _check_peer_clock(plan: _Plan, transport: Any) -> None:
-    if plan.url.scheme not in ("tcp", "serial"):
-        return
+    if plan.url.scheme not in ("tcp", "serial") or plan.profile.protocol != "ftms":
+        return  # a native link runs in real time (_choose_speedup)
     ours = 1.0 if plan.speedup is None else plan.speedup
     theirs = await _peer_clock(transport, ours)
     where = plan.url.endpoint
@@ -331,7 +341,7 @@ async def _session(
                 _check_link(controller, plan)
                 raise _RunError(
                     f"cannot use {plan.url.endpoint}: no treadmill data from it within "
-                    f"{wait_s:g} s (is it an FTMS treadmill?); nothing moved",
+                    f"{wait_s:g} s (is it a {plan.profile.protocol} treadmill?); nothing moved",
                     EXIT_RUNTIME,
                 )
             controller.state_listeners.append(view.update)

@@ -122,6 +122,7 @@ class FTMSClient:
         )
         self.deviations = self.telemetry.deviations
         self.on_deviation: Callable[[str], None] = lambda name: None
+        self.on_danger: Callable[[str, str], None] = lambda kind, detail: None  # native only
         self.retries = 0
         self.stops_sent = 0
         #: When we last put a Stop or Pause on the wire (a machine status echoing it is ours).
@@ -324,6 +325,9 @@ class FTMSClient:
             raise CommandError(f"{type(request).__name__}: {result.name.lower()}", result)
         if opcode == ftms.OpCode.REQUEST_CONTROL:
             self.in_control = True
+
+    def reset(self) -> None:
+        """FTMS keeps no latch of its own (motion blocking reads the safety machine)."""
 
     def stop_is_ours(self, now: float) -> bool:
         """Is a 'stopped or paused' status arriving now the echo of a stop we sent?

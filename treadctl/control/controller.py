@@ -28,11 +28,7 @@ from typing import Any
 
 from treadctl import ftms
 from treadctl.clock import Clock, LoopClock
-from treadctl.control.client import (
-    CommandError,
-    FTMSClient,
-    consume_result,
-)
+from treadctl.control.client import CommandError, consume_result
 from treadctl.control.loop import ControlLoop
 from treadctl.control.machine import (
     ControlError,
@@ -42,7 +38,7 @@ from treadctl.control.machine import (
     State,
     Step,
 )
-from treadctl.control.machine_link import LinkFactory, MachineLink
+from treadctl.control.machine_link import LinkFactory, MachineLink, link_factory_for
 from treadctl.control.planner import (
     Ramp,
     incline_ramp,
@@ -118,14 +114,16 @@ class Controller(SessionWalker, ControlLoop):
         #: machine across the controllers it builds, so a latch survives a reconnect).
         self.machine = machine if machine is not None else SafetyMachine(self.cfg)
         self.reverse = reverse_method(profile)
-        #: The one surface the machine is driven through (FTMS unless a driver's factory
-        #: is given; docs/architecture.md).
-        self.client: MachineLink = (link_factory or FTMSClient)(transport, profile, self.clock)
+        #: The one surface the machine is driven through: FTMS, or the native driver of
+        #: the profile's protocol, unless a factory is given (docs/architecture.md).
+        factory = link_factory or link_factory_for(profile)
+        self.client: MachineLink = factory(transport, profile, self.clock)
         self.client.motion_guard = lambda: self.machine.motion_blocked
         self.client.on_telemetry = self._on_telemetry
         self.client.on_status = self._on_status
         self.client.on_direction = self._on_direction
         self.client.on_stop_result = self._on_stop_result
+        self.client.on_danger = self._on_danger
         # Once per session and deviation (docs/ftms.md, "Real devices that deviate"): a
         # daemon lane keeps its connection across sessions, each session's record says it.
         self._deviations_reported: set[str] = set()
@@ -353,6 +351,7 @@ class Controller(SessionWalker, ControlLoop):
             speed_kmh=self.measured_kmh,
             telemetry_age_s=self.clock.now() - self.last_rx,
         )
+        self.client.reset()
         if old is not None:
             self._event("reset", reason=reason, cleared=old.reason)
         self._show_machine(phase=None)
@@ -465,6 +464,11 @@ class Controller(SessionWalker, ControlLoop):
             # Control was taken from us: take it back only to stop, then stop again.
             self._send_request_control()
             self.client.stop_now()
+
+    def _on_danger(self, kind: str, detail: str) -> None:
+        """A native machine's danger: the driver sent its stop, the machine latches."""
+        self._act(self.machine.danger(kind, detail), stop_sent=True)
+        self._event("machine-danger", kind=kind, detail=detail)
 
     def _on_link_lost(self, reason: str) -> None:
         self._act(self.machine.link_lost(reason))

@@ -109,19 +109,36 @@ INTERLOCK_INPUT: dict[Interlock, str] = {
     Interlock.REMOTE_ESTOP: "estop",
     Interlock.GYM_ESTOP: "estop",
     Interlock.BROKER_LOST: "estop",
-    Interlock.SAFETY_KEY: "status",
-    Interlock.MACHINE_STOP: "status",
+    Interlock.SAFETY_KEY: "status, danger",
+    Interlock.MACHINE_STOP: "status, danger",
+    Interlock.MACHINE_FAULT: "danger",
     Interlock.CONTROL_LOST: "status",
     Interlock.LINK_LOST: "link_lost",
     Interlock.TELEMETRY_SILENCE: "tick",
     Interlock.HEARTBEAT_MISSED: "tick",
-    Interlock.OVERSPEED: "telemetry",
+    Interlock.OVERSPEED: "telemetry, danger",
     Interlock.TRACKING_ERROR: "telemetry, command_failed",
     Interlock.HEART_RATE: "telemetry",
-    Interlock.DIRECTION_MISMATCH: "telemetry, direction, command_failed",
-    Interlock.COMMAND_TIMEOUT: "command_failed",
-    Interlock.COMMAND_REJECTED: "command_failed",
+    Interlock.DIRECTION_MISMATCH: "telemetry, direction, command_failed, danger",
+    Interlock.COMMAND_TIMEOUT: "command_failed, danger",
+    Interlock.COMMAND_REJECTED: "command_failed, danger",
     Interlock.INTERNAL_ERROR: "error",
+}
+
+#: A native machine's danger (``treadctl.drivers.base.Danger.kind``) is this interlock;
+#: a kind not listed is a ``machine-fault``. A closed link is ``link_lost``, not a danger.
+DANGER_INTERLOCK: dict[str, Interlock] = {
+    "lanyard": Interlock.SAFETY_KEY,
+    "machine-stopped": Interlock.MACHINE_STOP,
+    "wrong-direction": Interlock.DIRECTION_MISMATCH,
+    "overspeed": Interlock.OVERSPEED,
+    "nacks": Interlock.COMMAND_REJECTED,
+    "no-reply": Interlock.COMMAND_TIMEOUT,
+    "comm-fault": Interlock.MACHINE_FAULT,
+    "hardware-fault": Interlock.MACHINE_FAULT,
+    "cds-disarmed": Interlock.MACHINE_FAULT,
+    "watchdog-expired": Interlock.MACHINE_FAULT,
+    "belts-differ": Interlock.MACHINE_FAULT,
 }
 
 _S, _E = State, Event
@@ -351,6 +368,12 @@ class SafetyMachine:
             return self._latch_trip(Trip(Interlock.MACHINE_STOP, f"belt {what} at the machine"))
         return Step(None, self._state)
 
+    def danger(self, kind: str, detail: str) -> Step:
+        """A native machine reported danger (its driver has already sent the stop). It
+        latches in every state: the machine says the belt is not safe to move."""
+        interlock = DANGER_INTERLOCK.get(kind, Interlock.MACHINE_FAULT)
+        return self._latch_trip(Trip(interlock, f"{detail} ({kind}, machine reported)"))
+
     def tick(
         self, now: float, last_rx: float, last_heartbeat: float, heartbeat_s: float | None
     ) -> Step:
@@ -438,6 +461,7 @@ class SafetyMachine:
 
 __all__ = [
     "ACTIVE",
+    "DANGER_INTERLOCK",
     "FAILURE_INTERLOCK",
     "INTERLOCK_INPUT",
     "TRANSITIONS",

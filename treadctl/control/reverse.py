@@ -24,6 +24,9 @@ class ReverseMethod:
     signed_speed: ClassVar[bool] = False
     #: Reverse is a write to a vendor characteristic, read back from it before a start.
     vendor_characteristic: ClassVar[bool] = False
+    #: The direction is a command of its own (``write_direction``), sent at standstill
+    #: after the dwell and confirmed by read-back before the belt moves.
+    writes_direction: ClassVar[bool] = False
 
     def __init__(self, spec: ReverseSpec) -> None:
         self.spec = spec
@@ -49,7 +52,7 @@ class ReverseMethod:
     @property
     def reads_back_before_start(self) -> bool:
         """Ask the machine its direction before every start (trust it, not our memory)."""
-        return self.vendor_characteristic
+        return self.writes_direction
 
 
 class VendorCharacteristic(ReverseMethod):
@@ -57,6 +60,7 @@ class VendorCharacteristic(ReverseMethod):
 
     name = "vendor-characteristic"
     vendor_characteristic = True
+    writes_direction = True
 
 
 class SignedSpeed(ReverseMethod):
@@ -67,10 +71,13 @@ class SignedSpeed(ReverseMethod):
 
 
 class DirectionCommand(ReverseMethod):
-    """A native protocol's own direction command, sent by its driver at standstill (e.g.
-    the Biodex profile): nothing FTMS-specific to subscribe to or sign."""
+    """A native protocol's own direction change, sent by its driver at measured standstill
+    and read back: Biodex's Set Belt Direction (84h), Woodway's speed command at 0 in the
+    new direction, Bertec's sign of the next setpoint. Nothing FTMS-specific to subscribe
+    to or sign (the driver's link carries signed speeds)."""
 
     name = "direction-command"
+    writes_direction = True
 
 
 _METHODS: dict[str, type[ReverseMethod]] = {}
@@ -94,9 +101,16 @@ def methods() -> tuple[str, ...]:
 
 
 def reverse_method(profile: FirmwareProfile) -> ReverseMethod:
-    """The method object of ``profile`` (chosen once, where the profile is first used)."""
+    """The method object of ``profile`` (chosen once, where the profile is first used).
+
+    On a native protocol every reversing machine is driven the same way, whatever its
+    wire does (the profile's ``method`` says that, e.g. Bertec's signed speeds): the
+    driver's direction change at standstill, confirmed by read-back (DirectionCommand)."""
+    name: str = profile.reverse.method
+    if profile.protocol != "ftms" and name != "none":
+        name = DirectionCommand.name
     try:
-        cls = _METHODS[profile.reverse.method]
+        cls = _METHODS[name]
     except KeyError:
         raise ValueError(
             f"{profile.name}: unknown reverse method {profile.reverse.method!r}"

@@ -24,6 +24,7 @@ class Interlock(enum.StrEnum):
     GYM_ESTOP = "gym-estop"
     SAFETY_KEY = "safety-key"
     MACHINE_STOP = "machine-stop"
+    MACHINE_FAULT = "machine-fault"
     CONTROL_LOST = "control-lost"
     LINK_LOST = "link-lost"
     TELEMETRY_SILENCE = "telemetry-silence"

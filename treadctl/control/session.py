@@ -309,8 +309,14 @@ class SessionWalker(ControllerCore):
             self.belt_running = True
         self._want_speed = first
         self._speed_ramp = Ramp(self.clock.now(), first, first, 1.0)
-        if self.client.signed_speed and direction is Direction.REVERSE:
-            # Read-back for signed-speed firmware is the sign of the belt it reports.
+        if (
+            self.client.signed_speed
+            and not self.reverse.writes_direction
+            and direction is Direction.REVERSE
+        ):
+            # Read-back for signed-speed firmware is the sign of the belt it reports (a
+            # direction command was read back before the start; the sign is then judged
+            # by the telemetry interlock).
             await self._await_direction(direction, limits)
         # The firmware ramps to its minimum speed on its own; our ramp starts from there.
         deadline = self.clock.now() + 5.0
@@ -389,7 +395,7 @@ class SessionWalker(ControllerCore):
             await asyncio.sleep(self.tick_s)
         self._set_snapshot(phase="direction-change")
         self._event("direction-change", to=direction.value)
-        if self.reverse.vendor_characteristic:
+        if self.reverse.writes_direction:
             await self.client.write_direction(direction)
             deadline = self.clock.now() + self.cfg.direction_readback_timeout_s
             while True:

@@ -9,14 +9,14 @@ import contextlib
 import socket
 
 from treadctl.clock import Clock, LoopClock
-from treadctl.drivers.base import DriverError, TreadmillDriver
+from treadctl.drivers.base import DriverError, Opener, TreadmillDriver
 from treadctl.profiles import FirmwareProfile
 from treadctl.transport.base import TransportError
 from treadctl.transport.serial import open_serial_stream
 from treadctl.transport.stream import AsyncioByteStream, ByteStream
 from treadctl.transport.url import DeviceURLError, parse_device_url
 
-__all__ = ["DriverError", "TreadmillDriver", "make_driver", "open_stream"]
+__all__ = ["DriverError", "TreadmillDriver", "make_driver", "make_driver_on", "open_stream"]
 
 
 async def open_stream(url: str, profile: FirmwareProfile, timeout_s: float = 5.0) -> ByteStream:
@@ -47,6 +47,17 @@ async def open_stream(url: str, profile: FirmwareProfile, timeout_s: float = 5.0
 
 def make_driver(url: str, profile: FirmwareProfile, clock: Clock | None = None) -> TreadmillDriver:
     """The driver of ``profile.protocol`` on ``url`` (not connected yet)."""
+
+    async def opener() -> ByteStream:
+        return await open_stream(url, profile)
+
+    return make_driver_on(opener, profile, clock)
+
+
+def make_driver_on(
+    opener: Opener, profile: FirmwareProfile, clock: Clock | None = None
+) -> TreadmillDriver:
+    """The driver of ``profile.protocol`` on the stream ``opener`` returns (not connected)."""
     from treadctl.drivers.bertec import BertecDriver
     from treadctl.drivers.biodex import BiodexDriver
     from treadctl.drivers.trackmaster import TrackMasterDriver
@@ -57,9 +68,5 @@ def make_driver(url: str, profile: FirmwareProfile, clock: Clock | None = None) 
     cls = classes.get(profile.protocol)
     if cls is None:
         raise DriverError(f"no native driver for protocol {profile.protocol!r}")
-
-    async def opener() -> ByteStream:
-        return await open_stream(url, profile)
-
     driver: TreadmillDriver = cls(opener, profile, clock or LoopClock())
     return driver

@@ -173,6 +173,18 @@ class DriverCore:
     def _on_close(self) -> None:
         """After the tasks ended, before the link closes."""
 
+    def abort(self) -> None:
+        """Cut the link at once, with no stop and no goodbye: the last step of a stop
+        escalation, so that the machine's own watchdog (where it has one) stops the belt."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        self._on_close()
+        if self._stream is not None:
+            self._stream.close()
+
     def publish(self, telemetry: Telemetry) -> None:
         """New telemetry: checked by the motion watch (overspeed, a stop of its own), then
         handed on."""

@@ -10,7 +10,7 @@ callbacks: ``on_telemetry(Telemetry)`` and ``on_status(Danger)``. A danger LATCH
 driver (``danger``): the driver commands the stop itself, blocks motion and clears it only
 on an explicit :meth:`~TreadmillDriver.reset_danger`, which never moves the belt.
 
-Wiring a driver into the controller and daemon is not done here (docs/protocols.md).
+The controller drives a driver through ``treadctl.drivers.link.DriverLink`` (docs/protocols.md).
 """
 
 from __future__ import annotations
@@ -100,6 +100,9 @@ class TreadmillDriver(Protocol):
     async def connect(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    def abort(self) -> None:
+        """Cut the link with no stop (the machine's own watchdog takes over)."""
 
     def stop_now(self) -> None: ...
 

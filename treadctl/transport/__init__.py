@@ -45,13 +45,12 @@ __all__ = [
 
 
 def require_ftms(profile: FirmwareProfile) -> None:
-    """``TransportError`` for a profile that does not speak FTMS. Native protocols have
-    their own drivers (treadctl.drivers), not yet driven by the controller: FTMS frames must
-    never go to such a machine."""
+    """``TransportError`` for a profile that does not speak FTMS (an FTMS client, a BLE
+    link or the ``treadctl ftms`` tools must never send FTMS frames to such a machine)."""
     if profile.protocol != "ftms":
         raise TransportError(
-            f"profile {profile.name} speaks the {profile.protocol} protocol, not FTMS; the"
-            " controller does not drive native protocols yet (docs/protocols.md)"
+            f"profile {profile.name} speaks the {profile.protocol} protocol, not FTMS"
+            " (docs/protocols.md)"
         )
 
 
@@ -65,12 +64,21 @@ def open_transport(
     can run a controller against a firmware it does not expect). ``speedup`` in a sim
     URL is for the caller choosing the event loop (:func:`treadctl.clock.run`); the
     transport follows whatever loop it runs on. Raises :class:`DeviceURLError` for a
-    bad URL, ``ProfileError`` for an unknown profile and ``TransportError`` for a profile
-    that does not speak FTMS (docs/protocols.md).
+    bad URL and ``ProfileError`` for an unknown profile. A profile of a native protocol
+    (Biodex, Woodway, Bertec, TrackMaster) gets a ``NativeTransport``: the controller
+    drives it through that protocol's driver (``treadctl.drivers.link``; docs/protocols.md),
+    and ``sim://`` then runs the protocol's simulator personality in this process.
     """
     u = parse_device_url(url) if isinstance(url, str) else url
-    if profile is not None:
-        require_ftms(profile)
+    if profile is not None and profile.protocol != "ftms":
+        if u.scheme == "ble":
+            raise TransportError(
+                f"profile {profile.name} speaks the {profile.protocol} protocol over a"
+                " serial:// or tcp:// link (sim:// for its simulator), not Bluetooth"
+            )
+        from treadctl.drivers.link import NativeTransport
+
+        return NativeTransport(u, profile)
     if u.scheme == "sim":
         from treadctl.transport.sim import SimTransport
 

@@ -21,7 +21,9 @@ from treadctl.simulator.personalities.trackmaster import TrackMasterPersonality
 from treadctl.simulator.personalities.woodway import WoodwayPersonality
 from treadctl.transport.stream import ByteStream
 
-__all__ = ["EVENTS_ENV", "Personality", "make_personality", "serve_pty", "serve_tcp"]
+__all__ = [
+    "EVENTS_ENV", "Personality", "make_personality", "serve_pty", "serve_stream", "serve_tcp",
+]  # fmt: skip
 
 MakePersonality = Callable[[], Personality]
 
@@ -39,7 +41,8 @@ def make_personality(
     return cls(profile, faults=faults, seed=seed)
 
 
-async def _serve(machine: Personality, stream: ByteStream) -> None:
+async def serve_stream(machine: Personality, stream: ByteStream) -> None:
+    """Serve one host stream (a pty, a TCP connection, an in-memory pipe) until it closes."""
     machine.attach(stream)
     try:
         while True:
@@ -55,7 +58,7 @@ async def _serve(machine: Personality, stream: ByteStream) -> None:
 async def serve_pty(make: MakePersonality, *, on_path: Callable[[str], None]) -> None:
     """A pty pair; the slave path is what ``serial://`` opens. The machine is created at
     the host's first byte (pushing protocols: at once)."""
-    await serve_pty_with(make, _serve, on_path=on_path)
+    await serve_pty_with(make, serve_stream, on_path=on_path)
 
 
 async def serve_tcp(
@@ -65,4 +68,4 @@ async def serve_tcp(
     *,
     ready: asyncio.Future[tuple[str, int]] | None = None,
 ) -> None:
-    await serve_tcp_with(make, _serve, host, port, ready=ready)
+    await serve_tcp_with(make, serve_stream, host, port, ready=ready)

@@ -41,12 +41,17 @@ _NO_LINK_WATCHDOG_MS = 10**9
 def firmware_profile(profile: FirmwareProfile) -> FirmwareProfile:
     """The profile the underlying FTMS firmware model runs: no FTMS link watchdog, and a
     direction command (Biodex 84h) modelled by the firmware's direction write at standstill
-    (its ``vendor-characteristic`` rule; the FTMS side never sees it)."""
+    (its ``vendor-characteristic`` rule; the FTMS side never sees it), at the wire's speed."""
     control = dataclasses.replace(profile.control, link_timeout_ms=_NO_LINK_WATCHDOG_MS)
+    # The machine runs at what its wire says (e.g. 19 x 0.1 mph = 3.06 km/h), not at the
+    # profile's km/h grid: the firmware model only keeps FTMS's 0.01 km/h resolution.
+    speed = dataclasses.replace(profile.speed, increment_kmh=0.01)
     reverse = profile.reverse
     if reverse.method == "direction-command":
         reverse = dataclasses.replace(reverse, method="vendor-characteristic")
-    return dataclasses.replace(profile, control=control, reverse=reverse, protocol="ftms")
+    return dataclasses.replace(
+        profile, control=control, reverse=reverse, speed=speed, protocol="ftms"
+    )
 
 
 class Personality:

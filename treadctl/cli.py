@@ -20,45 +20,59 @@ EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_SAFETY = 3
 
-# Modules that add sub-commands, in the order they appear in --help.
-_COMMAND_MODULES = (
-    "treadctl.control.cli",  # run
-    "treadctl.daemon.cli",  # daemon
-    "treadctl.simulator.cli",  # sim
-    "treadctl.transport.cli",  # scan
-    "treadctl.programs.cli",  # programs
-    "treadctl.profiles_cli",  # profiles
-    "treadctl.ftms.cli",  # ftms decode
-    "treadctl.hr.cli",  # hr decode
-    "treadctl.store.cli",  # sessions
-    "treadctl.dashboard.cli",  # dashboard
-)
+#: Every sub-command: (name, the module that adds it, its one-line help), in --help order.
+#: A module is imported only when its command runs (or its own --help is asked for):
+#: ``treadctl --help`` and ``treadctl profiles list`` do not pay for asyncio, the
+#: controller or the daemon. tests/test_cli.py checks each help against its module.
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("run", "treadctl.control.cli", "run one program (default device: the built-in simulator)"),
+    ("daemon", "treadctl.daemon.cli", "run the MQTT gym daemon"),
+    ("sim", "treadctl.simulator.cli", "run the treadmill simulator behind TCP or a pty"),
+    ("scan", "treadctl.transport.cli", "list FTMS treadmills nearby (BLE)"),
+    ("programs", "treadctl.programs.cli", "training programs: list, show NAME, validate FILE"),
+    ("profiles", "treadctl.profiles_cli", "firmware profiles: list, show NAME"),
+    ("ftms", "treadctl.ftms.cli", "FTMS codec tools"),
+    ("hr", "treadctl.hr.cli", "heart-rate tools"),
+    ("sessions", "treadctl.store.cli", "list, show, export and plot recorded sessions"),
+    ("dashboard", "treadctl.dashboard.cli",
+     "the web front desk: every lane live, stop any belt"),
+)  # fmt: skip
 
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command word of ``argv`` (the first argument that is not an option)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser, with the full parser of the command ``argv`` names (every command's
+    full parser when ``argv`` is None); the others are one-line entries for --help."""
     parser = argparse.ArgumentParser(
         prog="treadctl",
-        description="Safe forward/reverse treadmill sessions over FTMS.",
+        description="Safe forward/reverse treadmill sessions over FTMS or a treadmill "
+        "maker's own protocol.",
     )
     parser.add_argument("--version", action="version", version=f"treadctl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # command group not built yet
-        module.register(sub)
+    wanted = None if argv is None else _command_of(argv)
+    for name, module_name, help_text in COMMANDS:
+        if argv is None or name == wanted:
+            importlib.import_module(module_name).register(sub)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

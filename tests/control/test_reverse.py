@@ -33,7 +33,15 @@ def test_every_method_a_profile_may_name_is_registered() -> None:
     from treadctl.profiles import list_profiles
 
     for prof in list_profiles():
-        assert reverse.reverse_method(prof).name == prof.reverse.method, prof.name
+        method = reverse.reverse_method(prof)
+        if prof.protocol == "ftms" or prof.reverse.method == "none":
+            assert method.name == prof.reverse.method, prof.name
+        else:
+            # Every reversing native machine: its driver's direction change at standstill,
+            # read back before the belt moves (whatever its wire does: Bertec's signed speed).
+            assert method.name == "direction-command", prof.name
+            assert method.writes_direction and method.reads_back_before_start
+            assert method.direction_uuid is None and method.subscriptions() == []
 
 
 def test_a_driver_registers_its_own_method() -> None:

@@ -58,6 +58,7 @@ from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
 
+from treadctl.control.reverse import reverse_method
 from treadctl.ftms import (
     CONTROL_POINT,
     FEATURE,
@@ -93,6 +94,7 @@ FTMS_SERVICE_DATA = bytes([0x01]) + struct.pack("<H", 0x0001)
 
 _READ = Characteristic.Permissions.READABLE
 _WRITE = Characteristic.Permissions.WRITEABLE
+_NONE = Characteristic.Permissions(0)
 _P = Characteristic.Properties
 
 
@@ -244,10 +246,10 @@ class FtmsPeripheral:
     # -- GATT table ----------------------------------------------------------------------
 
     def _build(self, direction_uuid: int | None) -> None:
-        def readable(uuid: int) -> CharacteristicValue:
+        def readable(uuid: int) -> CharacteristicValue[Any]:
             return CharacteristicValue(read=lambda _conn: self._read(uuid))
 
-        def writable(uuid: int, *, read: bool) -> CharacteristicValue:
+        def writable(uuid: int, *, read: bool) -> CharacteristicValue[Any]:
             return CharacteristicValue(
                 read=(lambda _conn: self._read(uuid)) if read else None,
                 write=lambda conn, value: self._write(conn, uuid, value),
@@ -258,7 +260,7 @@ class FtmsPeripheral:
             # Notify-only: a read reaches the firmware, which answers 0x02 (Bumble's server does
             # not enforce the permission by itself).
             TREADMILL_DATA: Characteristic(
-                uuid16(TREADMILL_DATA), _P.NOTIFY, 0, readable(TREADMILL_DATA)
+                uuid16(TREADMILL_DATA), _P.NOTIFY, _NONE, readable(TREADMILL_DATA)
             ),
             TRAINING_STATUS: Characteristic(
                 uuid16(TRAINING_STATUS), _P.READ | _P.NOTIFY, _READ, readable(TRAINING_STATUS)
@@ -274,7 +276,7 @@ class FtmsPeripheral:
                 writable(CONTROL_POINT, read=False),
             ),
             MACHINE_STATUS: Characteristic(
-                uuid16(MACHINE_STATUS), _P.NOTIFY, 0, readable(MACHINE_STATUS)
+                uuid16(MACHINE_STATUS), _P.NOTIFY, _NONE, readable(MACHINE_STATUS)
             ),
         }
         order = [FEATURE, TREADMILL_DATA, TRAINING_STATUS, SPEED_RANGE, INCLINATION_RANGE,
@@ -378,7 +380,7 @@ class FtmsPeripheral:
 
     def _telemetry_parts(self, sim: SimTreadmill, conn: Connection, value: bytes) -> list[bytes]:
         fmt = sim.profile.quirks.pace_format
-        signed = sim.profile.reverse.method == "signed-speed"
+        signed = reverse_method(sim.profile).signed_speed
         if self.long_records:
             try:
                 td = decode_treadmill_data(value, pace_format=fmt, signed_speed=signed)
@@ -510,7 +512,7 @@ class PacedLink(LocalLink):
     way a write waits for the next connection event on a real radio."""
 
     def __init__(self, connection_interval_s: float = 0.0) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.connection_interval_s = connection_interval_s
         self._queue: list[Callable[[], None]] = []
         self._event: asyncio.TimerHandle | None = None
@@ -647,7 +649,7 @@ def _make_backend_class() -> type:
         (_P.AUTHENTICATED_SIGNED_WRITES, "authenticated-signed-writes"),
     ]
 
-    class _Backend(BaseBleakClient):  # type: ignore[misc]
+    class _Backend(BaseBleakClient):
         """bleak's backend interface over a Bumble central (``central=`` a powered Device).
 
         What BlueZ does and a central must do too: discover every service,
@@ -701,7 +703,7 @@ def _make_backend_class() -> type:
                     collection.add_service(bsvc)
                     for ch in svc.characteristics:
                         await peer.discover_descriptors(ch)
-                        props = [n for bit, n in props_names if ch.properties & bit]
+                        props: list[Any] = [n for bit, n in props_names if ch.properties & bit]
                         bch = BleakGATTCharacteristic(
                             ch, ch.handle, _full(ch.uuid), props,
                             lambda: self.mtu_size - 3, bsvc,
@@ -930,8 +932,7 @@ async def serve_ble(
 def _direction_uuid(sim: SimTreadmill) -> int | None:
     # The GATT table is fixed before the first connection creates the simulator (serve_ble
     # asks a throwaway one, which never runs): the profile decides it.
-    reverse = sim.profile.reverse
-    return reverse.characteristic if reverse.method == "vendor-characteristic" else None
+    return reverse_method(sim.profile).direction_uuid
 
 
 # ------------------------------------------------------------------ treadctl sim --ble

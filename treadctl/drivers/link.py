@@ -142,10 +142,18 @@ class NativeTransport(Transport):
         raise LinkLost(str(self._no_ftms()))
 
     def drop(self) -> None:
-        """Close the link without a word: the machine's own watchdog (where it has one)
-        stops the belt. Machines without one are listed in docs/protocols.md."""
-        if self.driver is not None:
+        """The escalation's last step. On a machine with its own watchdog
+        (``wire.watchdog_ms``): close the link without a word, and the watchdog stops the
+        belt. On one without (Biodex, Bertec): cutting the link would leave the belt running
+        for good, so the link stays open and the stop goes out again; the driver keeps
+        repeating it (its poll, Bertec's setpoint repeat) until the belt stands, so a line
+        that comes back carries the stop (docs/protocols.md)."""
+        if self.driver is None:
+            return
+        if self.profile.wire.watchdog_ms > 0:
             self.driver.abort()
+        else:
+            self.driver.stop_now()
 
     @property
     def counters(self) -> dict[str, int]:

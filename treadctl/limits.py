@@ -158,6 +158,10 @@ class EffectiveLimits:
     incline_increment_pct: float
     reverse_allowed: bool
     standstill_dwell_s: float
+    #: Rear-facing mode (docs/safety.md, "Rear-facing mode"): a forward-only treadmill runs
+    #: reverse segments with the belt forward and the user facing the rear. Reverse
+    #: segments are then allowed (``reverse_allowed``) under the reverse cap and ramps.
+    rear_facing: bool = False
 
     def tightened(self, layer: Limits | None) -> EffectiveLimits:
         """These limits with ``layer`` applied on top: tightest wins, never looser.
@@ -212,10 +216,29 @@ class EffectiveLimits:
         return self.reverse_decel_mps2 if direction is Direction.REVERSE else self.decel_mps2
 
 
-def profile_limits(profile: FirmwareProfile) -> EffectiveLimits:
-    """The profile's own limits combined with treadctl's defaults (no site, no program)."""
+def rear_facing_refusal(profile: FirmwareProfile) -> str | None:
+    """Why ``profile`` cannot run rear-facing (None: it can). The mode is for forward-only
+    treadmills only: a machine that reverses its belt runs reverse segments backward."""
+    if profile.supports_reverse:
+        return (
+            f"rear-facing mode is for forward-only treadmills: profile {profile.name} can "
+            "run its belt in reverse, so reverse segments run with the belt reversed"
+        )
+    return None
+
+
+def profile_limits(profile: FirmwareProfile, *, rear_facing: bool = False) -> EffectiveLimits:
+    """The profile's own limits combined with treadctl's defaults (no site, no program).
+
+    ``rear_facing`` (forward-only profiles only, else :class:`LimitsError`): reverse segments
+    are allowed, under the profile's ``[reverse]`` cap and ramps (their defaults when the
+    file has no such table) and treadctl's reverse default cap, with the belt forward."""
+    if rear_facing:
+        refusal = rear_facing_refusal(profile)
+        if refusal is not None:
+            raise LimitsError(refusal)
     rev = profile.reverse
-    reverse_allowed = profile.reverse.method != "none"
+    reverse_allowed = profile.reverse.method != "none" or rear_facing
     # A profile without reverse still gets well-defined reverse fields (nothing will use
     # them: reverse_allowed is False), kept inside the forward envelope.
     base = EffectiveLimits(
@@ -238,20 +261,27 @@ def profile_limits(profile: FirmwareProfile) -> EffectiveLimits:
         incline_increment_pct=profile.incline.increment_pct,
         reverse_allowed=reverse_allowed,
         standstill_dwell_s=rev.standstill_dwell_s,
+        rear_facing=rear_facing,
     )
     return base.tightened(Limits(reverse_max_speed_kmh=DEFAULT_REVERSE_MAX_SPEED_KMH))
 
 
 def effective_limits(
-    profile: FirmwareProfile, site: Limits | None = None, program: Limits | None = None
+    profile: FirmwareProfile,
+    site: Limits | None = None,
+    program: Limits | None = None,
+    *,
+    rear_facing: bool = False,
 ) -> EffectiveLimits:
     """The limits in force: profile ∩ treadctl defaults ∩ site ∩ program, tightest wins.
 
-    Never raises. When the layers together leave no valid setpoint (e.g. a site minimum
-    speed above a program's maximum) the result's :meth:`EffectiveLimits.contradictions`
-    says so and :func:`treadctl.programs.validate.validate_program` reports it.
+    Never raises for the layers. When together they leave no valid setpoint (e.g. a site
+    minimum speed above a program's maximum) the result's
+    :meth:`EffectiveLimits.contradictions` says so and
+    :func:`treadctl.programs.validate.validate_program` reports it. ``rear_facing`` on a
+    profile that can reverse is a :class:`LimitsError` (:func:`rear_facing_refusal`).
     """
-    return profile_limits(profile).tightened(site).tightened(program)
+    return profile_limits(profile, rear_facing=rear_facing).tightened(site).tightened(program)
 
 
 @dataclass(frozen=True)

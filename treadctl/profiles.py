@@ -32,6 +32,8 @@ PaceFormat = Literal["uint8-0.1kmpmin", "uint16-s-per-km"]
 BELT_DIRECTION_UUID = 0xFF01
 
 DEFAULT_PROFILE = "treadctl-reference"
+#: The shortest lead time an announcement may have (``motion.announce_s``).
+MIN_ANNOUNCE_S = 5.0
 _SYSTEM_PROFILES = Path("/etc/treadctl/firmware_profiles")
 
 
@@ -67,6 +69,11 @@ class MotionLimits:
     decel_mps2: float  # normal deceleration
     stop_decel_mps2: float  # controlled stop (Stop opcode, link timeout)
     estop_decel_mps2: float  # safety key / emergency
+    #: A program step that raises the speed by more than this is announced (``upcoming``
+    #: event, live view countdown) ``announce_s`` before it begins; so is every direction
+    #: change (docs/programs.md, "Announcements"). Defaults: existing files need nothing.
+    announce_step_kmh: float = 1.0
+    announce_s: float = 5.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -244,6 +251,11 @@ def _check(src: str, p: FirmwareProfile) -> None:
     need(p.incline.rate_pct_per_s > 0, "incline.rate_pct_per_s must be > 0")
     for key in ("accel_mps2", "decel_mps2", "stop_decel_mps2", "estop_decel_mps2"):
         need(getattr(p.motion, key) > 0, f"motion.{key} must be > 0")
+    need(p.motion.announce_step_kmh > 0, "motion.announce_step_kmh must be > 0")
+    need(
+        p.motion.announce_s >= MIN_ANNOUNCE_S,
+        f"motion.announce_s must be at least {MIN_ANNOUNCE_S:g} s (a user must see it coming)",
+    )
     need(p.control.telemetry_hz > 0, "control.telemetry_hz must be > 0")
     need(p.control.ack_timeout_ms > 0, "control.ack_timeout_ms must be > 0")
     need(p.control.link_timeout_ms > 0, "control.link_timeout_ms must be > 0")

@@ -8,8 +8,11 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from treadctl.control.controller import (
     Snapshot,
     State,
 )
-from treadctl.limits import effective_limits
+from treadctl.limits import effective_limits, rear_facing_refusal
 from treadctl.profiles import DEFAULT_PROFILE, FirmwareProfile, ProfileError, load_profile
 from treadctl.programs.model import Program, ProgramError, load_program
 from treadctl.programs.validate import validate_program
@@ -53,6 +56,12 @@ def register(sub: Any) -> None:
     p.add_argument("--data-dir", type=Path, help="where sessions are recorded")
     p.add_argument("--no-record", action="store_true", help="do not record the session")
     p.add_argument("--tick-hz", type=float, default=10.0, help="control loop rate, 1..50 Hz")
+    p.add_argument(
+        "--rear-facing",
+        action="store_true",
+        help="forward-only treadmills: run reverse segments with the belt forward while you "
+        "face the rear; every turn waits for Enter (docs/safety.md, 'Rear-facing mode')",
+    )
     p.set_defaults(func=_run)
 
 
@@ -77,6 +86,7 @@ class _Plan:
     profile: FirmwareProfile
     speedup: float | None  # None: as fast as the CPU allows (sim:// only)
     virtual: bool  # the in-process simulator: one virtual clock drives both sides
+    rear_facing: bool = False  # reverse segments facing the rear, the belt forward
 
 
 def _parse_speedup(text: str) -> float | None:
@@ -160,7 +170,11 @@ def _prepare(args: argparse.Namespace) -> _Plan:
         program = load_program(args.program)
     except ProgramError as exc:
         raise UsageError(str(exc)) from None
-    violations = validate_program(program, effective_limits(profile, None, program.limits))
+    refusal = rear_facing_refusal(profile) if args.rear_facing else None
+    if refusal is not None:
+        raise UsageError(f"--rear-facing: {refusal}; nothing moved")
+    limits = effective_limits(profile, None, program.limits, rear_facing=args.rear_facing)
+    violations = validate_program(program, limits)
     if violations:
         for v in violations:
             print(f"{args.program}: {v}", file=sys.stderr)
@@ -176,14 +190,16 @@ def _prepare(args: argparse.Namespace) -> _Plan:
             f"{program.heartbeat_s:g} s, which `treadctl run` cannot give; run it with "
             "`treadctl daemon` (cmd/heartbeat over MQTT); nothing moved"
         )
-    return _Plan(program, url, profile, speedup, virtual=url.scheme == "sim")
+    return _Plan(
+        program, url, profile, speedup, virtual=url.scheme == "sim", rear_facing=args.rear_facing
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
     plan = _prepare(args)
     _quiet_logging()
     recorder_factory = _recorder_factory(args, plan.profile)
-    view = _View(args.json, plan.program)
+    view = _View(args.json, plan.program, rear_facing=plan.rear_facing)
     try:
         result = clockmod.run(
             _session(args, plan, view, recorder_factory),
@@ -305,6 +321,7 @@ async def _session(
         plan.profile,
         tick_hz=args.tick_hz,
         recorder_factory=recorder_factory,
+        rear_facing=plan.rear_facing,
     )
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
@@ -330,6 +347,9 @@ async def _session(
     # interrupt at any moment is ours to handle, never a KeyboardInterrupt traceback.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    view.clock = controller.clock
+    enter = _EnterReader(loop, lambda: _confirm_turn(controller, view)) if plan.rear_facing \
+        else None
     try:
         try:
             await controller.open()
@@ -369,9 +389,59 @@ async def _session(
                 await stopping
         return result
     finally:
+        if enter is not None:
+            enter.close()
         await controller.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def _confirm_turn(controller: Controller, view: _View) -> None:
+    """Enter in the terminal: confirms a rear-facing turn-around that waits for it; at any
+    other moment it does nothing (an Enter typed early is not a confirmation)."""
+    if controller.turn_pending is None:
+        return
+    with contextlib.suppress(ControlError):
+        controller.resume()
+
+
+class _EnterReader:
+    """Calls ``on_enter`` for every line on stdin (Enter), from the event loop. A pipe or a
+    terminal is watched by the loop; anything else (a file) by a daemon thread. At end of
+    input nothing more can confirm: the session then waits for Ctrl-C."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_enter: Callable[[], None]) -> None:
+        self._loop = loop
+        self._on_enter = on_enter
+        self._fd: int | None = None
+        try:
+            fd = sys.stdin.fileno()
+            loop.add_reader(fd, self._readable, fd)
+            self._fd = fd
+        except (OSError, ValueError, AttributeError, NotImplementedError):
+            threading.Thread(target=self._thread, name="treadctl-enter", daemon=True).start()
+
+    def _readable(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return
+        for _ in range(data.count(b"\n")):
+            self._on_enter()
+
+    def _thread(self) -> None:
+        with contextlib.suppress(Exception):
+            for _ in sys.stdin:
+                self._loop.call_soon_threadsafe(self._on_enter)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._fd)
+            self._fd = None
 
 
 def _check_link(controller: Controller, plan: _Plan) -> None:
@@ -389,9 +459,13 @@ def _check_link(controller: Controller, plan: _Plan) -> None:
 class _View:
     """Live progress on a terminal (rich), JSON lines with --json, plain lines otherwise."""
 
-    def __init__(self, as_json: bool, program: Program) -> None:
+    def __init__(self, as_json: bool, program: Program, *, rear_facing: bool = False) -> None:
         self.as_json = as_json
         self.program = program
+        self.rear_facing = rear_facing
+        self.clock: Any = None  # the controller's, for countdowns in the live view
+        self._upcoming: dict[str, Any] | None = None  # the last `upcoming` not yet begun
+        self._prompt: str | None = None  # what the user is asked to do now (a turn)
         self.last: Snapshot | None = None
         self._last_line_t = -math.inf
         self._last_key: tuple[Any, ...] | None = None
@@ -402,7 +476,8 @@ class _View:
         if not as_json and sys.stdout.isatty():
             from rich.live import Live
 
-            self._tty_attrs = _hide_control_echo()
+            # Rear-facing: Enter confirms a turn; its echo would shift the panel.
+            self._tty_attrs = _hide_control_echo(no_echo=rear_facing)
             self._live = Live(self._render(Snapshot()), refresh_per_second=8, transient=False)
             self._live.start()
 
@@ -412,17 +487,68 @@ class _View:
             print(text, flush=True)
 
     def event(self, event: dict[str, Any]) -> None:
-        if event["type"] in ("estop", "escalate"):
+        kind = event["type"]
+        if kind in ("estop", "escalate"):
             detail = event.get("reason") or event.get("action")
-            self.note(f"{event['type']}: {detail}")
-        elif event["type"] == "ftms-deviation":
+            self.note(f"{kind}: {detail}")
+        elif kind == "ftms-deviation":
             self.note(f"note: this machine sends {event['description']} (read tolerantly)")
+        elif kind == "upcoming":
+            self._upcoming = dict(event)
+            if self._live is None and not self.as_json:
+                print(f"upcoming: {_upcoming_text(event, event['in_s'])}", flush=True)
+        elif kind == "turn-around":
+            self._prompt = f"{event['message']}: press Enter"
+            if self._live is None and not self.as_json:
+                print(f"TURN AROUND: {self._prompt}", flush=True)
+        elif kind in ("turn-confirmed", "finished", "estop"):
+            self._prompt = None
+        if kind in ("upcoming", "turn-around", "turn-confirmed") and self.last is not None:
+            self.update(self.last)  # shown now, not at the next telemetry frame
+
+    def _upcoming_in_s(self, snap: Snapshot) -> float | None:
+        """Seconds until the announced change begins: session time for a program's change
+        (a pause holds it), the controller's clock for a turn's countdown; None: none."""
+        up = self._upcoming
+        if up is None:
+            return None
+        if up.get("at_s") is not None:
+            left = float(up["at_s"]) - snap.elapsed_s
+        elif self.clock is not None:
+            left = float(up["t_s"]) + float(up["in_s"]) - self.clock.now()
+        else:
+            left = float(up["in_s"])
+        if left <= 0 or snap.latched:
+            self._upcoming = None
+            return None
+        return left
+
+    def _upcoming_line(self, snap: Snapshot) -> dict[str, Any] | None:
+        left = self._upcoming_in_s(snap)
+        if left is None or self._upcoming is None:
+            return None
+        up = self._upcoming
+        return {
+            "what": up["what"],
+            "direction": up["direction"],
+            "speed_kmh": up["speed_kmh"],
+            "in_s": math.ceil(left - 1e-9),
+        }
 
     def update(self, snap: Snapshot) -> None:
         self.last = snap
         if snap.segment:
             self._last_segment = snap.segment
-        key = (snap.state, snap.segment, snap.phase, snap.latched)
+        upcoming = self._upcoming_line(snap)
+        key = (
+            snap.state,
+            snap.segment,
+            snap.phase,
+            snap.latched,
+            # A countdown: a line for every second of it.
+            None if upcoming is None else tuple(upcoming.values()),
+            self._prompt,
+        )
         changed = key != self._last_key
         self._last_key = key
         if self._live is not None:
@@ -448,6 +574,8 @@ class _View:
                 "latched": snap.latched,
                 "reason": snap.reason,
                 "phase": snap.phase,
+                "upcoming": upcoming,
+                "prompt": self._prompt,
             }
             print(json.dumps(line), flush=True)
         else:
@@ -463,6 +591,8 @@ class _View:
         segment = snap.segment if final is None else (snap.segment or self._last_segment)
         seg = f"{segment}/{snap.segment_count}" if segment else "-"
         arrow = "◀ reverse" if snap.direction.value == "reverse" else "▶ forward"
+        if self.rear_facing:
+            arrow += "  (rear-facing: the belt runs forward)"
         table.add_row("program", self.program.name)
         if final is not None:
             state = final.outcome.value + (f" ({final.reason})" if final.reason else "")
@@ -487,6 +617,12 @@ class _View:
         else:  # live: a stopwatch, and time left rounded up (0:00 only once it is over)
             elapsed, left = _mmss(snap.elapsed_s), _left(snap.remaining_s)
         table.add_row("time", f"{elapsed} elapsed, {left} left")
+        upcoming = self._upcoming_line(snap) if final is None else None
+        if upcoming is not None:
+            text = _upcoming_text(upcoming, upcoming["in_s"])
+            table.add_row("[bold yellow]next", f"[bold yellow]{text}")
+        if self._prompt is not None and final is None:
+            table.add_row("[bold magenta]TURN AROUND", f"[bold magenta]{self._prompt}")
         for note in self._notes[-3:]:
             table.add_row("[yellow]note", f"[yellow]{note}")
         if snap.latched:
@@ -558,7 +694,7 @@ class _View:
         print(" · ".join(parts), flush=True)
 
 
-def _hide_control_echo() -> list[Any] | None:
+def _hide_control_echo(*, no_echo: bool = False) -> list[Any] | None:
     """The terminal would echo Ctrl-C as '^C' into the live view and shift it: turn that
     echo off while the view runs (restored on close)."""
     try:
@@ -568,6 +704,8 @@ def _hide_control_echo() -> list[Any] | None:
         attrs = termios.tcgetattr(fd)
         quiet = list(attrs)
         quiet[3] &= ~termios.ECHOCTL
+        if no_echo:
+            quiet[3] &= ~termios.ECHO
         termios.tcsetattr(fd, termios.TCSANOW, quiet)
         return attrs
     except (ImportError, OSError, ValueError, AttributeError):
@@ -583,6 +721,13 @@ def _restore_tty(attrs: list[Any] | None) -> None:
         termios.tcsetattr(sys.stdin.fileno(), termios.TCSANOW, attrs)
     except (ImportError, OSError, ValueError):
         pass
+
+
+def _upcoming_text(up: dict[str, Any], in_s: float) -> str:
+    """'direction change: reverse 3.0 km/h in 5 s' (the live view's countdown)."""
+    what = {"direction-change": "direction change", "speed-increase": "speed up",
+            "start": "belt starts"}.get(str(up["what"]), str(up["what"]))
+    return f"{what}: {up['direction']} {float(up['speed_kmh']):.1f} km/h in {in_s:.0f} s"
 
 
 def _plain(snap: Snapshot) -> str:

@@ -49,7 +49,7 @@ from treadctl.control.reverse import reverse_method
 from treadctl.control.safety import Interlock, Latch, SafetyConfig, Trip
 from treadctl.control.session import RAMP_OVERRUN_S, DirectionError, SessionWalker
 from treadctl.control.snapshot import Outcome, SessionRecorder, SessionResult, Snapshot
-from treadctl.limits import EffectiveLimits, Limits, effective_limits
+from treadctl.limits import EffectiveLimits, Limits, effective_limits, rear_facing_refusal
 from treadctl.profiles import FirmwareProfile
 from treadctl.programs.model import Program
 from treadctl.programs.validate import validate_program
@@ -89,9 +89,15 @@ class Controller(SessionWalker, ControlLoop):
         recorder_factory: Callable[[Controller, Program, str], Any] | None = None,
         machine: SafetyMachine | None = None,
         link_factory: LinkFactory | None = None,
+        rear_facing: bool = False,
     ) -> None:
         if not 1 <= tick_hz <= 50:
             raise ValueError(f"tick_hz must be within 1..50, got {tick_hz}")
+        refusal = rear_facing_refusal(profile) if rear_facing else None
+        if refusal is not None:
+            raise ValueError(refusal)
+        #: Backward walking facing the rear of a forward-only belt (turns.py, docs/safety.md).
+        self.rear_facing = rear_facing
         self.transport = transport
         self.profile = profile
         self.clock: Clock = clock or LoopClock()
@@ -150,6 +156,7 @@ class Controller(SessionWalker, ControlLoop):
         self.commanded_kmh = 0.0
         self.commanded_incline = 0.0
         self.commanded_dir = Direction.FORWARD
+        self._facing = Direction.FORWARD
         self.belt_running = False
         self._last_speed_sent = -math.inf
         self._stop_envelope: Ramp | None = None
@@ -175,6 +182,8 @@ class Controller(SessionWalker, ControlLoop):
         self._session_started = 0.0
         self._paused_total = 0.0
         self._recorder: Any = None
+        self._turn_pending: Direction | None = None
+        self._turn_confirmed = False
         self._driving = False  # the session task is still driving the belt (not recording)
         self._opened = False
 
@@ -226,7 +235,8 @@ class Controller(SessionWalker, ControlLoop):
 
     # ====================================================================== commands
     def limits_for(self, program: Program | None) -> EffectiveLimits:
-        return effective_limits(self.profile, self.site_limits, program.limits if program else None)
+        layer = program.limits if program else None
+        return effective_limits(self.profile, self.site_limits, layer, rear_facing=self.rear_facing)
 
     def start(self, program: Program) -> asyncio.Task[SessionResult]:
         """Validate and start a session; returns its task. Raises ControlError."""
@@ -241,6 +251,7 @@ class Controller(SessionWalker, ControlLoop):
         self._stop_reason = STOP_REASON
         self._pause_requested = False
         self._resume.set()
+        self._facing = Direction.FORWARD  # rear-facing: the user starts facing the console
         session_id = _new_session_id(self.treadmill_id, self.clock)
         self._recorder = None
         if self.recorder_factory is not None:
@@ -284,7 +295,10 @@ class Controller(SessionWalker, ControlLoop):
         self._resume.clear()
 
     def resume(self) -> None:
+        """End a pause, or confirm a rear-facing turn-around (the user faces the way asked)."""
         self.machine.check_resume(pause_requested=self._pause_requested)
+        if self._confirm_turn():
+            return
         self._pause_requested = False
         self._resume.set()
 
@@ -294,7 +308,7 @@ class Controller(SessionWalker, ControlLoop):
         if self._limits is None:
             raise ControlError(f"cannot set while {self.machine.state.value}")
         lim = self._limits
-        d = self.commanded_dir
+        d = self._limit_dir
         if speed_kmh is not None:
             cap = lim.reverse_max_speed_kmh if d is Direction.REVERSE else lim.max_speed_kmh
             if not lim.min_speed_kmh <= speed_kmh <= cap:
@@ -495,7 +509,11 @@ class Controller(SessionWalker, ControlLoop):
             if self._distance_base_m is None:
                 self._distance_base_m = float(td.total_distance_m)
             changes["distance_m"] = float(td.total_distance_m) - self._distance_base_m
-        if self.measured_dir is not None and self.measured_kmh >= self.cfg.direction_min_speed_kmh:
+        if (
+            self.measured_dir is not None
+            and not self.rear_facing  # the snapshot shows the way the user walks
+            and self.measured_kmh >= self.cfg.direction_min_speed_kmh
+        ):
             changes["direction"] = self.measured_dir
         if self._session_task is not None and not self._session_task.done():
             changes["elapsed_s"] = round(self._elapsed(now), 2)
@@ -528,7 +546,7 @@ class Controller(SessionWalker, ControlLoop):
         return self.commanded_kmh
 
     def _reading(self, now: float, td: ftms.TreadmillData, lim: EffectiveLimits) -> Reading:
-        d = self.commanded_dir
+        d = self._limit_dir  # the cap: rear-facing, the way the user walks
         return Reading(
             now=now,
             speed_kmh=self.measured_kmh,
@@ -537,7 +555,7 @@ class Controller(SessionWalker, ControlLoop):
             reference_kmh=self._reference_kmh(now),
             commanded_kmh=self.commanded_kmh,
             cap_kmh=lim.reverse_max_speed_kmh if d is Direction.REVERSE else lim.max_speed_kmh,
-            expected=d,
+            expected=self.commanded_dir,
             max_hr_bpm=lim.max_hr_bpm,
         )
 

@@ -29,6 +29,10 @@ from treadctl.transport.base import Transport
 from treadctl.types import Direction
 
 
+class StopRequested(Exception):
+    """A stop request (cmd/stop, Ctrl-C) seen by the session walker: a controlled stop."""
+
+
 class ControllerCore:
     # Configuration
     transport: Transport
@@ -59,6 +63,10 @@ class ControllerCore:
     commanded_kmh: float
     commanded_incline: float
     commanded_dir: Direction
+    #: Rear-facing mode (forward-only machines): the belt always runs forward, and
+    #: ``_facing`` is the way the user walks, whose limits apply (docs/safety.md).
+    rear_facing: bool
+    _facing: Direction
     belt_running: bool
     _last_speed_sent: float
     _stop_envelope: Ramp | None
@@ -83,6 +91,10 @@ class ControllerCore:
     _session_started: float
     _paused_total: float
     _recorder: Any
+    # Rear-facing turns (turns.py): the direction the user was asked to face, and whether
+    # they confirmed (Enter, Controller.resume()).
+    _turn_pending: Direction | None
+    _turn_confirmed: bool
     _driving: bool
     _opened: bool
 
@@ -93,6 +105,16 @@ class ControllerCore:
         if self._paused_since is not None:
             paused += now - self._paused_since
         return max(0.0, now - self._session_started - paused)
+
+    @property
+    def _limit_dir(self) -> Direction:
+        """The direction whose caps and ramps apply: the belt's, or in rear-facing mode the
+        way the user walks (the belt then always runs forward)."""
+        return self._facing if self.rear_facing else self.commanded_dir
+
+    def _check_stop(self) -> None:
+        if self._stop_requested:
+            raise StopRequested()
 
     @staticmethod
     def _ramp_value(ramp: Ramp | None, now: float) -> float:

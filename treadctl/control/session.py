@@ -16,11 +16,12 @@ import logging
 
 from treadctl import ftms
 from treadctl.control.client import CommandError
-from treadctl.control.core import ControllerCore
+from treadctl.control.core import StopRequested
 from treadctl.control.machine import Event, Failure
 from treadctl.control.planner import Ramp, incline_ramp, planned_ramp_s, speed_ramp
 from treadctl.control.safety import Interlock, Trip, stop_bound_s
 from treadctl.control.snapshot import Outcome, SessionResult
+from treadctl.control.turns import TurnAround
 from treadctl.limits import EffectiveLimits
 from treadctl.programs.model import Program, Segment
 from treadctl.types import KMH_PER_MPS, Direction
@@ -38,12 +39,9 @@ class DirectionError(CommandError):
     failure = Failure.DIRECTION
 
 
-class _StopRequested(Exception):
-    pass
-
-
-class SessionWalker(ControllerCore):
-    """The session task's methods (see the module docstring)."""
+class SessionWalker(TurnAround):
+    """The session task's methods (see the module docstring); announcements and rear-facing
+    turns are in ``announce.py`` and ``turns.py``."""
 
     async def _session(self, program: Program, limits: EffectiveLimits, session_id: str
     ) -> SessionResult:
@@ -57,6 +55,7 @@ class SessionWalker(ControllerCore):
         for name in list(self.client.deviations):
             self._on_deviation(name)  # seen on this connection before the session began
         self._driving = True
+        announcer = asyncio.create_task(self._announcer(program), name="treadctl-announcer")
         try:
             # Nested: a trip (or shutdown) that cancels us while we carry out a stop request
             # lands in the handlers below, not out of an except clause as a raw cancel.
@@ -71,7 +70,7 @@ class SessionWalker(ControllerCore):
                     await self._run_segment(index, segment, limits)
                     completed = index + 1
                 await self._ramp_down_and_stop(limits)
-            except _StopRequested:
+            except StopRequested:
                 outcome = Outcome.STOPPED
                 reason = self._stop_reason
                 await self._ramp_down_and_stop(limits, quick=True)
@@ -103,6 +102,7 @@ class SessionWalker(ControllerCore):
             # From here on a trip only latches: cancelling the bookkeeping below would lose
             # the record and the 'finished' event.
             self._driving = False
+            announcer.cancel()
             self.machine.disarm()
             self._speed_ramp = self._incline_ramp = None
             self._want_speed = self._want_incline = None
@@ -156,10 +156,6 @@ class SessionWalker(ControllerCore):
                 log.error("could not finish the session record: %s", exc)
         self._event("finished", **finished, summary=result.summary)
         return result
-
-    def _check_stop(self) -> None:
-        if self._stop_requested:
-            raise _StopRequested()
 
     async def _wait_session_time(self, end_s: float) -> None:
         """Until session time (pauses excluded) reaches ``end_s``, in ticks, so stop and
@@ -222,7 +218,7 @@ class SessionWalker(ControllerCore):
         await self._start_belt(self.commanded_dir, self._limits)
         now = self.clock.now()
         self._speed_ramp = speed_ramp(
-            now, self._limits.min_speed_kmh, resume_speed, self._limits, self.commanded_dir
+            now, self._limits.min_speed_kmh, resume_speed, self._limits, self._limit_dir
         )
         self._incline_ramp = incline_ramp(now, self.commanded_incline, resume_incline, self._limits)
         self._step(Event.RUNNING, phase=None, target_speed_kmh=resume_speed)
@@ -250,7 +246,8 @@ class SessionWalker(ControllerCore):
             incline_pct=seg.incline_pct,
             duration_s=seg.duration_s,
         )
-        needs_turn = seg.direction is not self.commanded_dir
+        # A turn: the belt's direction, or in rear-facing mode the way the user faces.
+        needs_turn = seg.direction is not self._limit_dir
         if needs_turn or seg.speed_kmh == 0:
             # Heading for standstill first: that is the target until the turn is done.
             self._set_snapshot(target_speed_kmh=0.0)
@@ -258,7 +255,9 @@ class SessionWalker(ControllerCore):
                 phase = "direction-change" if needs_turn else "stopping"
                 self._step(Event.STOPPING, phase=phase)
                 await self._to_standstill(limits)
-            if needs_turn:
+            if needs_turn and self.rear_facing:
+                await self._turn_around(index, seg)  # the belt stays forward
+            elif needs_turn:
                 await self._change_direction(seg.direction, limits)
             # The machine confirmed the new direction (read-back): show it from now on.
             self._set_snapshot(target_speed_kmh=seg.speed_kmh, direction=seg.direction)
@@ -267,7 +266,8 @@ class SessionWalker(ControllerCore):
         if seg.speed_kmh > 0:
             if not self.belt_running:
                 self._step(Event.BELT_STARTING, phase="starting")
-                await self._start_belt(seg.direction, limits)
+                belt = Direction.FORWARD if self.rear_facing else seg.direction
+                await self._start_belt(belt, limits)
                 now = self.clock.now()
             v0 = max(self._ramp_value(self._speed_ramp, now), limits.min_speed_kmh)
             self._speed_ramp = speed_ramp(now, v0, seg.speed_kmh, limits, seg.direction)
@@ -357,7 +357,7 @@ class SessionWalker(ControllerCore):
         now = self.clock.now()
         if self.belt_running and self.commanded_kmh > limits.min_speed_kmh:
             self._speed_ramp = speed_ramp(
-                now, self.commanded_kmh, limits.min_speed_kmh, limits, self.commanded_dir
+                now, self.commanded_kmh, limits.min_speed_kmh, limits, self._limit_dir
             )
             await self._sleep_ramp(self._speed_ramp)
         self._speed_ramp = None

@@ -3,9 +3,11 @@ docs/safety.md).
 
 This module owns the rules a program must meet on a given treadmill: positive durations and
 a total inside ``max_duration_s``, speeds inside the (direction's) speed range, reverse only
-on firmware that can run it, inclines inside the (direction's) incline range, and setpoints
-exactly representable at the treadmill's increments. Nothing is ever clamped or rounded:
-every problem is a :class:`Violation` naming the segment (1-based) and field.
+on firmware that can run it (or, on a forward-only treadmill, in rear-facing mode: limits
+built with ``rear_facing=True`` allow it under the reverse cap), inclines inside the
+(direction's) incline range, and setpoints exactly representable at the treadmill's
+increments. Nothing is ever clamped or rounded: every problem is a :class:`Violation` naming
+the segment (1-based) and field.
 
 Speed 0 is allowed in any segment as a stand-still segment (a pause, or the stop before a
 direction change); any other speed must be at least the minimum speed.
@@ -270,10 +272,16 @@ class ProgramCheck:
 
 
 def check_program(
-    program: Program, profile: FirmwareProfile, site: Limits | None = None
+    program: Program,
+    profile: FirmwareProfile,
+    site: Limits | None = None,
+    *,
+    rear_facing: bool = False,
 ) -> ProgramCheck:
-    """Validate ``program`` against profile ∩ defaults ∩ site ∩ program limits."""
-    limits = effective_limits(profile, site, program.limits)
+    """Validate ``program`` against profile ∩ defaults ∩ site ∩ program limits
+    (``rear_facing``: reverse segments on a forward-only profile, run with the belt
+    forward; :func:`treadctl.limits.profile_limits`)."""
+    limits = effective_limits(profile, site, program.limits, rear_facing=rear_facing)
     violations = validate_program(program, limits)
     usable = not limits.contradictions()
     warnings = ramp_warnings(program, limits) if not violations else []
@@ -287,11 +295,15 @@ def check_program(
 
 
 def require_valid(
-    program: Program, profile: FirmwareProfile, site: Limits | None = None
+    program: Program,
+    profile: FirmwareProfile,
+    site: Limits | None = None,
+    *,
+    rear_facing: bool = False,
 ) -> EffectiveLimits:
     """The effective limits to run ``program`` with, or :class:`ProgramError` listing every
     violation (the runner calls this before anything moves)."""
-    result = check_program(program, profile, site)
+    result = check_program(program, profile, site, rear_facing=rear_facing)
     if result.violations or result.limits is None:
         raise ProgramError(result.violations, program.source)
     return result.limits

@@ -221,7 +221,7 @@ async def test_estop_with_a_malformed_reason_stops_and_keeps_the_request_id(
     cases: list[tuple[dict[str, Any], str | None, str]] = [
         ({"reason": 5, "request_id": "e2"}, "5", "expected a string"),
         ({"reason": {"who": "staff"}, "request_id": "e3"}, '{"who":"staff"}', "expected a string"),
-        ({"reason": "slipped", "request_id": "e4", "by": "tablet"}, "slipped", "unknown field"),
+        ({"reason": "slipped", "request_id": "e4", "who": "tablet"}, "slipped", "unknown field"),
         ({"reason": "x" * 500, "request_id": "e5"}, None, "longer than"),
     ]
     async with Probe(mosquitto.port) as probe, running_daemon(config) as daemon:

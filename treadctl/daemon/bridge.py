@@ -43,18 +43,22 @@ class CommandSpec:
     superseded_by_stop: bool = False  # still queued when a cmd/stop arrives: dropped
 
 
+#: Who gave a command and why (docs/daemon.md, "Who pressed what"): optional on every
+#: command an operator gives; the lane records them in a ``command`` event.
+OPERATOR = frozenset({"by", "reason"})
+
 SPECS: dict[CommandKind, CommandSpec] = {
-    CommandKind.START: CommandSpec(frozenset({"program", "request_id"}),
+    CommandKind.START: CommandSpec(frozenset({"program", "request_id"}) | OPERATOR,
                                    superseded_by_stop=True),
-    CommandKind.STOP: CommandSpec(frozenset({"request_id"}), empty_ok=True),
-    CommandKind.PAUSE: CommandSpec(frozenset({"request_id"}), empty_ok=True,
+    CommandKind.STOP: CommandSpec(frozenset({"request_id"}) | OPERATOR, empty_ok=True),
+    CommandKind.PAUSE: CommandSpec(frozenset({"request_id"}) | OPERATOR, empty_ok=True,
                                    superseded_by_stop=True),
-    CommandKind.RESUME: CommandSpec(frozenset({"request_id"}), empty_ok=True,
+    CommandKind.RESUME: CommandSpec(frozenset({"request_id"}) | OPERATOR, empty_ok=True,
                                     superseded_by_stop=True),
-    CommandKind.SET: CommandSpec(frozenset({"speed_kmh", "incline_pct", "request_id"}),
-                                 superseded_by_stop=True),
-    CommandKind.ESTOP: CommandSpec(frozenset({"reason", "request_id"})),
-    CommandKind.RESET: CommandSpec(frozenset({"reason", "request_id"})),
+    CommandKind.SET: CommandSpec(frozenset({"speed_kmh", "incline_pct", "request_id"})
+                                 | OPERATOR, superseded_by_stop=True),
+    CommandKind.ESTOP: CommandSpec(frozenset({"reason", "request_id"}) | OPERATOR),
+    CommandKind.RESET: CommandSpec(frozenset({"reason", "request_id"}) | OPERATOR),
     CommandKind.HEARTBEAT: CommandSpec(frozenset({"request_id"}), empty_ok=True),
 }
 
@@ -64,6 +68,7 @@ COMMANDS: tuple[str, ...] = tuple(k.value for k in CommandKind)
 ALL = "all"
 MAX_REQUEST_ID_CHARS = 128
 MAX_REASON_CHARS = 200
+MAX_BY_CHARS = 64
 
 _FIELDS: dict[str, frozenset[str]] = {k.value: spec.fields for k, spec in SPECS.items()}
 _EMPTY_OK = frozenset(k.value for k, spec in SPECS.items() if spec.empty_ok)
@@ -89,6 +94,11 @@ class Topics:
     @property
     def state(self) -> str:
         return f"{self.prefix}/state"
+
+    @property
+    def info(self) -> str:
+        """Retained: what the lane can do (treadctl/daemon/info.py)."""
+        return f"{self.prefix}/info"
 
     @property
     def telemetry(self) -> str:
@@ -129,6 +139,8 @@ class Command:
     speed_kmh: float | None = None
     incline_pct: float | None = None
     reason: str | None = None
+    #: The operator who gave the command (``by``), e.g. the dashboard's logged-in user.
+    by: str | None = None
 
 
 class CommandInvalid(Exception):
@@ -199,6 +211,7 @@ def parse_command(kind: str, payload: bytes, max_bytes: int) -> Command:
     if unknown:
         known = ", ".join(sorted(_FIELDS[kind]))
         raise CommandInvalid(kind, f"unknown field {unknown[0]!r} (known: {known})", rid)
+    by = _by(obj, kind, rid)
     if kind == "start":
         program = obj.get("program")
         if program is None:
@@ -208,23 +221,56 @@ def parse_command(kind: str, payload: bytes, max_bytes: int) -> Command:
             raise CommandInvalid(
                 kind, f"program: must be a name or an object, got {_json_type(program)}", rid
             )
-        return Command(kind, rid, program=program)
+        return Command(kind, rid, program=program, by=by, reason=_reason(obj, kind, rid))
     if kind == "set":
         speed = _number(obj, "speed_kmh", kind, rid)
         incline = _number(obj, "incline_pct", kind, rid)
         if speed is None and incline is None:
             raise CommandInvalid(kind, "give speed_kmh and/or incline_pct", rid)
-        return Command(kind, rid, speed_kmh=speed, incline_pct=incline)
+        return Command(kind, rid, speed_kmh=speed, incline_pct=incline, by=by,
+                       reason=_reason(obj, kind, rid))
     if kind in ("reset", "estop"):
         reason = obj.get("reason")
         if reason is None and kind == "estop":
-            return Command(kind, rid)
+            return Command(kind, rid, by=by)
         if not isinstance(reason, str) or not reason.strip():
             raise CommandInvalid(kind, "reason: required, a non-empty string", rid)
         if len(reason) > MAX_REASON_CHARS:
             raise CommandInvalid(kind, f"reason: longer than {MAX_REASON_CHARS} characters", rid)
-        return Command(kind, rid, reason=reason.strip())
+        return Command(kind, rid, reason=reason.strip(), by=by)
+    if kind in _FIELDS and "reason" in _FIELDS[kind]:
+        return Command(kind, rid, by=by, reason=_reason(obj, kind, rid))
     return Command(kind, rid)
+
+
+def _by(obj: dict[str, Any], kind: str, rid: RequestId) -> str | None:
+    """``by``: who gave the command, one line of 1..``MAX_BY_CHARS`` printable characters."""
+    if "by" not in obj:
+        return None
+    by = obj["by"]
+    if not isinstance(by, str):
+        raise CommandInvalid(kind, f"by: must be a string, got {_json_type(by)}", rid)
+    by = by.strip()
+    if not by:
+        raise CommandInvalid(kind, "by: must not be empty", rid)
+    if len(by) > MAX_BY_CHARS:
+        raise CommandInvalid(kind, f"by: longer than {MAX_BY_CHARS} characters", rid)
+    if not by.isprintable():
+        raise CommandInvalid(kind, "by: must be one line of printable characters", rid)
+    return by
+
+
+def _reason(obj: dict[str, Any], kind: str, rid: RequestId) -> str | None:
+    """An optional ``reason`` (start, stop, pause, resume, set): a string of at most
+    ``MAX_REASON_CHARS``; blank counts as none."""
+    reason = obj.get("reason")
+    if reason is None:
+        return None
+    if not isinstance(reason, str):
+        raise CommandInvalid(kind, f"reason: must be a string, got {_json_type(reason)}", rid)
+    if len(reason) > MAX_REASON_CHARS:
+        raise CommandInvalid(kind, f"reason: longer than {MAX_REASON_CHARS} characters", rid)
+    return " ".join(reason.split()) or None
 
 
 @dataclass(frozen=True)
@@ -237,6 +283,8 @@ class EstopDetails:
     reason: str | None = None
     request_id: RequestId = None
     warnings: tuple[str, ...] = ()
+    #: Who pressed it (``by``), when the payload says so (cut to ``MAX_BY_CHARS``).
+    by: str | None = None
 
 
 def _clip(text: str) -> str:
@@ -288,7 +336,7 @@ def _parse_estop(payload: bytes, max_bytes: int) -> EstopDetails:
         warnings.append(f"{exc.message}: ignored")
     unknown = sorted(set(obj) - _FIELDS["estop"])
     if unknown:
-        warnings.append(f"unknown field {unknown[0]!r} ignored (known: reason, request_id)")
+        warnings.append(f"unknown field {unknown[0]!r} ignored (known: by, reason, request_id)")
     value = obj.get("reason")
     reason: str | None = None
     if isinstance(value, str):
@@ -298,7 +346,15 @@ def _parse_estop(payload: bytes, max_bytes: int) -> EstopDetails:
     elif value is not None:
         reason = _clip(json.dumps(value, separators=(",", ":"), default=str))
         warnings.append(f"reason: expected a string, got {_json_type(value)}; used {reason!r}")
-    return EstopDetails(reason, rid, tuple(warnings))
+    by: str | None = None
+    who = obj.get("by")
+    if isinstance(who, str):
+        by = " ".join(who.split())[:MAX_BY_CHARS] or None
+        if len(" ".join(who.split())) > MAX_BY_CHARS:
+            warnings.append(f"by: longer than {MAX_BY_CHARS} characters; cut")
+    elif who is not None:
+        warnings.append(f"by: expected a string, got {_json_type(who)}; ignored")
+    return EstopDetails(reason, rid, tuple(warnings), by)
 
 
 def estop_details(payload: bytes, max_bytes: int) -> tuple[str | None, RequestId]:

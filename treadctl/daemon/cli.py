@@ -57,8 +57,37 @@ def handle(args: argparse.Namespace) -> int:
     if args.check:
         ids = ", ".join(t.id for t in config.treadmills)
         print(f"{args.config}: OK ({len(config.treadmills)} treadmill(s): {ids})")
+        for line in describe_lanes(config):
+            print(f"  {line}")
         return EXIT_OK
     return clock.run(_main(config), speedup=1)
+
+
+def describe_lanes(config: DaemonConfig) -> list[str]:
+    """One line per treadmill for ``--check``: what the daemon will drive, and how."""
+    from treadctl.daemon.info import lane_info
+    from treadctl.daemon.service import merge_limits
+    from treadctl.profiles import load_profile
+
+    lines = []
+    for tm in config.treadmills:
+        profile = load_profile(tm.profile)
+        info = lane_info(tm, profile, merge_limits(config.site_limits, tm.limits))
+        lim = info["limits"]
+        link = "FTMS" if profile.protocol == "ftms" else f"native {profile.protocol} protocol"
+        if info["can_reverse"]:
+            moves = (f"forward up to {lim['max_speed_kmh']:g} km/h, reverse up to "
+                     f"{lim['reverse_max_speed_kmh']:g} km/h")
+        elif info["rear_facing"]:
+            moves = (f"forward-only belt up to {lim['max_speed_kmh']:g} km/h, rear-facing "
+                     f"(reverse segments with the user facing the rear, up to "
+                     f"{lim['reverse_max_speed_kmh']:g} km/h; the safety key lanyard is "
+                     "required)")
+        else:
+            moves = (f"forward only up to {lim['max_speed_kmh']:g} km/h (reverse programs "
+                     "are refused)")
+        lines.append(f"{tm.id}: {profile.name} ({link}) on {tm.device}: {moves}")
+    return lines
 
 
 async def _main(config: DaemonConfig) -> int:

@@ -90,6 +90,9 @@ class TreadmillConfig:
     device: str
     profile: str = "treadctl-reference"
     limits: Limits | None = None
+    #: Backward walking on a forward-only belt: the user faces the rear, the belt never
+    #: changes direction; refused on a profile that can reverse (docs/daemon.md).
+    rear_facing: bool = False
 
 
 @dataclass(frozen=True)
@@ -279,7 +282,8 @@ def _treadmills(data: Any, where: str) -> tuple[TreadmillConfig, ...]:
     out: list[TreadmillConfig] = []
     seen: set[str] = set()
     for index, item in enumerate(data, start=1):
-        t = _Table(item, f"{where}: [[treadmill]] #{index}", {"id", "device", "profile", "limits"})
+        t = _Table(item, f"{where}: [[treadmill]] #{index}",
+                   {"id", "device", "profile", "limits", "rear_facing"})
         tid = t.str_("id", required=True)
         assert tid is not None
         if not _ID_RE.match(tid) or tid in _RESERVED_IDS:
@@ -293,17 +297,28 @@ def _treadmills(data: Any, where: str) -> tuple[TreadmillConfig, ...]:
         device = t.str_("device", required=True)
         assert device is not None
         try:
-            parse_device_url(device)
+            url = parse_device_url(device)
         except DeviceURLError as exc:
             raise ConfigError(f"{t.where}.device: {exc}") from None
         profile = t.str_("profile", "treadctl-reference")
         assert profile is not None
         try:
-            load_profile(profile)
+            loaded = load_profile(profile)
         except ProfileError as exc:
             raise ConfigError(f"{t.where}.profile: {exc}") from None
+        if loaded.protocol != "ftms" and url.scheme == "ble":
+            raise ConfigError(
+                f"{t.where}.device: profile {profile!r} speaks the {loaded.protocol} protocol "
+                "over serial:// or tcp:// (sim:// for its simulator), not Bluetooth")
+        rear_facing = t.bool_("rear_facing", False)
+        if rear_facing and loaded.reverse.method != "none":
+            raise ConfigError(
+                f"{t.where}.rear_facing: refused: profile {profile!r} runs the belt in reverse "
+                f"itself (reverse.method = {loaded.reverse.method!r}); rear-facing is only for "
+                "forward-only treadmills - remove rear_facing, reverse programs run as they are")
         limits = _limits(t.data["limits"], f"{t.where}.limits") if t.has("limits") else None
-        out.append(TreadmillConfig(id=tid, device=device, profile=profile, limits=limits))
+        out.append(TreadmillConfig(id=tid, device=device, profile=profile, limits=limits,
+                                   rear_facing=rear_facing))
     return tuple(out)
 
 

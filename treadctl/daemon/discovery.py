@@ -395,11 +395,13 @@ def discovery_messages(
     programs: list[str],
     prefix: str = "homeassistant",
     name: str | None = None,
+    model: str = "FTMS treadmill",
 ) -> list[tuple[str, str]]:
     """Discovery config messages for one treadmill, as (topic, JSON payload) pairs.
 
     ``programs`` are the names offered by the "Program" select (empty: no select).
-    ``name`` is the device name shown in Home Assistant (default ``Treadmill <id>``).
+    ``name`` is the device name shown in Home Assistant (default ``Treadmill <id>``),
+    ``model`` its model (the daemon names the firmware profile and protocol).
     ``node_id`` and ``treadmill_id`` outside Home Assistant's ``[A-Za-z0-9_-]`` are
     cleaned for the discovery topic (with a hash, so stable and distinct); the contract
     topics keep ``treadmill_id`` as given. Raises ValueError for a treadmill id that is
@@ -415,7 +417,7 @@ def discovery_messages(
         "identifiers": [f"{node_id}_{safe_id}"],
         "name": name if name else f"Treadmill {treadmill_id}",
         "manufacturer": "treadctl",
-        "model": "FTMS treadmill",
+        "model": model,
         "sw_version": __version__,
     }
     origin = {"name": "treadctl", "sw_version": __version__}

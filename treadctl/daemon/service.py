@@ -66,7 +66,7 @@ from treadctl.control.controller import (
 )
 from treadctl.control.machine import SafetyMachine
 from treadctl.control.safety import Interlock
-from treadctl.daemon import bridge, mqtt
+from treadctl.daemon import audit, bridge, info, mqtt
 from treadctl.daemon.bridge import Command, CommandInvalid, EstopDetails, RequestId, Topics
 from treadctl.daemon.config import DaemonConfig, TreadmillConfig
 from treadctl.limits import FIELD_BOUNDS, Limits
@@ -130,6 +130,11 @@ def _default_transport(tm: TreadmillConfig, profile: FirmwareProfile) -> Transpo
     return open_transport(tm.device, profile=profile)
 
 
+def _rear_facing(tm: TreadmillConfig) -> dict[str, Any]:
+    """``rear_facing=True`` for the Controller of a rear-facing lane (nothing otherwise)."""
+    return {"rear_facing": True} if tm.rear_facing else {}
+
+
 def _noop_notify(state: str) -> bool:
     return False
 
@@ -162,8 +167,10 @@ class _SessionRecord:
     (a session task cancelled while stopping, a link torn down while the session was being
     finished): no session is left ``running`` and every ending gets its ``finished``."""
 
-    def __init__(self, inner: ControllerRecorder) -> None:
+    def __init__(self, inner: ControllerRecorder,
+                 tag: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.inner = inner
+        self._tag = tag
         self.session_id = inner.session_id
         #: The controller's result, when it got as far as finishing the session.
         self.result: SessionResult | None = None
@@ -173,7 +180,14 @@ class _SessionRecord:
         self.inner.sample(ctl, now)
 
     def event(self, ctl: Controller, event: dict[str, Any]) -> None:
+        if self._tag is not None:
+            self._tag(event)
         self.inner.event(ctl, event)
+
+    @property
+    def open(self) -> bool:
+        """Still recording: the session's ending has not begun."""
+        return self._finishing is None
 
     def finish(self, ctl: Controller, result: SessionResult) -> asyncio.Future[dict[str, Any]]:
         """The controller's own ending. A future (not a coroutine): it runs to the end even
@@ -201,6 +215,9 @@ class Lane:
         self.config = daemon.config
         self.profile = load_profile(tm.profile)
         self.topics = Topics(daemon.config.mqtt.base_topic, tm.id)
+        #: What the lane can do: the retained ``info`` message (treadctl/daemon/info.py).
+        self.info = info.lane_info(tm, self.profile, merge_limits(daemon.config.site_limits,
+                                                                  tm.limits))
         self.controller: Controller | None = None
         self.client: aiomqtt.Client | None = None
         #: The lane's safety machine (states, latch, interlocks), handed to every controller
@@ -245,6 +262,9 @@ class Lane:
         #: Loop time of the last gym-wide e-stop applied to this lane.
         self.gym_estop_at = -math.inf
         self._twins = _Twins()
+        #: ``by``/``reason``/``request_id`` of the ``set`` being carried out: they tag the
+        #: controller's own ``command`` event (treadctl/daemon/audit.py).
+        self._operator: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ device link
     @property
@@ -266,6 +286,9 @@ class Lane:
             heartbeat_s=self.config.daemon.heartbeat_s,
             recorder_factory=self.recorder,
             machine=self.machine,
+            # rear_facing = true ([[treadmill]]): Controller(..., rear_facing=) - passed only
+            # for such lanes (config refuses it on profiles that can reverse).
+            **_rear_facing(self.cfg),
         )
         ctrl.state_listeners.append(self._on_state)
         ctrl.telemetry_listeners.append(self._on_telemetry)
@@ -431,11 +454,27 @@ class Lane:
         self._dropped = dropped
 
     def _on_event(self, event: dict[str, Any]) -> None:
+        self._tag_command(event)
         if event.get("type") == "finished" and event.get("session_id"):
             self._finished_ids.add(event["session_id"])
         if self.client is None:
             return
         asyncio.get_running_loop().call_soon(self._publish_event_now, event)
+
+    publish_event = _on_event
+
+    def _tag_command(self, event: dict[str, Any]) -> None:
+        if self._operator is not None and event.get("type") == "command":
+            event.update(self._operator)
+
+    @property
+    def session_shown(self) -> bool:
+        """Does the retained state name a session (running, or the one a latch ended)?"""
+        return self._session_shown
+
+    def open_record(self, session_id: str) -> _SessionRecord | None:
+        record = self._records.get(session_id)
+        return record if record is not None and record.open else None
 
     def _publish_event_now(self, event: dict[str, Any]) -> None:
         self._publish_now(self.topics.event, bridge.event_payload(event), 1, False, None)
@@ -554,11 +593,12 @@ class Lane:
             extra["warnings"] = list(details.warnings)
             log.warning("%s: e-stop payload: %s (it stopped anyway)", self.cfg.id,
                         "; ".join(details.warnings))
-        self.reply(
-            bridge.ack("estop", details.request_id, reason=details.reason,
-                       scope="all" if gym else self.cfg.id, **extra),
-            properties,
-        )
+        scope = "all" if gym else self.cfg.id
+        self.reply(bridge.ack("estop", details.request_id, reason=details.reason, scope=scope,
+                              **extra), properties)
+        audit.record(self, "estop", by=details.by, reason=details.reason,
+                     request_id=details.request_id, session_id=audit.shown_session(self),
+                     scope=scope)
 
     def on_message(self, message: aiomqtt.Message) -> None:
         topic = message.topic.value
@@ -632,9 +672,16 @@ class Lane:
             self.reply(await self._outcome(item.command), item.properties)
 
     async def _outcome(self, cmd: Command) -> dict[str, Any]:
-        """Carry out ``cmd``; the ack or error event to answer it with."""
+        """Carry out ``cmd``; the ack or error event to answer it with. A command carried
+        out is recorded with who gave it and why (treadctl/daemon/audit.py)."""
         try:
-            return await self.execute(cmd)
+            session_id = audit.shown_session(self)
+            reply = await self.execute(cmd)
+            if cmd.kind in audit.AUDITED:
+                audit.record(self, cmd.kind, by=cmd.by, reason=cmd.reason,
+                             request_id=cmd.request_id,
+                             session_id=reply.get("session_id") or session_id)
+            return reply
         except (ControlError, ProgramError) as exc:
             return bridge.error(cmd.kind, cmd.request_id, str(exc))
         except Exception as exc:
@@ -681,7 +728,11 @@ class Lane:
         return bridge.ack("resume", cmd.request_id)
 
     async def _set(self, ctrl: Controller, cmd: Command) -> dict[str, Any]:
-        ctrl.set_manual(speed_kmh=cmd.speed_kmh, incline_pct=cmd.incline_pct)
+        self._operator = audit.operator_fields(cmd.by, cmd.reason, cmd.request_id)
+        try:  # the controller's own ``command`` event carries who and why
+            ctrl.set_manual(speed_kmh=cmd.speed_kmh, incline_pct=cmd.incline_pct)
+        finally:
+            self._operator = None
         return bridge.ack("set", cmd.request_id, speed_kmh=cmd.speed_kmh,
                           incline_pct=cmd.incline_pct)
 
@@ -697,7 +748,8 @@ class Lane:
     def _record(self, ctl: Controller, program: Program, session_id: str) -> _SessionRecord:
         """The controller's recorder factory: the store's recorder, kept by the lane."""
         assert self._record_factory is not None
-        record = _SessionRecord(self._record_factory(ctl, program, session_id))
+        record = _SessionRecord(self._record_factory(ctl, program, session_id),
+                                self._tag_command)
         self._records[record.session_id] = record
         return record
 
@@ -802,6 +854,8 @@ class Lane:
                     granted = await client.subscribe(subs)
                     _check_granted(f"{self.cfg.id}", [t for t, _ in subs], granted)
                     self.publish(self.topics.status, "online", qos=1, retain=True)
+                    self.publish(self.topics.info, info.info_payload(self.info),
+                                 qos=1, retain=True)
                     self._publish_raw_state()
                     self._publish_discovery()
                     self.broker_up.set()
@@ -831,6 +885,7 @@ class Lane:
                 node_id=ha.node_id,
                 programs=builtin_names(),
                 prefix=ha.prefix,
+                model=info.hass_model(self.profile),
             )
         except ValueError as exc:
             # Discovery is a convenience: it never takes a lane (and its e-stop) down.

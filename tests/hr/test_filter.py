@@ -182,3 +182,24 @@ def test_strap_measurement_contact_bit() -> None:
 def test_warning_name() -> None:
     assert HRReading(0.0, "unreliable", None, 1).warning == "hr-unreliable"
     assert HRReading(0.0, "good", 80, 80).warning is None
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_a_slow_workload_drift_followed_by_the_heart_stays_good(direction: Direction) -> None:
+    """A governor holding a zone moves the belt slowly (here 2.0 -> 3.2 km/h in 0.1 km/h
+    steps every 10 s, then steady): more than 1 MET since the start, never 1 MET within a
+    minute. The heart follows it all along, so once the drift stops there is no 5 bpm
+    step left to come, which must not read as 'not following the workload' (it did
+    before follow_window_s: a false HR loss, then a controlled stop, in a governed
+    segment)."""
+    loop = Loop(direction, None, 2.0)
+    loop.run(60)
+    for _ in range(12):
+        loop.target = round(loop.target + 0.1, 1)
+        loop.run(10)
+    loop.run(200)
+    assert loop.target == 3.2
+    assert loop.steps[-1].true_hr > loop.steps[59].true_hr + 4  # the heart did follow
+    assert {s.reading.quality for s in loop.steps} == {"good"}, [
+        (s.t, s.reading.reason) for s in loop.steps if s.reading.quality != "good"][:3]
+    good_hr_is_true(loop.steps)

@@ -21,9 +21,9 @@ in this order:
    ``stuck_workload_met`` or more, or for ``stuck_flat_s`` whatever the workload:
    ``unreliable`` until the value changes;
 5. **following the workload** - when the lane's workload (METs from speed, grade and
-   direction, :mod:`treadctl.hr.workload`) moves by ``follow_met`` or more, the heart rate
-   (smoothed over about three readings) must move the same way by ``follow_bpm`` within
-   ``follow_s``. One that does not (a strap
+   direction, :mod:`treadctl.hr.workload`) moves by ``follow_met`` or more within
+   ``follow_window_s``, the heart rate (smoothed over about three readings) must move the
+   same way by ``follow_bpm`` within ``follow_s`` from then on. One that does not (a strap
    on somebody else, a stuck or fake value) is ``unreliable`` until it follows again.
 
 No reading for ``dropout_s`` is ``lost``. The result is a :class:`HRReading`: the filtered HR
@@ -69,6 +69,10 @@ class HRFilterConfig:
     follow_met: float = 1.0
     follow_bpm: float = 5.0
     follow_s: float = 90.0
+    #: Only a move of ``follow_met`` within this window arms the check (a slow drift, as a
+    #: governor makes it while it holds a zone, is followed by the heart without a 5 bpm
+    #: step and must not count as "not following").
+    follow_window_s: float = 60.0
     dropout_s: float = 5.0
 
     @classmethod
@@ -121,7 +125,9 @@ class HRFilter:
         self._pending: deque[tuple[float, int]] = deque()  # rejected by rate, for relock
         self._same_since: float | None = None  # raw value unchanged since
         self._wl: deque[tuple[float, float]] = deque()  # (t, workload) while unchanged
-        self._wl_ref: float | None = None  # workload the follow check measures from
+        # (t, workload) over the last follow_window_s: what the follow check measures a
+        # workload move from.
+        self._wl_hist: deque[tuple[float, float]] = deque()
         self._follow: _Follow | None = None
         self._mismatch = False
         self._unconfirmed = False  # relocked after a jump, not yet seen following the workload
@@ -239,15 +245,25 @@ class HRFilter:
             self._wl.append((now, w))
             while len(self._wl) > 2 and now - self._wl[1][0] > self.cfg.stuck_flat_s:
                 self._wl.popleft()
-        if self._wl_ref is None:
-            self._wl_ref = w
+        cfg = self.cfg
+        hist = self._wl_hist
+        if not hist or abs(w - hist[-1][1]) >= 0.02 or now - hist[-1][0] >= 1.0:
+            hist.append((now, w))
+        while len(hist) > 1 and now - hist[0][0] > cfg.follow_window_s:
+            hist.popleft()
+        if self._follow is not None:
             return
-        if self._follow is None and abs(w - self._wl_ref) >= self.cfg.follow_met:
-            hr = self._ema
-            if hr is not None and self._quality != "lost":
-                sign = 1 if w > self._wl_ref else -1
-                self._follow = _Follow(sign, hr, now + self.cfg.follow_s)
-            self._wl_ref = w
+        for _t, w_ref in hist:
+            if abs(w - w_ref) >= cfg.follow_met:
+                # A move of follow_met within follow_window_s: from here on the HR must
+                # move that way by follow_bpm within follow_s.
+                hr = self._ema
+                if hr is not None and self._quality != "lost":
+                    sign = 1 if w > w_ref else -1
+                    self._follow = _Follow(sign, hr, now + cfg.follow_s)
+                hist.clear()
+                hist.append((now, w))
+                return
 
     def _check_follow(self, now: float) -> None:
         f = self._follow

@@ -1,0 +1,356 @@
+"""The heart-rate supervisor of one lane: sources -> filter -> choice -> interlock value and
+governor, as one sans-I/O object the controller calls synchronously (docs/heart-rate.md).
+
+No I/O, no asyncio, no clock of its own: every call passes ``now`` (seconds on the
+controller's clock, ``clock.now()``). One :class:`HRSupervisor` per lane and session
+(create it at the session start; a new session gets a new one). Nothing here commands a
+treadmill: it *answers* with a :class:`HRStatus`, and the controller acts on it.
+
+Calls (all return an :class:`HRStatus`, the lane's HR picture after the call)::
+
+    sup = HRSupervisor(ceiling_bpm=lim.max_hr_bpm, strap_bound=url is not None,
+                       cfg=SupervisorConfig(), age_years=None)
+    sup.treadmill_hr(td.heart_rate_bpm, now)   # each Treadmill Data frame WITH an HR field
+    sup.strap(measurement_or_bytes, now)       # each strap notification (0x2A37, decoded
+                                               # HeartRateMeasurement or the raw bytes)
+    sup.tick(now, speed_kmh, grade_pct, direction)   # the control loop's tick (any rate);
+                                               # measured belt speed (magnitude), incline,
+                                               # measured direction: the workload
+    sup.begin_segment(segment, limits, now)    # a governed segment starts (hr_zone_bpm set)
+    sup.end_segment(now)                       # it ends (also: session stop, pause, e-stop)
+    sup.status                                 # the last HRStatus, without a call
+
+What the controller does with an :class:`HRStatus` ``s``:
+
+* **interlock**: feed ``s.interlock_bpm`` to the heart-rate interlock instead of the raw
+  treadmill value (``Reading.hr_bpm``). It is the filtered HR only while the chosen
+  source is ``good`` *and* reached its value through rate-checked readings from at or
+  below ``ceiling_bpm`` (a plausible rise); otherwise ``None``, which resets the
+  interlock's hold timer. So only plausible readings latch the ceiling: a fake 199, a
+  spike, a stuck or relocked value gives a ``hr-unreliable`` warning, never an e-stop.
+* **display / MQTT / store**: ``s.bpm`` (filtered; ``None`` unless ``good``),
+  ``s.source`` (``"strap"`` | ``"treadmill"`` | ``None``), ``s.quality`` (``"good"`` |
+  ``"unreliable"`` | ``"lost"`` | ``None`` = no HR source at all), ``s.reason``,
+  ``s.raw_bpm``, ``s.zone_bpm`` (the governed segment's zone or ``None``).
+* **warnings**: ``s.warnings`` (a tuple of codes, :data:`WARNINGS`) belong in
+  ``Snapshot.warnings`` for as long as they are present.
+* **events**: ``s.events`` (dicts with a ``"type"``, :data:`EVENT_TYPES`) are edge-triggered
+  and handed out exactly once (the next call's status no longer carries them): record
+  and publish each. They are ``hr-unreliable`` (the chosen source stopped being good,
+  with source, quality, reason, raw_bpm), ``hr-recovered``, ``hr-source`` (the source in
+  use changed), ``hr-loss-walk`` (governed: HR lost, ramping to walking speed) and
+  ``hr-loss-stop`` (governed: not recovered in time, controlled stop).
+* **governed segment** (``s.decision``, :class:`Decision`):
+
+  - ``NONE``: no governed segment: keep the program's setpoints;
+  - ``GOVERN``: command ``s.wanted_speed_kmh`` (and ``s.wanted_incline_pct``) through the
+    usual planner and ramps. It lies inside every limit layer (the segment's floor and
+    ceiling ∩ profile ∩ defaults ∩ site ∩ program for the segment's direction, reverse cap
+    included, :func:`treadctl.hr.governor.limits_for_segment`), on the speed increment,
+    moving at most ``GovernorConfig.rate_kmh_per_s`` (0.05 km/h/s) while governing and
+    ``loss_rate_kmh_per_s`` (0.2 km/h/s) down to walking speed on HR loss: well below
+    every profile's ramps. The governor has no integrator wind-up;
+  - ``CONTROLLED_STOP``: the HR did not recover within ``GovernorConfig.loss_stop_s``
+    (default 60 s after the 5 s grace): make a **controlled stop** (the user-stop path),
+    never an e-stop. It stays ``CONTROLLED_STOP`` until :meth:`end_segment`.
+
+The governor runs at most once per ``governor_period_s`` (1 s) of ``tick`` calls, whatever
+the tick rate; between runs the last wanted speed is repeated.
+
+**Choosing the source.** Each source has its own :class:`treadctl.hr.filter.HRFilter`,
+fed with the lane's workload (METs of the last tick's speed, grade and direction,
+:func:`treadctl.hr.workload.met`) for the stuck-value and workload-following checks. The
+strap is used whenever it is ``good``; else the treadmill's HR field when that is ``good``
+(a failover, with the ``hr-strap-unreliable`` warning while a strap is bound); else nothing
+is good, and the status shows the strap (when one is bound or has sent anything) or the
+treadmill with its quality and reason and the ``hr-unreliable`` warning. A lane where no
+source ever sent anything and no strap is bound has ``quality None`` and no warning (many
+treadmills send no HR).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from treadctl.hr.codec import (
+    HeartRateCodecError,
+    HeartRateMeasurement,
+    decode_heart_rate_measurement,
+)
+from treadctl.hr.filter import HR_UNRELIABLE, HRFilter, HRFilterConfig, HRReading, Quality
+from treadctl.hr.governor import Governor, GovernorConfig, GovernorOutput, governor_for_segment
+from treadctl.hr.workload import met
+from treadctl.limits import EffectiveLimits
+from treadctl.programs.model import Segment
+from treadctl.types import Direction
+
+Source = Literal["strap", "treadmill"]
+
+#: The strap is bound but not good; the treadmill's own HR field is used meanwhile.
+HR_STRAP_UNRELIABLE = "hr-strap-unreliable"
+#: Governed segment, HR lost: ramping down to walking speed and holding there.
+HR_LOSS_WALK = "hr-loss-walk"
+#: Governed segment, HR not recovered in time: controlled stop.
+HR_LOSS_STOP = "hr-loss-stop"
+#: Governed segment: the governor has sat at its speed ceiling with the HR below the zone
+#: (or at its floor with the HR above) for ``zone_unreachable_s``: the zone cannot be
+#: reached inside the segment's limits, or the heart rate is not this person's. Nothing
+#: moves because of it; trainers should look.
+HR_ZONE_UNREACHABLE = "hr-zone-unreachable"
+#: The reason given to a reading above the ceiling without a plausible rise to it.
+IMPLAUSIBLE_ABOVE_CEILING = "above-ceiling-without-plausible-rise"
+WARNINGS = (HR_UNRELIABLE, HR_STRAP_UNRELIABLE, HR_LOSS_WALK, HR_LOSS_STOP,
+            HR_ZONE_UNREACHABLE)
+EVENT_TYPES = ("hr-unreliable", "hr-recovered", "hr-source", HR_LOSS_WALK, HR_LOSS_STOP)
+
+
+class Decision(enum.StrEnum):
+    NONE = "none"  # no governed segment: the program's setpoints stand
+    GOVERN = "govern"  # command wanted_speed_kmh / wanted_incline_pct
+    CONTROLLED_STOP = "controlled-stop"  # HR not recovered in time: a controlled stop
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    filter: HRFilterConfig = field(default_factory=HRFilterConfig)
+    governor: GovernorConfig = field(default_factory=GovernorConfig)
+    #: The governor runs at most this often (seconds of ``now``).
+    governor_period_s: float = 1.0
+    #: Saturated this long (at a speed limit, HR outside the zone on that side):
+    #: the ``hr-zone-unreachable`` warning.
+    zone_unreachable_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class HRStatus:
+    """The lane's heart-rate picture after one call (see the module docstring)."""
+
+    t: float
+    bpm: int | None = None
+    source: Source | None = None
+    quality: Quality | None = None
+    reason: str | None = None
+    raw_bpm: int | None = None
+    interlock_bpm: int | None = None
+    warnings: tuple[str, ...] = ()
+    events: tuple[Mapping[str, Any], ...] = ()
+    decision: Decision = Decision.NONE
+    wanted_speed_kmh: float | None = None
+    wanted_incline_pct: float | None = None
+    governor_state: str | None = None
+    zone_bpm: tuple[float, float] | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The telemetry/store fields: ``hr_bpm``, ``hr_source``, ``hr_quality``,
+        ``hr_zone_bpm`` (the names for Snapshot, MQTT and the store)."""
+        return {"hr_bpm": self.bpm, "hr_source": self.source, "hr_quality": self.quality,
+                "hr_zone_bpm": list(self.zone_bpm) if self.zone_bpm else None}
+
+
+class HRSupervisor:
+    """One lane's heart rate for one session (module docstring for the contract)."""
+
+    def __init__(self, *, ceiling_bpm: float = 185.0, strap_bound: bool = False,
+                 cfg: SupervisorConfig | None = None, age_years: float | None = None) -> None:
+        self.cfg = cfg or SupervisorConfig()
+        fcfg = self.cfg.filter
+        if age_years is not None:
+            fcfg = HRFilterConfig.for_age(age_years, **fcfg.__dict__)
+        self.ceiling_bpm = float(ceiling_bpm)
+        self.strap_bound = strap_bound
+        self.filters: dict[Source, HRFilter] = {"strap": HRFilter(fcfg),
+                                                "treadmill": HRFilter(fcfg)}
+        self._seen: dict[Source, bool] = {"strap": False, "treadmill": False}
+        self._readings: dict[Source, HRReading | None] = {"strap": None, "treadmill": None}
+        self._workload: float | None = None
+        self.bad_values = 0  # strap notifications that did not decode
+        self._governor: Governor | None = None
+        self._zone: tuple[float, float] | None = None
+        self._gov_out: GovernorOutput | None = None
+        self._gov_t = -math.inf
+        self._saturated_since: float | None = None
+        self._events: list[dict[str, Any]] = []
+        self._prev_source: Source | None = None
+        self._prev_good: bool | None = None  # None: nothing reported yet
+        self.status = HRStatus(0.0)
+
+    # ------------------------------------------------------------------ inputs
+
+    def treadmill_hr(self, bpm: int | None, now: float) -> HRStatus:
+        """The treadmill's HR field of one Treadmill Data frame (0 = nobody holding).
+        ``None`` (a frame without the field) changes nothing."""
+        if bpm is not None:
+            self._seen["treadmill"] = True
+            self._readings["treadmill"] = self.filters["treadmill"].update_bpm(
+                int(bpm), now, workload_met=self._workload)
+        return self._publish(now)
+
+    def strap(self, m: HeartRateMeasurement | bytes | bytearray, now: float) -> HRStatus:
+        """One strap notification: decoded, or the raw 0x2A37 bytes (an undecodable value
+        counts in ``bad_values`` and is otherwise ignored: the dropout timer runs on)."""
+        if not isinstance(m, HeartRateMeasurement):
+            try:
+                m = decode_heart_rate_measurement(m)
+            except HeartRateCodecError:
+                self.bad_values += 1
+                return self._publish(now)
+        self._seen["strap"] = True
+        self._readings["strap"] = self.filters["strap"].update(m, now, self._workload)
+        return self._publish(now)
+
+    def tick(self, now: float, speed_kmh: float, grade_pct: float = 0.0,
+             direction: Direction = Direction.FORWARD) -> HRStatus:
+        """Time passes: the measured belt (speed magnitude, incline %, direction) gives the
+        workload; dropouts are noticed; the governor runs (at most once per period)."""
+        if math.isfinite(speed_kmh) and math.isfinite(grade_pct):
+            self._workload = met(abs(speed_kmh), grade_pct, direction)
+        for src, filt in self.filters.items():
+            if self._seen[src] or (src == "strap" and self.strap_bound):
+                self._readings[src] = filt.tick(now, self._workload)
+        if self._governor is not None and now - self._gov_t >= self.cfg.governor_period_s - 1e-9:
+            self._gov_t = now
+            self._run_governor(now)
+        return self._publish(now)
+
+    def begin_segment(self, segment: Segment, limits: EffectiveLimits,
+                      now: float) -> HRStatus:
+        """A governed segment (``segment.hr_zone_bpm`` set) starts: the governor starts at
+        the segment's ``speed_kmh`` inside ``limits_for_segment(segment, limits)``."""
+        self._governor = governor_for_segment(segment, limits, now, cfg=self.cfg.governor)
+        self._zone = self._governor.zone
+        self._gov_out = None
+        self._gov_t = -math.inf
+        self._saturated_since = None
+        self._run_governor(now)
+        self._gov_t = now
+        return self._publish(now)
+
+    def end_segment(self, now: float) -> HRStatus:
+        """The governed segment is over (next segment, stop, pause, e-stop): no decision."""
+        self._governor = None
+        self._zone = None
+        self._gov_out = None
+        self._saturated_since = None
+        return self._publish(now)
+
+    @property
+    def governor(self) -> Governor | None:
+        return self._governor
+
+    # ------------------------------------------------------------------ internals
+
+    def _plausible(self, r: HRReading | None) -> HRReading | None:
+        """A good reading above the ceiling that did not rise there plausibly (a first
+        reading of 199, a relocked jump) is not trusted for anything: unreliable."""
+        if (r is not None and r.quality == "good" and r.bpm is not None
+                and r.bpm > self.ceiling_bpm
+                and (r.rise_floor_bpm is None or r.rise_floor_bpm > self.ceiling_bpm)):
+            return HRReading(r.t, "unreliable", None, r.raw_bpm, IMPLAUSIBLE_ABOVE_CEILING)
+        return r
+
+    def _chosen(self) -> tuple[Source | None, HRReading | None]:
+        strap = self._plausible(self._readings["strap"])
+        tm = self._plausible(self._readings["treadmill"])
+        if strap is not None and strap.quality == "good":
+            return "strap", strap
+        if tm is not None and tm.quality == "good":
+            return "treadmill", tm
+        if self.strap_bound or self._seen["strap"]:
+            return "strap", strap
+        if self._seen["treadmill"]:
+            return "treadmill", tm
+        return None, None
+
+    def _run_governor(self, now: float) -> None:
+        gov = self._governor
+        assert gov is not None
+        src, r = self._chosen()
+        if r is None:  # nothing at all: the governor sees a lost reading
+            r = HRReading(now, "lost", None, None, "no-data")
+        before = gov.state
+        out = gov.update(now, r)
+        self._gov_out = out
+        lim = gov.limits
+        low, high = gov.zone
+        saturated = out.state == "governing" and r.bpm is not None and (
+            (out.speed_kmh >= lim.max_speed_kmh - 1e-9 and r.bpm < low)
+            or (out.speed_kmh <= lim.min_speed_kmh + 1e-9 and r.bpm > high))
+        if not saturated:
+            self._saturated_since = None
+        elif self._saturated_since is None:
+            self._saturated_since = now
+        if out.state != before or (out.stop and before != "hr-loss-stop"):
+            if out.state == "hr-loss-walk":
+                self._events.append({"type": HR_LOSS_WALK, "reason": r.reason,
+                                     "source": src, "speed_kmh": out.speed_kmh})
+            elif out.state == "hr-loss-stop":
+                self._events.append({"type": HR_LOSS_STOP, "reason": out.reason,
+                                     "source": src, "speed_kmh": out.speed_kmh})
+
+    def _publish(self, now: float) -> HRStatus:
+        src, r = self._chosen()
+        good = r is not None and r.quality == "good"
+        warnings: list[str] = []
+        quality: Quality | None = None if r is None and src is None else (
+            r.quality if r is not None else "lost")
+        reason = r.reason if r is not None else ("no-data" if src is not None else None)
+        if quality is not None and quality != "good":
+            warnings.append(HR_UNRELIABLE)
+        if good and src == "treadmill" and (self.strap_bound or self._seen["strap"]):
+            warnings.append(HR_STRAP_UNRELIABLE)
+        # _chosen() already turned an implausible value above the ceiling into unreliable.
+        interlock = r.bpm if good and r is not None else None
+        # Edge-triggered events.
+        if src != self._prev_source and src is not None:
+            # Not while nothing was ever good (a bound strap shown before any reading).
+            if self._prev_source is not None and self._prev_good is not None:
+                self._events.append({"type": "hr-source", "source": src,
+                                     "previous": self._prev_source, "reason": reason})
+            self._prev_source = src
+        if quality is not None:
+            if not good and self._prev_good is not False and not (
+                    self._prev_good is None and reason == "no-data"):
+                self._events.append({"type": "hr-unreliable", "source": src,
+                                     "quality": quality, "reason": reason,
+                                     "raw_bpm": r.raw_bpm if r is not None else None})
+                self._prev_good = False
+            elif good and self._prev_good is False:
+                self._events.append({"type": "hr-recovered", "source": src,
+                                     "bpm": r.bpm if r is not None else None})
+                self._prev_good = True
+            elif good:
+                self._prev_good = True
+        out = self._gov_out
+        decision = Decision.NONE
+        if self._governor is not None and out is not None:
+            decision = Decision.CONTROLLED_STOP if out.stop else Decision.GOVERN
+            if out.state == "hr-loss-walk":
+                warnings.append(HR_LOSS_WALK)
+            elif out.state == "hr-loss-stop":
+                warnings.append(HR_LOSS_STOP)
+            since = self._saturated_since
+            if since is not None and now - since >= self.cfg.zone_unreachable_s:
+                warnings.append(HR_ZONE_UNREACHABLE)
+        events, self._events = tuple(self._events), []
+        self.status = HRStatus(
+            t=now,
+            bpm=r.bpm if good and r is not None else None,
+            source=src,
+            quality=quality,
+            reason=reason,
+            raw_bpm=r.raw_bpm if r is not None else None,
+            interlock_bpm=interlock,
+            warnings=tuple(warnings),
+            events=events,
+            decision=decision,
+            wanted_speed_kmh=out.speed_kmh if decision is not Decision.NONE and out else None,
+            wanted_incline_pct=out.incline_pct if decision is not Decision.NONE and out
+            else None,
+            governor_state=out.state if self._governor is not None and out else None,
+            zone_bpm=self._zone,
+        )
+        return self.status

@@ -83,7 +83,9 @@ def parse_hr_url(url: str) -> HRURL:
     scheme, sep, rest = text.partition("://")
     scheme = scheme.lower()
     if not sep or scheme not in ("ble", "sim-hr"):
-        raise bad("expected ble://ADDRESS, ble://name=PREFIX or sim-hr://?faults=SPEC")
+        hint = (" (sim:// is a simulated treadmill; the simulated strap is sim-hr://)"
+                if scheme == "sim" else "")
+        raise bad("expected ble://ADDRESS, ble://name=PREFIX or sim-hr://?faults=SPEC" + hint)
     if scheme == "ble":
         from treadctl.transport.url import DeviceURLError, parse_device_url
 

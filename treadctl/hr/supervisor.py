@@ -23,17 +23,27 @@ Calls (all return an :class:`HRStatus`, the lane's HR picture after the call)::
 What the controller does with an :class:`HRStatus` ``s``:
 
 * **interlock**: feed ``s.interlock_bpm`` to the heart-rate interlock instead of the raw
-  treadmill value (``Reading.hr_bpm``). It is the filtered HR only while the chosen
-  source is ``good`` *and* reached its value through rate-checked readings from at or
-  below ``ceiling_bpm`` (a plausible rise); otherwise ``None``, which resets the
-  interlock's hold timer. So only plausible readings latch the ceiling: a fake 199, a
-  spike, a stuck or relocked value gives a ``hr-unreliable`` warning, never an e-stop.
+  treadmill value (``Reading.hr_bpm`` of ``SafetyMachine.telemetry``, and once more
+  right after each :meth:`strap` call, so a strap reading reaches the interlock without
+  waiting for the next Treadmill Data frame). It is the filtered HR only while the
+  chosen source is ``good``; otherwise ``None``, which resets the interlock's hold timer.
+  A ``good`` value above ``ceiling_bpm`` counts only when it got there through
+  rate-checked readings from at or below the ceiling (a plausible rise); one that did
+  not (a first reading of 199, a relocked jump) is shown as ``unreliable`` with reason
+  :data:`IMPLAUSIBLE_ABOVE_CEILING`. So only plausible readings latch the ceiling: a
+  fake 199, a spike, a stuck or relocked value gives a ``hr-unreliable`` warning, never
+  an e-stop.
 * **display / MQTT / store**: ``s.bpm`` (filtered; ``None`` unless ``good``),
   ``s.source`` (``"strap"`` | ``"treadmill"`` | ``None``), ``s.quality`` (``"good"`` |
   ``"unreliable"`` | ``"lost"`` | ``None`` = no HR source at all), ``s.reason``,
   ``s.raw_bpm``, ``s.zone_bpm`` (the governed segment's zone or ``None``).
 * **warnings**: ``s.warnings`` (a tuple of codes, :data:`WARNINGS`) belong in
-  ``Snapshot.warnings`` for as long as they are present.
+  ``Snapshot.warnings`` for as long as they are present: ``hr-unreliable`` (the shown
+  quality is not ``good``; ``s.reason`` says why), ``hr-strap-unreliable`` (a strap is
+  bound but not good, the treadmill's HR is used), ``hr-loss-walk``, ``hr-loss-stop``,
+  ``hr-zone-unreachable`` (governed: at the speed ceiling with the HR below the zone, or
+  at the floor above it, for ``zone_unreachable_s`` = 120 s; informational, nothing
+  moves because of it).
 * **events**: ``s.events`` (dicts with a ``"type"``, :data:`EVENT_TYPES`) are edge-triggered
   and handed out exactly once (the next call's status no longer carries them): record
   and publish each. They are ``hr-unreliable`` (the chosen source stopped being good,

@@ -347,7 +347,7 @@ async def _session(
     # interrupt at any moment is ours to handle, never a KeyboardInterrupt traceback.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    view.clock = controller.clock
+    view.clock, view.session_time = controller.clock, controller.session_elapsed_s
     enter = _EnterReader(loop, lambda: _confirm_turn(controller, view)) if plan.rear_facing \
         else None
     try:
@@ -463,7 +463,9 @@ class _View:
         self.as_json = as_json
         self.program = program
         self.rear_facing = rear_facing
-        self.clock: Any = None  # the controller's, for countdowns in the live view
+        # The controller's clock and session time, for the countdowns in the live view.
+        self.clock: Any = None
+        self.session_time: Callable[[], float] | None = None
         self._upcoming: dict[str, Any] | None = None  # the last `upcoming` not yet begun
         self._prompt: str | None = None  # what the user is asked to do now (a turn)
         self.last: Snapshot | None = None
@@ -495,16 +497,20 @@ class _View:
             self.note(f"note: this machine sends {event['description']} (read tolerantly)")
         elif kind == "upcoming":
             self._upcoming = dict(event)
-            if self._live is None and not self.as_json:
-                print(f"upcoming: {_upcoming_text(event, event['in_s'])}", flush=True)
+            self._plain_note(f"upcoming: {_upcoming_text(event, event['in_s'])}")
         elif kind == "turn-around":
             self._prompt = f"{event['message']}: press Enter"
-            if self._live is None and not self.as_json:
-                print(f"TURN AROUND: {self._prompt}", flush=True)
+            self._plain_note(f"TURN AROUND: {self._prompt}")
         elif kind in ("turn-confirmed", "finished", "estop"):
             self._prompt = None
         if kind in ("upcoming", "turn-around", "turn-confirmed") and self.last is not None:
             self.update(self.last)  # shown now, not at the next telemetry frame
+
+    def _plain_note(self, text: str) -> None:
+        """A line of its own in the plain output, stamped like the progress lines."""
+        if self._live is None and not self.as_json:
+            elapsed = self.last.elapsed_s if self.last is not None else 0.0
+            print(f"[{_mmss(elapsed)}] {text}", flush=True)
 
     def _upcoming_in_s(self, snap: Snapshot) -> float | None:
         """Seconds until the announced change begins: session time for a program's change
@@ -513,7 +519,8 @@ class _View:
         if up is None:
             return None
         if up.get("at_s") is not None:
-            left = float(up["at_s"]) - snap.elapsed_s
+            now_s = self.session_time() if self.session_time is not None else snap.elapsed_s
+            left = float(up["at_s"]) - now_s
         elif self.clock is not None:
             left = float(up["t_s"]) + float(up["in_s"]) - self.clock.now()
         else:
@@ -579,7 +586,7 @@ class _View:
             }
             print(json.dumps(line), flush=True)
         else:
-            print(_plain(snap), flush=True)
+            print(_plain(snap, upcoming), flush=True)
 
     def _render(self, snap: Snapshot, final: SessionResult | None = None) -> Any:
         from rich.panel import Panel
@@ -730,13 +737,15 @@ def _upcoming_text(up: dict[str, Any], in_s: float) -> str:
     return f"{what}: {up['direction']} {float(up['speed_kmh']):.1f} km/h in {in_s:.0f} s"
 
 
-def _plain(snap: Snapshot) -> str:
+def _plain(snap: Snapshot, upcoming: dict[str, Any] | None = None) -> str:
     seg = f"{snap.segment}/{snap.segment_count}" if snap.segment else "-"
     phase = f" ({snap.phase})" if snap.phase else ""
+    nxt = f" next: {_upcoming_text(upcoming, upcoming['in_s'])}" if upcoming else ""
     return (
         f"[{_mmss(snap.elapsed_s)}] {snap.state.value}{phase} seg {seg} {snap.direction.value} "
         f"{snap.speed_kmh:.1f}/{snap.target_speed_kmh:.1f} km/h incline {snap.incline_pct:.1f}% "
-        f"left {_left(snap.remaining_s)}" + (f" LATCHED: {snap.reason}" if snap.latched else "")
+        f"left {_left(snap.remaining_s)}{nxt}"
+        + (f" LATCHED: {snap.reason}" if snap.latched else "")
     )
 
 

@@ -106,6 +106,11 @@ class ControllerCore:
             paused += now - self._paused_since
         return max(0.0, now - self._session_started - paused)
 
+    def session_elapsed_s(self) -> float:
+        """Session time now: pauses and rear-facing turn waits excluded (the live view's
+        countdowns run on it)."""
+        return self._elapsed(self.clock.now())
+
     @property
     def _limit_dir(self) -> Direction:
         """The direction whose caps and ramps apply: the belt's, or in rear-facing mode the

@@ -50,6 +50,7 @@ class TurnAround(Announcer):
         """A confirmation (``resume()``): True when a turn was waiting for one."""
         if self._turn_pending is None:
             return False
+        self._turn_pending = None  # confirmed: nothing waits any more
         self._turn_confirmed = True
         return True
 

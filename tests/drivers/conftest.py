@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,23 +11,32 @@ import pytest
 # Lets the test modules here import ``helpers`` (importlib import mode).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import SimProcess, start_sim
+from helpers import SimProcess, start_sims, stop_sims
 
 
 @pytest.fixture
 def sim_process() -> Iterator[Callable[..., SimProcess]]:
     started: list[SimProcess] = []
 
-    def start(profile: str, faults: str = "", transport: str | None = None) -> SimProcess:
-        sp = start_sim(profile, faults, transport)
+    def start(profile: str, faults: str = "", transport: str | None = None,
+              speedup: float | None = None) -> SimProcess:
+        sp = start_sims([(profile, faults)], transport, speedup)[0]
         started.append(sp)
         return sp
 
     yield start
-    for sp in started:
-        sp.proc.terminate()
-        try:
-            sp.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            sp.proc.kill()
-            sp.proc.wait(timeout=10)
+    stop_sims(started)
+
+
+@pytest.fixture
+def sim_processes() -> Iterator[Callable[..., list[SimProcess]]]:
+    """Several simulator processes at once: ``start([(profile, faults), ...])``."""
+    started: list[SimProcess] = []
+
+    def start(specs: list[tuple[str, str]], speedup: float | None = None) -> list[SimProcess]:
+        sims = start_sims(specs, speedup=speedup)
+        started.extend(sims)
+        return sims
+
+    yield start
+    stop_sims(started)

@@ -64,16 +64,32 @@ class SimProcess:
                 self.events.append(e)
 
 
-def start_sim(profile: str, faults: str = "", transport: str | None = None) -> SimProcess:
-    transport = transport or TRANSPORT[profile]
-    args = [sys.executable, "-m", "treadctl", "sim", "--profile", profile,
-            "--speedup", str(SPEEDUP)]
-    args += ["--pty"] if transport == "pty" else ["--listen", "tcp://127.0.0.1:0"]
-    if faults:
-        args += ["--faults", faults]
-    env = dict(os.environ, TREADCTL_SIM_EVENTS="1")
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+def start_sim(
+    profile: str, faults: str = "", transport: str | None = None, speedup: float | None = None
+) -> SimProcess:
+    return start_sims([(profile, faults)], transport, speedup)[0]
+
+
+def start_sims(
+    specs: list[tuple[str, str]], transport: str | None = None, speedup: float | None = None
+) -> list[SimProcess]:
+    """One simulator process per ``(profile, faults)``, all started before any is waited
+    for (a process takes a moment to import)."""
+    procs = []
+    for profile, faults in specs:
+        kind = transport or TRANSPORT[profile]
+        args = [sys.executable, "-m", "treadctl", "sim", "--profile", profile,
+                "--speedup", str(speedup or SPEEDUP)]
+        args += ["--pty"] if kind == "pty" else ["--listen", "tcp://127.0.0.1:0"]
+        if faults:
+            args += ["--faults", faults]
+        env = dict(os.environ, TREADCTL_SIM_EVENTS="1")
+        procs.append((kind, subprocess.Popen(args, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, text=True, env=env)))
+    return [_attach(kind, proc) for kind, proc in procs]
+
+
+def _attach(transport: str, proc: subprocess.Popen[str]) -> SimProcess:
     assert proc.stdout is not None
     first = proc.stdout.readline().strip()
     assert first, proc.stderr.read() if proc.stderr else "no output"
@@ -89,6 +105,17 @@ def start_sim(profile: str, faults: str = "", transport: str | None = None) -> S
 
     threading.Thread(target=pump, daemon=True).start()
     return sp
+
+
+def stop_sims(sims: list[SimProcess]) -> None:
+    for sp in sims:
+        sp.proc.terminate()
+    for sp in sims:
+        try:
+            sp.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            sp.proc.kill()
+            sp.proc.wait(timeout=10)
 
 
 @contextlib.asynccontextmanager
@@ -122,3 +149,66 @@ async def wait_for(pred: Callable[[], bool], timeout_s: float = 30.0) -> None:
     """Poll ``pred`` on the loop's clock (virtual or scaled) until it holds."""
     if not await wait_until(pred, timeout_s, 0.05):
         raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+# ---------------------------------------------------------------- the controller over a link
+#: The controller tests' time scale (both processes): scaled real time, like SPEEDUP.
+CTL_SPEEDUP = SPEEDUP
+
+
+def sim_events(sp: SimProcess) -> list[dict[str, Any]]:
+    """The simulator's event lines so far, without blocking (for async code)."""
+    return sp.drain()
+
+
+async def wait_sim_event(
+    sp: SimProcess, pred: Callable[[dict[str, Any]], bool], timeout_s: float = 30.0
+) -> dict[str, Any]:
+    """Wait (on the loop's clock) until an event line of the simulator matches."""
+    found: list[dict[str, Any]] = []
+
+    def seen() -> bool:
+        found[:] = [e for e in sp.drain() if pred(e)]
+        return bool(found)
+
+    if not await wait_until(seen, timeout_s, 0.05):
+        raise AssertionError(f"no matching simulator event within {timeout_s} s: {sp.events}")
+    return found[0]
+
+
+@contextlib.asynccontextmanager
+async def controller_on(sp: SimProcess, name: str, **kwargs: Any) -> AsyncIterator[Any]:
+    """A :class:`~treadctl.control.controller.Controller` of profile ``name`` on the
+    simulator process's pty/TCP link (``open_transport`` with the native profile), open;
+    closed (belt commanded to stop) on exit."""
+    from treadctl.control.controller import Controller
+    from treadctl.transport import open_transport
+    from treadctl.transport.url import parse_device_url
+
+    profile = load_profile(name)
+    transport = open_transport(parse_device_url(sp.url), profile=profile)
+    ctl = Controller(transport, profile, **kwargs)
+    await ctl.open()
+    try:
+        yield ctl
+    finally:
+        await ctl.close()
+
+
+def rest_since(events: list[dict[str, Any]], t0: float) -> float | None:
+    """Simulator time from which the belt has rested for good, looking from ``t0`` on (sim
+    truth): the last standstill at or after ``t0`` with no start after it; ``t0`` itself if
+    the belt stood at ``t0`` and nothing started it later. None: it still runs."""
+    starts = [e["t"] for e in events if e["event"] == "start" and e["t"] >= t0]
+    stills = [e["at_s"] for e in events if e["event"] == "standstill" and e["at_s"] >= t0]
+    if stills and (not starts or max(stills) >= max(starts)):
+        return float(max(stills))
+    at_t0 = [e for e in events if e["t"] <= t0]
+    if not starts and not stills and at_t0 and at_t0[-1]["speed_kmh"] == 0:
+        return t0
+    return None
+
+
+def starts_after(events: list[dict[str, Any]], t: float) -> list[dict[str, Any]]:
+    """The simulated firmware's belt starts after sim time ``t``."""
+    return [e for e in events if e["event"] == "start" and e["t"] > t]

@@ -400,3 +400,49 @@ def test_run_rear_facing_is_refused_on_a_reversing_profile(
     assert not (tmp_path / "sessions.db").exists() or not SessionStore(
         tmp_path / "sessions.db"
     ).list_sessions()
+
+
+def test_the_live_panel_asks_to_turn_and_counts_down() -> None:
+    """The terminal's live panel (rich), fed by a real session: the countdown before the
+    turn, the question while the belt stands, the countdown to the start after Enter."""
+    from rich.console import Console
+
+    from treadctl.control.cli import _View
+
+    frames: list[str] = []
+    console = Console(width=120, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+
+    class FakeLive:
+        def update(self, renderable: Any, refresh: bool = False) -> None:
+            console.print(renderable)
+            frames.append(console.export_text())
+
+        def stop(self) -> None:
+            pass
+
+    view = _View(False, FRR, rear_facing=True)
+    view._live = FakeLive()
+
+    async def scenario(ctl: Controller, sim: Any, events: list[Any]) -> Any:
+        view.clock, view.session_time = ctl.clock, ctl.session_elapsed_s
+        ctl.state_listeners.append(view.update)
+        ctl.telemetry_listeners.append(view.update)
+        ctl.event_listeners.append(view.event)
+        task = ctl.start(FRR)
+        await wait_for(lambda: ctl.turn_pending is not None, 60)
+        waiting = len(frames)
+        ctl.resume()
+        await wait_for(lambda: sim.truth().speed_kmh > 1.0, 60)
+        await ctl.stop()
+        await task
+        return waiting
+
+    waiting = _run(scenario)
+    before, after = frames[:waiting], frames[waiting:]
+    assert any("next" in f and "direction change: reverse 3.0 km/h in 5 s" in f for f in before)
+    assert any("in 1 s" in f for f in before)
+    assert "TURN AROUND" in before[-1] and "face the rear" in before[-1]
+    assert "press Enter" in before[-1] and "paused (turn-around)" in before[-1]
+    assert "rear-facing: the belt runs forward" in before[-1]
+    assert any("belt starts: reverse 3.0 km/h in 5 s" in f for f in after)
+    assert not any("TURN AROUND" in f for f in after[1:])

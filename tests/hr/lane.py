@@ -68,8 +68,22 @@ class Lane:
             self._collect(self.sup.begin_segment(self.segment, self.limits, 0.0))
 
     def _collect(self, s: HRStatus) -> HRStatus:
-        self.events.extend(dict(e) for e in s.events)
+        self.events.extend({**e, "t": self.t} for e in s.events)
         return s
+
+    def begin(self, segment: Segment, direction: Direction | None = None) -> None:
+        """A governed segment starts now (the belt standing when the direction changes)."""
+        if direction is not None:
+            assert self.belt == 0.0, "the belt changes direction at a standstill"
+            self.direction = direction
+        self.segment = segment
+        self._collect(self.sup.begin_segment(segment, self.limits, self.t))
+
+    def end(self, speeds: list[tuple[float, float]]) -> None:
+        """The governed segment ends; the program's speeds from here on."""
+        self.segment = None
+        self.speeds = speeds
+        self._collect(self.sup.end_segment(self.t))
 
     def _program_speed(self) -> float:
         speed = 0.0

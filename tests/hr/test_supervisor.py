@@ -265,13 +265,20 @@ def test_strap_dropout_fails_over_to_the_treadmill_hr_and_keeps_governing() -> N
     lane = Lane(d, governed(d, ZONES[d]), faults="dropout@200", treadmill="true").run(500)
     common_safety(lane)
     assert lane.stop_t is None and HR_LOSS_WALK not in lane.event_types()
-    # The treadmill's field comes first (t = 0.25 s), the strap's first notification at
-    # 1 s takes over; the dropout hands back to the treadmill.
-    assert [(e["previous"], e["source"]) for e in lane.events if e["type"] == "hr-source"
-            ] == [("treadmill", "strap"), ("strap", "treadmill")]
-    late = window(lane, 210, 500)
+    # The strap is bound, so the treadmill's field (from t = 0.25 s) does not take over
+    # before the strap's first notification at 1 s. The dropout is noticed 5 s after the
+    # strap's last notification (199 s, at the tick of 204.25 s), and the failover follows
+    # failover_s = 3 s later, inside the governor's 5 s loss grace.
+    switches = [(e["previous"], e["source"], e["t"]) for e in lane.events
+                if e["type"] == "hr-source"]
+    assert switches == [("strap", "treadmill", 207.25)]
+    late = window(lane, 207.25, 500)
     assert all(s.status.source == "treadmill" and s.status.quality == "good" for s in late)
-    assert all(s.status.warnings == (HR_STRAP_UNRELIABLE,) for s in late)
+    assert all(HR_STRAP_UNRELIABLE in s.status.warnings for s in late)
+    # hr-unreliable from the dropout until the treadmill's HR has been good for 5 s.
+    assert lane.event_types() == ["hr-unreliable", "hr-source", "hr-recovered"]
+    assert [e["t"] for e in lane.events] == [204.25, 207.25, 212.25]
+    assert all(s.status.warnings == (HR_STRAP_UNRELIABLE,) for s in window(lane, 212.25, 500))
     assert all(s.status.source == "strap" for s in window(lane, 5, 200))
 
 
@@ -344,6 +351,15 @@ def test_undecodable_strap_values_are_counted_and_ignored() -> None:
 def test_events_are_handed_out_once() -> None:
     lane = ungoverned(Direction.FORWARD, "dropout")
     assert lane.event_types() == ["hr-unreliable"]
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_a_minute_of_spikes_is_one_episode(direction: Direction) -> None:
+    lane = ungoverned(direction, "spike")
+    assert lane.event_types() == ["hr-unreliable", "hr-recovered"]
+    t_bad, t_ok = (e["t"] for e in lane.events)
+    assert 60 <= t_bad <= 64 and 180 <= t_ok <= 186
+    assert all(HR_UNRELIABLE in s.status.warnings for s in window(lane, t_bad, t_ok))
 
 
 def test_end_segment_drops_the_decision() -> None:

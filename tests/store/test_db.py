@@ -62,18 +62,20 @@ def test_later_migration_applies_in_order_to_old_file(tmp_path: Path) -> None:
         sid = store.create_session(synth.META)
     applied: list[int] = []
 
-    def v2(conn: sqlite3.Connection) -> None:
-        applied.append(2)
+    nxt = len(dbmod.MIGRATIONS) + 1
+
+    def later(conn: sqlite3.Connection) -> None:
+        applied.append(nxt)
         conn.execute("ALTER TABLE sessions ADD COLUMN note TEXT NOT NULL DEFAULT ''")
 
-    migrations = [*dbmod.MIGRATIONS, v2]
+    migrations = [*dbmod.MIGRATIONS, later]
     with SessionStore(path, migrations=migrations) as store:
-        assert store.schema_version == 2
+        assert store.schema_version == nxt
         assert store.get_session(sid).id == sid
         store._conn.execute("UPDATE sessions SET note='ok'")
     with SessionStore(path, migrations=migrations) as store:
-        assert store.schema_version == 2
-    assert applied == [2]  # exactly once
+        assert store.schema_version == nxt
+    assert applied == [nxt]  # exactly once
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

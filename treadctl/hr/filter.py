@@ -23,8 +23,10 @@ in this order:
 5. **following the workload** - when the lane's workload (METs from speed, grade and
    direction, :mod:`treadctl.hr.workload`) moves by ``follow_met`` or more within
    ``follow_window_s``, the heart rate (smoothed over about three readings) must move the
-   same way by ``follow_bpm`` within ``follow_s`` from then on. One that does not (a strap
-   on somebody else, a stuck or fake value) is ``unreliable`` until it follows again.
+   same way by ``follow_bpm`` within ``follow_s`` from then on (a workload that first goes
+   back by half of ``follow_met``, as a stop followed by walking on, drops the check). One
+   that does not (a strap on somebody else, a stuck or fake value) is ``unreliable`` until
+   it follows again.
 
 No reading for ``dropout_s`` is ``lost``. The result is a :class:`HRReading`: the filtered HR
 (only while ``good``), the quality (``good`` | ``unreliable`` | ``lost``), the reason, and the
@@ -109,6 +111,7 @@ class _Follow:
     sign: int
     hr_ref: float
     deadline: float
+    w_from: float = math.nan  # the workload before the move
 
 
 @dataclass
@@ -251,8 +254,13 @@ class HRFilter:
             hist.append((now, w))
         while len(hist) > 1 and now - hist[0][0] > cfg.follow_window_s:
             hist.popleft()
-        if self._follow is not None:
-            return
+        f = self._follow
+        if f is not None:
+            if f.sign * (w - f.w_from) >= cfg.follow_met / 2:
+                return
+            # The workload went back (a stop, then walking on): the armed check no longer
+            # says which way the heart should go. Drop it; the new move arms its own.
+            self._follow = None
         for _t, w_ref in hist:
             if abs(w - w_ref) >= cfg.follow_met:
                 # A move of follow_met within follow_window_s: from here on the HR must
@@ -260,7 +268,7 @@ class HRFilter:
                 hr = self._ema
                 if hr is not None and self._quality != "lost":
                     sign = 1 if w > w_ref else -1
-                    self._follow = _Follow(sign, hr, now + cfg.follow_s)
+                    self._follow = _Follow(sign, hr, now + cfg.follow_s, w_ref)
                 hist.clear()
                 hist.append((now, w))
                 return

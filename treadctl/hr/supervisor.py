@@ -39,7 +39,8 @@ What the controller does with an :class:`HRStatus` ``s``:
   ``s.raw_bpm``, ``s.zone_bpm`` (the governed segment's zone or ``None``).
 * **warnings**: ``s.warnings`` (a tuple of codes, :data:`WARNINGS`) belong in
   ``Snapshot.warnings`` for as long as they are present: ``hr-unreliable`` (the shown
-  quality is not ``good``; ``s.reason`` says why), ``hr-strap-unreliable`` (a strap is
+  quality is not ``good``, ``s.reason`` says why, or was not within the last
+  ``recover_s`` = 5 s), ``hr-strap-unreliable`` (a strap is
   bound but not good, the treadmill's HR is used), ``hr-loss-walk``, ``hr-loss-stop``,
   ``hr-zone-unreachable`` (governed: at the speed ceiling with the HR below the zone, or
   at the floor above it, for ``zone_unreachable_s`` = 120 s; informational, nothing
@@ -47,7 +48,8 @@ What the controller does with an :class:`HRStatus` ``s``:
 * **events**: ``s.events`` (dicts with a ``"type"``, :data:`EVENT_TYPES`) are edge-triggered
   and handed out exactly once (the next call's status no longer carries them): record
   and publish each. They are ``hr-unreliable`` (the chosen source stopped being good,
-  with source, quality, reason, raw_bpm), ``hr-recovered``, ``hr-source`` (the source in
+  with source, quality, reason, raw_bpm), ``hr-recovered`` (good again for 5 s: one
+  episode per trouble, however often it flickers), ``hr-source`` (the source in
   use changed), ``hr-loss-walk`` (governed: HR lost, ramping to walking speed) and
   ``hr-loss-stop`` (governed: not recovered in time, controlled stop).
 * **governed segment** (``s.decision``, :class:`Decision`):
@@ -70,8 +72,10 @@ the tick rate; between runs the last wanted speed is repeated.
 **Choosing the source.** Each source has its own :class:`treadctl.hr.filter.HRFilter`,
 fed with the lane's workload (METs of the last tick's speed, grade and direction,
 :func:`treadctl.hr.workload.met`) for the stuck-value and workload-following checks. The
-strap is used whenever it is ``good``; else the treadmill's HR field when that is ``good``
-(a failover, with the ``hr-strap-unreliable`` warning while a strap is bound); else nothing
+strap is used whenever it is ``good``; else, once the strap has not been good for
+``failover_s`` (3 s), the treadmill's HR field when that is ``good`` (a failover, with the
+``hr-strap-unreliable`` warning); the strap takes over again after ``strap_return_s`` (10 s)
+of good readings. Else nothing
 is good, and the status shows the strap (when one is bound or has sent anything) or the
 treadmill with its quality and reason and the ``hr-unreliable`` warning. A lane where no
 source ever sent anything and no strap is bound has ``quality None`` and no warning (many
@@ -133,6 +137,13 @@ class SupervisorConfig:
     #: Saturated this long (at a speed limit, HR outside the zone on that side):
     #: the ``hr-zone-unreachable`` warning.
     zone_unreachable_s: float = 120.0
+    #: A bound strap not good this long: the treadmill's HR field is used (when good).
+    #: Below the governor's 5 s loss grace, so a failover never starts the HR-loss walk.
+    failover_s: float = 3.0
+    #: After a failover the strap is used again once it has been good this long.
+    strap_return_s: float = 10.0
+    #: Good this long after trouble: the ``hr-recovered`` event, the warning goes.
+    recover_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -185,6 +196,10 @@ class HRSupervisor:
         self._saturated_since: float | None = None
         self._events: list[dict[str, Any]] = []
         self._prev_source: Source | None = None
+        self._using: Source | None = None
+        self._strap_good_since: float | None = None
+        self._strap_bad_since: float | None = None
+        self._good_since: float | None = None
         self._prev_good: bool | None = None  # None: nothing reported yet
         self.status = HRStatus(0.0)
 
@@ -262,23 +277,46 @@ class HRSupervisor:
             return HRReading(r.t, "unreliable", None, r.raw_bpm, IMPLAUSIBLE_ABOVE_CEILING)
         return r
 
-    def _chosen(self) -> tuple[Source | None, HRReading | None]:
+    def _chosen(self, now: float) -> tuple[Source | None, HRReading | None]:
+        """The source in use, with hysteresis: the strap leaves for the treadmill only
+        after ``failover_s`` without a good strap reading (a single spike does not flip the
+        source), and comes back once it has been good for ``strap_return_s``."""
+        cfg = self.cfg
         strap = self._plausible(self._readings["strap"])
         tm = self._plausible(self._readings["treadmill"])
-        if strap is not None and strap.quality == "good":
-            return "strap", strap
-        if tm is not None and tm.quality == "good":
-            return "treadmill", tm
-        if self.strap_bound or self._seen["strap"]:
-            return "strap", strap
-        if self._seen["treadmill"]:
-            return "treadmill", tm
-        return None, None
+        strap_good = strap is not None and strap.quality == "good"
+        tm_good = tm is not None and tm.quality == "good"
+        if strap_good:
+            self._strap_bad_since = None
+            if self._strap_good_since is None:
+                self._strap_good_since = now
+        else:
+            self._strap_good_since = None
+            if self._strap_bad_since is None:
+                self._strap_bad_since = now
+        strap_expected = self.strap_bound or self._seen["strap"]
+        use: Source | None
+        if self._using == "treadmill" and tm_good:
+            back = strap_good and now - self._strap_good_since >= cfg.strap_return_s  # type: ignore[operator]
+            use = "strap" if back else "treadmill"
+        elif strap_good:
+            use = "strap"
+        elif tm_good and (not strap_expected
+                          or now - self._strap_bad_since >= cfg.failover_s):  # type: ignore[operator]
+            use = "treadmill"
+        elif strap_expected:
+            use = "strap"
+        elif self._seen["treadmill"]:
+            use = "treadmill"
+        else:
+            use = None
+        self._using = use
+        return use, (strap if use == "strap" else tm if use == "treadmill" else None)
 
     def _run_governor(self, now: float) -> None:
         gov = self._governor
         assert gov is not None
-        src, r = self._chosen()
+        src, r = self._chosen(now)
         if r is None:  # nothing at all: the governor sees a lost reading
             r = HRReading(now, "lost", None, None, "no-data")
         before = gov.state
@@ -302,14 +340,12 @@ class HRSupervisor:
                                      "source": src, "speed_kmh": out.speed_kmh})
 
     def _publish(self, now: float) -> HRStatus:
-        src, r = self._chosen()
+        src, r = self._chosen(now)
         good = r is not None and r.quality == "good"
         warnings: list[str] = []
         quality: Quality | None = None if r is None and src is None else (
             r.quality if r is not None else "lost")
         reason = r.reason if r is not None else ("no-data" if src is not None else None)
-        if quality is not None and quality != "good":
-            warnings.append(HR_UNRELIABLE)
         if good and src == "treadmill" and (self.strap_bound or self._seen["strap"]):
             warnings.append(HR_STRAP_UNRELIABLE)
         # _chosen() already turned an implausible value above the ceiling into unreliable.
@@ -321,6 +357,14 @@ class HRSupervisor:
                 self._events.append({"type": "hr-source", "source": src,
                                      "previous": self._prev_source, "reason": reason})
             self._prev_source = src
+        # One hr-unreliable ... hr-recovered episode per trouble: it opens on the first
+        # reading that is not good and closes after recover_s of good readings (spikes
+        # every few seconds are one episode, and its warning stays up meanwhile).
+        if good:
+            if self._good_since is None:
+                self._good_since = now
+        else:
+            self._good_since = None
         if quality is not None:
             if not good and self._prev_good is not False and not (
                     self._prev_good is None and reason == "no-data"):
@@ -328,12 +372,15 @@ class HRSupervisor:
                                      "quality": quality, "reason": reason,
                                      "raw_bpm": r.raw_bpm if r is not None else None})
                 self._prev_good = False
-            elif good and self._prev_good is False:
+            elif (good and self._prev_good is False
+                  and now - self._good_since >= self.cfg.recover_s):  # type: ignore[operator]
                 self._events.append({"type": "hr-recovered", "source": src,
                                      "bpm": r.bpm if r is not None else None})
                 self._prev_good = True
-            elif good:
+            elif good and self._prev_good is None:
                 self._prev_good = True
+        if (quality is not None and quality != "good") or self._prev_good is False:
+            warnings.insert(0, HR_UNRELIABLE)
         out = self._gov_out
         decision = Decision.NONE
         if self._governor is not None and out is not None:

@@ -151,8 +151,17 @@ def _split_sql(sql: str) -> list[str]:
     return out
 
 
+# v2: where each sample's heart rate came from and how far it can be trusted
+# (docs/heart-rate.md): hr_source 'strap' | 'treadmill' | NULL, hr_quality 'good' |
+# 'unreliable' | 'lost' | NULL. NULL on every v1 row (recorded before the supervisor):
+# readers take those as "unknown", as before.
+_V2 = """
+ALTER TABLE samples ADD COLUMN hr_source TEXT;
+ALTER TABLE samples ADD COLUMN hr_quality TEXT;
+"""
+
 #: Ordered migrations: index i takes ``user_version`` i to i+1. Append only, never edit.
-MIGRATIONS: list[Migration] = [_script(_V1)]
+MIGRATIONS: list[Migration] = [_script(_V1), _script(_V2)]
 
 
 class _Closable(Protocol):
@@ -161,10 +170,10 @@ class _Closable(Protocol):
 
 _SAMPLE_COLUMNS = (
     "t_s, ts, target_speed_kmh, speed_kmh, direction, incline_pct, target_incline_pct, "
-    "distance_m, hr_bpm, state, segment"
+    "distance_m, hr_bpm, state, segment, hr_source, hr_quality"
 )
 _SAMPLE_INSERT = (
-    f"INSERT INTO samples (session_ref, {_SAMPLE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    f"INSERT INTO samples (session_ref, {_SAMPLE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _EVENT_INSERT = "INSERT INTO events (session_ref, t_s, ts, type, data_json) VALUES (?,?,?,?,?)"
 _SESSION_COLUMNS = (
@@ -442,8 +451,11 @@ class SessionStore:
                 hr_bpm=hr,
                 state=state or "",
                 segment=seg,
+                hr_source=hr_src,
+                hr_quality=hr_q,
             )
-            for (t_s, ts, tgt, speed, direction, incl, tincl, dist, hr, state, seg) in rows
+            for (t_s, ts, tgt, speed, direction, incl, tincl, dist, hr, state, seg, hr_src,
+                 hr_q) in rows
         ]
 
     def events(self, session_id: str) -> list[Event]:

@@ -11,6 +11,12 @@ Direction is never lost on the way out:
   developer fields (application "treadctl"): ``belt_direction`` (uint8, 0 forward,
   1 reverse) on every record and lap, and ``signed_speed`` (float32 m/s, negative =
   reverse) on every record. Standard ``speed`` stays a magnitude; ``grade`` is incline.
+
+Heart rate (docs/heart-rate.md): the CSV has every sample's ``hr_bpm`` with its
+``hr_source`` (strap | treadmill) and ``hr_quality`` (good | unreliable | lost; empty =
+unknown). TCX ``HeartRateBpm`` and FIT ``heart_rate`` (records, lap and session averages and
+maxima) carry only trusted values (:attr:`Sample.hr_trusted`), and when the session had a
+strap, only the strap's: a treadmill value used during a strap failover stays in the CSV.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ CSV_COLUMNS = (
     "target_incline_pct",
     "distance_m",
     "hr_bpm",
+    "hr_source",
+    "hr_quality",
 )
 
 # FIT developer fields (developer_data_index 0).
@@ -103,6 +111,8 @@ def to_csv(samples: Sequence[Sample]) -> str:
                 _num(s.target_incline_pct, 1),
                 "" if s.distance_m is None else _num(s.distance_m, 1),
                 "" if s.hr_bpm is None else s.hr_bpm,
+                s.hr_source or "",
+                s.hr_quality or "",
             )
         )
     return buf.getvalue()
@@ -118,8 +128,15 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, ns: str = TCX_NS
     return el
 
 
-def _hr_values(samples: Sequence[Sample]) -> list[int]:
-    return [s.hr_bpm for s in samples if s.hr_bpm is not None and 0 < s.hr_bpm < 256]
+def export_hr(samples: Sequence[Sample]) -> list[int | None]:
+    """The heart rate each sample exports to TCX/FIT (module docstring): trusted values,
+    and only the strap's when the session had a strap."""
+    strap = any(s.hr_source == "strap" for s in samples)
+    return [s.hr_trusted if not strap or s.hr_source == "strap" else None for s in samples]
+
+
+def _hr_values(hr: Sequence[int | None]) -> list[int]:
+    return [v for v in hr if v is not None]
 
 
 def _lap_notes(span: Span, n_spans: int) -> str:
@@ -139,6 +156,7 @@ def to_tcx(session: SessionInfo, samples: Sequence[Sample], events: Sequence[Eve
     activity.set("Sport", "Running")
     _sub(activity, "Id", iso_utc(session.started_at))
     cum = cumulative_distance_m(samples)
+    hr = export_hr(samples)
     spans = segment_spans(samples, session.program)
     if not spans:
         # The schema needs at least one Lap; an empty session gets an empty one.
@@ -163,7 +181,7 @@ def to_tcx(session: SessionInfo, samples: Sequence[Sample], events: Sequence[Eve
         _sub(lap, "MaximumSpeed", _num(max(s.speed_kmh for s in chunk) / KMH_PER_MPS, 3))
         # No body weight is known, so no honest energy estimate: 0 (the element is required).
         _sub(lap, "Calories", "0")
-        hrs = _hr_values(chunk)
+        hrs = _hr_values(hr[span.start : span.stop])
         if hrs:
             _sub(_sub(lap, "AverageHeartRateBpm"), "Value", str(round(sum(hrs) / len(hrs))))
             _sub(_sub(lap, "MaximumHeartRateBpm"), "Value", str(max(hrs)))
@@ -177,8 +195,8 @@ def to_tcx(session: SessionInfo, samples: Sequence[Sample], events: Sequence[Eve
             tp = _sub(track, "Trackpoint")
             _sub(tp, "Time", iso_utc(_sample_ts(session, s)))
             _sub(tp, "DistanceMeters", _num(cum[i], 2))
-            if s.hr_bpm is not None and 0 < s.hr_bpm < 256:
-                _sub(_sub(tp, "HeartRateBpm"), "Value", str(s.hr_bpm))
+            if hr[i] is not None:
+                _sub(_sub(tp, "HeartRateBpm"), "Value", str(hr[i]))
             tpx = _sub(_sub(tp, "Extensions"), "TPX", ns=TCX_AX_NS)
             _sub(tpx, "Speed", _num(s.speed_kmh / KMH_PER_MPS, 3), ns=TCX_AX_NS)
         _sub(lap, "Notes", _lap_notes(span, len(spans)))
@@ -317,7 +335,8 @@ def to_fit(session: SessionInfo, samples: Sequence[Sample], events: Sequence[Eve
     ev.timestamp = start_ms
     builder.add(ev)
 
-    has_hr = any(s.hr_bpm is not None for s in samples)
+    hr = export_hr(samples)
+    has_hr = any(v is not None for v in hr)
     cum = cumulative_distance_m(samples)
     last_second: int | None = None
     for i, s in enumerate(samples):
@@ -340,7 +359,7 @@ def to_fit(session: SessionInfo, samples: Sequence[Sample], events: Sequence[Eve
         rec.speed = s.speed_kmh / KMH_PER_MPS
         rec.grade = _no_negative_zero(s.incline_pct)
         if has_hr:
-            rec.heart_rate = s.hr_bpm if s.hr_bpm is not None and 0 < s.hr_bpm < 255 else None
+            rec.heart_rate = hr[i]
         builder.add(rec)
 
     ev = EventMessage()
@@ -363,7 +382,7 @@ def to_fit(session: SessionInfo, samples: Sequence[Sample], events: Sequence[Eve
         lap.total_distance = dist
         lap.avg_speed = dist / span.duration_s if span.duration_s > 0 else 0.0
         lap.max_speed = max(s.speed_kmh for s in chunk) / KMH_PER_MPS
-        hrs = _hr_values(chunk)
+        hrs = _hr_values(hr[span.start : span.stop])
         if hrs:
             lap.avg_heart_rate = round(sum(hrs) / len(hrs))
             lap.max_heart_rate = max(hrs)
@@ -392,9 +411,10 @@ def to_fit(session: SessionInfo, samples: Sequence[Sample], events: Sequence[Eve
     sess.total_distance = cum[-1] if cum else 0.0
     sess.avg_speed = (cum[-1] / duration_s) if cum and duration_s > 0 else 0.0
     sess.max_speed = float(summary["max_speed_kmh"]) / KMH_PER_MPS
-    if summary["avg_hr_bpm"] is not None:
-        sess.avg_heart_rate = round(float(summary["avg_hr_bpm"]))
-        sess.max_heart_rate = int(summary["max_hr_bpm"])
+    all_hr = _hr_values(hr)
+    if all_hr:
+        sess.avg_heart_rate = round(sum(all_hr) / len(all_hr))
+        sess.max_heart_rate = max(all_hr)
     sess.sport = Sport.RUNNING
     sess.sub_sport = SubSport.TREADMILL
     sess.first_lap_index = 0

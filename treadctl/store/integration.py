@@ -34,6 +34,10 @@ class ControllerRecorder:
         self.session_id = recorder.session_id
 
     def sample(self, ctl: Controller, now: float) -> None:
+        """One sample from the controller's Snapshot. The heart rate's source and quality
+        are read as ``snapshot.hr_source`` / ``snapshot.hr_quality`` when the Snapshot has
+        them (``str | None``, from :class:`treadctl.hr.supervisor.HRStatus`), else stored
+        as unknown (NULL)."""
         snap = ctl.snapshot
         self.recorder.record_sample(
             Sample(
@@ -47,6 +51,8 @@ class ControllerRecorder:
                 hr_bpm=snap.hr_bpm,
                 state=snap.state.value,
                 segment=None if snap.segment is None else snap.segment - 1,
+                hr_source=getattr(snap, "hr_source", None),
+                hr_quality=getattr(snap, "hr_quality", None),
             )
         )
 

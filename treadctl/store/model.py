@@ -61,6 +61,20 @@ class Sample:
     state: str = "running"
     segment: int | None = None
     ts: datetime | None = None
+    #: Where ``hr_bpm`` came from (``"strap"`` | ``"treadmill"``) and its plausibility
+    #: (``"good"`` | ``"unreliable"`` | ``"lost"``), docs/heart-rate.md; None = unknown
+    #: (no HR source, or recorded before these were stored).
+    hr_source: str | None = None
+    hr_quality: str | None = None
+
+    @property
+    def hr_trusted(self) -> int | None:
+        """``hr_bpm`` if it is a heart rate to show and export: 1..254 bpm and not marked
+        unreliable or lost (unknown quality, as in old recordings, counts as trusted)."""
+        hr = self.hr_bpm
+        if hr is None or not 0 < hr < 255 or self.hr_quality not in (None, "good"):
+            return None
+        return hr
 
     # A standing reverse belt is 0.0, not -0.0 (which prints as "-0.00").
     @property

@@ -2,8 +2,12 @@
 
 Top panel: speed with reverse below zero (target dashed, measured solid), each program
 segment shaded (forward blue, reverse orange) and labelled; e-stops, interlocks and faults
-as red vertical lines with their reason. Bottom panel: incline (target dashed, measured
-solid). Rendered with matplotlib's Agg backend (no display needed), 1600x900 by default.
+as red vertical lines with their reason. Middle panel, when the session has a heart rate or
+a heart-rate-governed segment: the trusted heart rate (:attr:`Sample.hr_trusted`; the line
+breaks where there is none), each governed segment's ``hr_zone_bpm`` as a band, and the
+stretches where the heart rate was unreliable or lost hatched grey. Bottom panel: incline
+(target dashed, measured solid). Rendered with matplotlib's Agg backend (no display
+needed), 1600x900 by default.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from treadctl.store.model import ALARM_EVENT_TYPES, Event, Sample, SessionInfo
-from treadctl.store.segments import segment_spans
+from treadctl.store.segments import Span, program_segments, segment_spans
 from treadctl.types import Direction
 
 FORWARD_COLOR = "#2b6cb0"
@@ -22,6 +26,39 @@ REVERSE_COLOR = "#dd6b20"
 FORWARD_SHADE = "#bee3f8"
 REVERSE_SHADE = "#feebc8"
 ALARM_COLOR = "#c53030"
+HR_COLOR = "#97266d"
+ZONE_SHADE = "#fbb6ce"
+HR_BAD_COLOR = "#718096"
+
+
+def zone_bands(spans: Sequence[Span], program: Any) -> list[tuple[float, float, float, float]]:
+    """``(t_start, t_end, low, high)`` for every span of a segment with ``hr_zone_bpm``."""
+    segs = program_segments(program)
+    out: list[tuple[float, float, float, float]] = []
+    for span in spans:
+        if span.index is None or not 0 <= span.index < len(segs):
+            continue
+        zone = segs[span.index].get("hr_zone_bpm")
+        if (isinstance(zone, (list, tuple)) and len(zone) == 2
+                and all(isinstance(v, (int, float)) for v in zone)):
+            out.append((span.t_start_s, span.t_end_s, float(zone[0]), float(zone[1])))
+    return out
+
+
+def bad_hr_runs(samples: Sequence[Sample]) -> list[tuple[float, float]]:
+    """Time ranges where the recorded HR quality was ``unreliable`` or ``lost``."""
+    runs: list[tuple[float, float]] = []
+    start: float | None = None
+    for i, s in enumerate(samples):
+        bad = s.hr_quality in ("unreliable", "lost")
+        if bad and start is None:
+            start = s.t_s
+        if not bad and start is not None:
+            runs.append((start, s.t_s))
+            start = None
+        if bad and i == len(samples) - 1 and start is not None:
+            runs.append((start, s.t_s))
+    return runs
 
 
 def _fmt_clock(seconds: float, _pos: Any = None) -> str:
@@ -95,18 +132,23 @@ def plot_session(
     from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator
 
     dpi = 100
-    fig, (ax, ax_inc) = plt.subplots(
-        2,
+    spans = segment_spans(samples, session.program)
+    bands = zone_bands(spans, session.program)
+    hr = [s.hr_trusted for s in samples]
+    with_hr = bands or any(v is not None for v in hr)
+    fig, axes = plt.subplots(
+        3 if with_hr else 2,
         1,
         figsize=(width_px / dpi, height_px / dpi),
         dpi=dpi,
         sharex=True,
-        gridspec_kw={"height_ratios": [3, 1], "hspace": 0.08},
+        gridspec_kw={"height_ratios": [3, 1.6, 1] if with_hr else [3, 1], "hspace": 0.08},
     )
+    ax, ax_inc = axes[0], axes[-1]
+    ax_hr = axes[1] if with_hr else None
     try:
         t = [s.t_s for s in samples]
         t_end = max([*t, *(e.t_s for e in events), 1.0])
-        spans = segment_spans(samples, session.program)
         speeds = [s.signed_speed_kmh for s in samples]
         targets = [s.signed_target_speed_kmh for s in samples]
         top = max([1.0, *speeds, *targets])
@@ -117,7 +159,7 @@ def plot_session(
 
         for k, span in enumerate(spans):
             rev = span.direction == Direction.REVERSE
-            for a in (ax, ax_inc):
+            for a in axes:
                 a.axvspan(
                     span.t_start_s,
                     span.t_end_s,
@@ -129,7 +171,10 @@ def plot_session(
             mid = (span.t_start_s + span.t_end_s) / 2
             head = f"{span.index + 1}" if span.index is not None else "manual"
             arrow = "◀ reverse" if rev else "forward ▶"
-            if span.target_speed_kmh > 0:
+            zone = next(((lo, hi) for t0, _t1, lo, hi in bands if t0 == span.t_start_s), None)
+            if zone is not None:  # governed: the speed is the governor's, the zone is the aim
+                label = f"{head}  {arrow}\nHR zone {zone[0]:.0f}-{zone[1]:.0f} bpm"
+            elif span.target_speed_kmh > 0:
                 label = f"{head}  {arrow}\n{span.target_speed_kmh:.1f} km/h"
             else:
                 label = f"{head}  standstill"  # a belt told to stand has no direction to show
@@ -167,6 +212,30 @@ def plot_session(
         ax.grid(True, axis="y", color="#cbd5e0", lw=0.6, zorder=0)
         ax.tick_params(labelsize=11)
 
+        hr_sources = sorted({s.hr_source for s in samples
+                             if s.hr_source and s.hr_trusted is not None})
+        bad_runs = bad_hr_runs(samples)
+        if ax_hr is not None:
+            for t0, t1, low, high in bands:
+                ax_hr.fill_between([t0, t1], [low, low], [high, high], color=ZONE_SHADE,
+                                   alpha=0.75, lw=0, zorder=1)
+                ax_hr.text((t0 + t1) / 2, high, f"zone {low:.0f}-{high:.0f} bpm", ha="center",
+                           va="bottom", fontsize=10, color=HR_COLOR, clip_on=True)
+            for t0, t1 in bad_runs:
+                ax_hr.axvspan(t0, t1, facecolor="none", edgecolor=HR_BAD_COLOR, hatch="///",
+                              lw=0, zorder=2)
+            ax_hr.plot(t, [math.nan if v is None else v for v in hr], color=HR_COLOR, lw=2.0,
+                       zorder=4)
+            values = [v for v in hr if v is not None]
+            lo_hr = min([*values, *(b[2] for b in bands)], default=60.0)
+            hi_hr = max([*values, *(b[3] for b in bands)], default=120.0)
+            span_hr = max(hi_hr - lo_hr, 10.0)
+            ax_hr.set_ylim(lo_hr - 0.15 * span_hr, hi_hr + 0.25 * span_hr)
+            ax_hr.set_ylabel("heart rate (bpm)", fontsize=12)
+            ax_hr.yaxis.set_major_locator(MaxNLocator(5, integer=True))
+            ax_hr.grid(True, axis="y", color="#cbd5e0", lw=0.6, zorder=0)
+            ax_hr.tick_params(labelsize=11)
+
         incl = [s.incline_pct for s in samples]
         tincl = [s.target_incline_pct for s in samples]
         ax_inc.plot(t, tincl, color="#2d3748", lw=1.4, ls=(0, (5, 3)), zorder=3)
@@ -197,7 +266,7 @@ def plot_session(
         for e in alarms:
             row = row + 1 if e.t_s - last_t < 0.25 * t_end else 0
             last_t = e.t_s
-            for a in (ax, ax_inc):
+            for a in axes:
                 a.axvline(e.t_s, color=ALARM_COLOR, lw=2.0, zorder=5)
             right = e.t_s > 0.6 * t_end  # label to the left of lines near the right edge
             text = _alarm_text(e)
@@ -223,12 +292,20 @@ def plot_session(
             Patch(color=FORWARD_SHADE, label="forward segment"),
             Patch(color=REVERSE_SHADE, label="reverse segment"),
         ]
+        if ax_hr is not None:
+            src = f" ({', '.join(hr_sources)})" if hr_sources else ""
+            legend.append(Line2D([], [], color=HR_COLOR, lw=2.0, label=f"heart rate{src}"))
+            if bands:
+                legend.append(Patch(color=ZONE_SHADE, label="HR zone"))
+            if bad_runs:
+                legend.append(Patch(facecolor="none", edgecolor=HR_BAD_COLOR, hatch="///",
+                                    label="HR unreliable / lost"))
         if alarms:
             legend.append(Line2D([], [], color=ALARM_COLOR, lw=2, label="e-stop / interlock"))
         fig.legend(
             handles=legend,
             loc="lower center",
-            ncol=len(legend),
+            ncol=min(len(legend), 6),
             fontsize=11,
             frameon=False,
             bbox_to_anchor=(0.5, 0.0),

@@ -266,6 +266,8 @@ def _sample_row(target: _Target, s: Sample) -> SampleRow:
         s.hr_bpm,
         s.state,
         s.segment,
+        s.hr_source,
+        s.hr_quality,
     )
 
 

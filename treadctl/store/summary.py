@@ -48,10 +48,11 @@ def summarize(
         max_speed = max(max_speed, s.speed_kmh)
         if s.direction == Direction.REVERSE:
             max_reverse = max(max_reverse, s.speed_kmh)
-        if s.hr_bpm is not None and s.hr_bpm > 0:
-            hr_sum += s.hr_bpm
+        hr = s.hr_trusted  # not the readings marked unreliable or lost
+        if hr is not None:
+            hr_sum += hr
             hr_n += 1
-            hr_max = s.hr_bpm if hr_max is None else max(hr_max, s.hr_bpm)
+            hr_max = hr if hr_max is None else max(hr_max, hr)
         if s.segment is not None and s.segment >= 0:
             segments.add(s.segment)
         if prev is not None:

@@ -188,11 +188,20 @@ async def controller_on(sp: SimProcess, name: str, **kwargs: Any) -> AsyncIterat
     profile = load_profile(name)
     transport = open_transport(parse_device_url(sp.url), profile=profile)
     ctl = Controller(transport, profile, **kwargs)
+    # The simulator's clock starts at the host's first byte, sent inside open(): its time
+    # is this clock's minus this (both run at the same speed-up), a few ms behind at most.
+    ctl.sim_t0 = ctl.clock.now()  # type: ignore[attr-defined]
     await ctl.open()
     try:
         yield ctl
     finally:
         await ctl.close()
+
+
+def sim_now(ctl: Any) -> float:
+    """The simulator process's clock now, from the controller's (:func:`controller_on`);
+    it may run a few ms ahead of the simulator's own (the latency to the first byte)."""
+    return float(ctl.clock.now() - ctl.sim_t0)
 
 
 def rest_since(events: list[dict[str, Any]], t0: float) -> float | None:

@@ -29,7 +29,7 @@ import pytest
 
 from treadctl import clock
 from treadctl.clock import wait_until
-from treadctl.control.controller import ControlError
+from treadctl.control.controller import ControlError, State
 from treadctl.control.snapshot import Outcome
 from treadctl.profiles import load_profile
 from treadctl.programs.model import Program, program_from_dict
@@ -40,6 +40,7 @@ from helpers import (
     SimProcess,
     controller_on,
     rest_since,
+    sim_now,
     starts_after,
     wait_sim_event,
 )
@@ -262,7 +263,7 @@ async def _fault_case(sp: SimProcess, name: str, spec: str) -> FaultRun:
             await wait_sim_event(sp, lambda e: e["event"] == f"fault-end:{fault}", 20)
         await asyncio.sleep(1.0)
         # A reset (staff checked the machine) clears the latch and sends nothing that moves.
-        out.t_reset = max(e["t"] for e in sp.drain())  # the sim's clock is past its last line
+        out.t_reset = sim_now(ctl)
         try:
             ctl.reset("test: staff checked the machine")
             out.reset_ok = True
@@ -323,3 +324,178 @@ def _judge(run: FaultRun, events: list[dict[str, Any]]) -> list[str]:
     if watchdog and not _kinds(events, "watchdog-expired"):
         problems.append(f"{case}: the machine's own watchdog did not stop the belt")
     return problems
+
+
+# ====================================================================== the user-action matrix
+UA_PROGRAM = _program("ctl-ua", (9, 1.5, "forward"), (14, 2.0, "reverse"), (8, 1.5, "forward"))
+UA_FORWARD = _program("ctl-ua", (9, 1.5, "forward"), (14, 2.5, "forward"))
+UA_BACKWARD = _program("ctl-ua-back", (20, 2.0, "reverse"))
+
+
+@dataclass
+class UserRun:
+    name: str
+    rejected: list[str] = field(default_factory=list)
+    accepted_set: bool = False
+    peak_kmh: float = 0.0
+    estop_events: list[dict[str, Any]] = field(default_factory=list)
+    marks: dict[str, float] = field(default_factory=dict)  # sim time of each action
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    latched_after: dict[str, bool] = field(default_factory=dict)
+    paused_state: str = ""
+    resumed_state: str = ""
+    speed_after_set: float = 0.0
+    speed_after_resume: float = 0.0
+
+
+async def _until(pred: Any, timeout_s: float = 30.0) -> None:
+    if not await wait_until(pred, timeout_s, 0.02):
+        raise AssertionError(f"not reached within {timeout_s} s")
+
+
+async def _user_actions(sp: SimProcess, name: str) -> UserRun:
+    profile = load_profile(name)
+    rev = profile.supports_reverse
+    out = UserRun(name)
+    async with controller_on(sp, name) as ctl:
+        ctl.event_listeners.append(
+            lambda e: out.estop_events.append(e) if e["type"] == "estop" else None)
+
+        def track(snap: Any) -> None:
+            out.peak_kmh = max(out.peak_kmh, snap.speed_kmh)
+
+        ctl.telemetry_listeners.append(track)
+        lim = ctl.limits_for(UA_PROGRAM if rev else UA_FORWARD)
+
+        def cruising(target: float, segment: int = 1) -> bool:
+            s = ctl.snapshot
+            return (s.state is State.RUNNING and s.segment == segment
+                    and abs(s.speed_kmh - target) < 0.1)
+
+        # 1. set: within the limits it is followed; outside (or off the grid) refused.
+        session = ctl.start(UA_PROGRAM if rev else UA_FORWARD)
+        await _until(lambda: cruising(1.5))
+        inc = lim.speed_increment_kmh
+        for bad in ({"speed_kmh": lim.max_speed_kmh + 1.0},
+                    {"speed_kmh": lim.min_speed_kmh / 2},
+                    {"speed_kmh": 1.5 + inc / 2},
+                    {"incline_pct": lim.max_incline_pct + 1.0},
+                    {"incline_pct": lim.min_incline_pct - 1.0}):
+            try:
+                ctl.set_manual(**bad)
+            except ControlError:
+                out.rejected.append(next(iter(bad)))
+        ctl.set_manual(speed_kmh=2.0, incline_pct=lim.incline_increment_pct * 2)
+        out.accepted_set = True
+        await _until(lambda: cruising(2.0))
+        out.speed_after_set = ctl.snapshot.speed_kmh
+        # 2. pause: the belt stops, nothing latches; resume: it runs again.
+        ctl.pause()
+        out.marks["pause"] = sim_now(ctl)
+        await _until(lambda: ctl.snapshot.state is State.PAUSED)
+        out.paused_state = ctl.snapshot.state.value
+        await asyncio.sleep(1.0)
+        ctl.resume()
+        out.marks["resume"] = sim_now(ctl)
+        await _until(lambda: cruising(2.0))
+        out.resumed_state = ctl.snapshot.state.value
+        out.speed_after_resume = ctl.snapshot.speed_kmh
+        # 3. a stop during the direction change's dwell (TrackMaster: while it slows for
+        # its next segment... it has none: while it speeds up into it).
+        if rev:
+            await _until(lambda: ctl.snapshot.segment == 2 and ctl.snapshot.phase == "dwell")
+        else:
+            await _until(lambda: ctl.snapshot.segment == 2 and ctl.snapshot.speed_kmh > 2.0)
+        out.marks["stop-dwell"] = sim_now(ctl)
+        await ctl.stop()
+        out.outcomes["stop-dwell"] = (await session).outcome
+        out.latched_after["stop-dwell"] = ctl.latch.latched
+        assert await ctl.wait_stopped(10)
+        await asyncio.sleep(1.0)
+        # 4. an e-stop, then a reset: the reset moves nothing.
+        out.marks["restart"] = sim_now(ctl)
+        session = ctl.start(UA_FORWARD)
+        await _until(lambda: cruising(1.5))
+        out.marks["estop"] = sim_now(ctl)
+        ctl.estop("test: remote e-stop")
+        out.outcomes["estop"] = (await session).outcome
+        out.latched_after["estop"] = ctl.latch.latched
+        assert await ctl.wait_stopped(10)
+        await asyncio.sleep(0.5)
+        ctl.reset("test: staff checked the machine")
+        out.marks["reset"] = sim_now(ctl)
+        out.latched_after["reset"] = ctl.latch.latched
+        await asyncio.sleep(2.0)
+        # 5. a controlled stop at speed (backward where the machine can).
+        session = ctl.start(UA_BACKWARD if rev else UA_FORWARD)
+        await _until(lambda: cruising(2.0) if rev else cruising(1.5), 40)
+        out.marks["stop"] = sim_now(ctl)
+        await ctl.stop()
+        out.outcomes["stop"] = (await session).outcome
+        out.latched_after["stop"] = ctl.latch.latched
+        assert await ctl.wait_stopped(10)
+        await asyncio.sleep(1.0)
+    return out
+
+
+def test_user_action_matrix_through_the_controller(sim_processes: Any) -> None:
+    sims = sim_processes([(name, "") for name in NATIVE], speedup=CTL_SPEEDUP)
+
+    async def main() -> list[UserRun]:
+        return list(await asyncio.gather(*(
+            _user_actions(sp, name) for sp, name in zip(sims, NATIVE, strict=True))))
+
+    for sp, run in zip(sims, _run(main()), strict=True):
+        _judge_user(run, sp.drain())
+
+
+def _judge_user(run: UserRun, events: list[dict[str, Any]]) -> None:
+    profile = load_profile(run.name)
+    name = run.name
+    # set: all five refused, the in-range one followed; nothing beyond the limits ran.
+    assert run.rejected == ["speed_kmh", "speed_kmh", "speed_kmh", "incline_pct",
+                            "incline_pct"], (name, run.rejected)
+    assert run.accepted_set and run.speed_after_set == pytest.approx(2.0, abs=0.1)
+    assert run.peak_kmh <= 2.0 + 0.3, (name, run.peak_kmh)  # the set, never the refused
+    # pause: the belt came to rest (sim truth), nothing latched; resume ran it again.
+    assert run.paused_state == "paused" and run.resumed_state == "running"
+    paused = [e for e in events if run.marks["pause"] <= e.get("at_s", e["t"])
+              and e["event"] == "standstill" and e["at_s"] <= run.marks["resume"] + 0.5]
+    assert paused, (name, "the belt did not stand while paused")
+    assert starts_after(events, run.marks["resume"] - 0.5), (name, "resume started nothing")
+    assert run.speed_after_resume == pytest.approx(2.0, abs=0.1)
+    # the user's stops are controlled stops: outcome stopped, nothing latched, no e-stop.
+    for action in ("stop-dwell", "stop"):
+        assert run.outcomes[action] is Outcome.STOPPED, (name, action, run.outcomes)
+        assert not run.latched_after[action], (name, action)
+    t_dwell = run.marks["stop-dwell"]
+    if profile.supports_reverse:
+        # Stopped in the dwell: the belt already stood; it never turned or started again.
+        assert rest_since(events, t_dwell) is not None, (name, events[-6:])
+        moved = [e for e in events if t_dwell < e["t"] < run.marks["restart"] - 0.1
+                 and e["event"].startswith(("direction", "start"))]
+        assert not moved, (name, moved)
+        assert run.marks["restart"] - t_dwell > 0.5  # a window that means something
+    # the e-stop latched, and only it; the reset cleared it and moved nothing.
+    assert [e["interlock"] for e in run.estop_events] == ["remote-estop"], (name, run.estop_events)
+    assert run.outcomes["estop"] is Outcome.ESTOPPED and run.latched_after["estop"]
+    assert not run.latched_after["reset"]
+    t_reset = run.marks["reset"]
+    stood = [e for e in events if e["event"] == "standstill"
+             and run.marks["estop"] <= e["at_s"] <= t_reset]
+    assert stood, (name, "the belt did not stand after the e-stop")
+    next_start = [e for e in starts_after(events, t_reset)]
+    assert next_start and next_start[0]["t"] >= t_reset + 1.5, (
+        name, "something started the belt right after the reset", next_start[:1])
+    # the last controlled stop (backward where possible): the firmware braked at its
+    # controlled-stop rate, not the e-stop's, and the belt stands.
+    t_stop = run.marks["stop"]
+    stop = next(e for e in events if e["event"] == "stop" and e["at_s"] >= t_stop)
+    still = next(e for e in events if e["event"] == "standstill" and e["at_s"] >= stop["at_s"])
+    if profile.supports_reverse:
+        assert stop["speed_at_kmh"] < -1.5, (name, stop)  # it was running backward
+    decel = abs(stop["speed_at_kmh"]) / 3.6 / (still["at_s"] - stop["at_s"])
+    assert decel <= profile.motion.stop_decel_mps2 + 0.05, (name, decel)
+    assert decel < profile.motion.estop_decel_mps2
+    assert rest_since(events, still["at_s"]) is not None, (name, events[-4:])
+    assert not _kinds(events, "safety-key") and not _kinds(events, "watchdog"), name

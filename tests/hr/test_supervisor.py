@@ -459,3 +459,19 @@ def test_governed_output_never_leaves_any_limit_layer(
         if s.interlock_bpm is not None:
             assert s.quality == "good" and s.source is not None
         prev = s
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_the_builtin_hr_zone_program_settles_on_the_model(profile: str) -> None:
+    """backward-walk-hr-zone's governed segment inside its real limit layers (profile ∩
+    program), through the supervisor: the same targets as above."""
+    from treadctl.programs.model import load_builtin
+
+    p = load_builtin("backward-walk-hr-zone")
+    seg = next(s for s in p.segments if s.governed)
+    lim = effective_limits(load_profile(profile), None, p.limits)
+    lane = Lane(seg.direction, seg, limits=lim).run(seg.duration_s)
+    n = settle_numbers(lane)
+    assert n["settled_s"] <= 180 and n["overshoot_bpm"] <= 8, n
+    assert n["max_belt_step_kmh_per_s"] <= RAMP + EPS
+    assert max(s.belt_kmh for s in lane.steps) <= min(seg.max_speed_kmh or 0, 5.0) + EPS

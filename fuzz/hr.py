@@ -4,7 +4,11 @@ The input is one 0x2A37 value. Only ``HeartRateCodecError`` may escape the decod
 that decodes must agree with an independent reading of the layout (heart rate, contact
 bits, energy, RR-intervals), re-encode to the same bytes, render as JSON, and pass through
 the plausibility filter (:mod:`treadctl.hr.filter`) without raising, coming out with a
-quality of ``good``, ``unreliable`` or ``lost`` and a filtered HR inside the bounds.
+quality of ``good``, ``unreliable`` or ``lost`` and a filtered HR inside the bounds. Every
+input, decodable or not, also goes as raw bytes through the lane's supervisor
+(:mod:`treadctl.hr.supervisor`) in a governed reverse segment: it must not raise, an
+undecodable value is counted and ignored, the interlock only ever gets a ``good`` value,
+and the governor's wanted speed stays inside the segment's limits.
 """
 
 from __future__ import annotations
@@ -17,6 +21,32 @@ from treadctl.hr.codec import (
     encode_heart_rate_measurement,
 )
 from treadctl.hr.filter import QUALITIES, HRFilter
+from treadctl.hr.supervisor import HRSupervisor
+from treadctl.programs.model import Segment
+from treadctl.types import Direction
+
+_SEGMENT = Segment(duration_s=600, speed_kmh=3.0, direction=Direction.REVERSE,
+                   hr_zone_bpm=(100.0, 110.0), min_speed_kmh=2.0, max_speed_kmh=4.5)
+_LIMITS = None  # effective limits of treadctl-reference, loaded on first use
+
+
+def _supervised(data: bytes, decodes: bool) -> None:
+    global _LIMITS
+    if _LIMITS is None:
+        from treadctl.limits import effective_limits
+        from treadctl.profiles import load_profile
+
+        _LIMITS = effective_limits(load_profile("treadctl-reference"))
+    sup = HRSupervisor(strap_bound=True)
+    sup.begin_segment(_SEGMENT, _LIMITS, 0.0)
+    for k in range(1, 4):
+        s = sup.strap(data, float(k))
+        _check(s.interlock_bpm is None or s.quality == "good",
+               f"interlock fed a {s.quality} reading")
+        s = sup.tick(k + 0.5, 3.0, 0.0, Direction.REVERSE)
+        w = s.wanted_speed_kmh
+        _check(w is not None and 2.0 - 1e-9 <= w <= 4.5 + 1e-9, f"wanted speed {w}")
+    _check(sup.bad_values == (0 if decodes else 3), f"bad_values {sup.bad_values}")
 
 #: Where the seeds come from: the captured and hand-made vectors.
 VECTORS = "tests/vectors/hr_vectors.json"
@@ -61,6 +91,7 @@ def fuzz_hr(data: bytes) -> None:
         m = decode_heart_rate_measurement(data)
     except HeartRateCodecError:
         _check(ref is None, f"decoder refused {data.hex()} that the layout allows")
+        _supervised(data, decodes=False)
         return
     _check(ref is not None, f"decoder accepted {data.hex()} that the layout rules out")
     assert ref is not None
@@ -78,6 +109,7 @@ def fuzz_hr(data: bytes) -> None:
         _check(r.bpm is None or f.cfg.min_bpm <= r.bpm <= f.cfg.max_bpm,
                f"filtered HR {r.bpm} outside the bounds")
         _check(r.bpm is None or r.quality != "lost", "a lost signal carries no HR")
+    _supervised(data, decodes=True)
 
 
 def hr_seeds() -> list[bytes]:

@@ -446,3 +446,25 @@ def test_the_live_panel_asks_to_turn_and_counts_down() -> None:
     assert "rear-facing: the belt runs forward" in before[-1]
     assert any("belt starts: reverse 3.0 km/h in 5 s" in f for f in after)
     assert not any("TURN AROUND" in f for f in after[1:])
+
+
+def test_a_pause_in_a_reverse_segment_resumes_forward_without_a_new_turn() -> None:
+    async def scenario(ctl: Controller, sim: Any, events: list[Any]) -> Any:
+        task = ctl.start(FRR)
+        await wait_for(lambda: ctl.turn_pending is not None, 60)
+        ctl.resume()  # confirms the turn to reverse
+        await wait_for(lambda: sim.truth().speed_kmh > 2.9, 60)
+        ctl.pause()
+        await wait_for(lambda: ctl.snapshot.state is State.PAUSED, 30)
+        paused = (ctl.turn_pending, ctl.snapshot.phase, sim.truth().speed_kmh)
+        ctl.resume()  # a resume: no turn is asked for
+        await wait_for(lambda: sim.truth().speed_kmh > 2.9, 60)
+        resumed = (ctl.snapshot.direction.value, sim.truth().direction.value)
+        await ctl.stop()
+        await task
+        return paused, resumed, [e["type"] for _, e in events]
+
+    paused, resumed, types = _run(scenario)
+    assert paused == (None, None, 0.0)
+    assert resumed == ("reverse", "forward")  # the user walks backward, the belt forward
+    assert types.count("turn-around") == 1 and "resumed" in types

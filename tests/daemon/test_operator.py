@@ -74,6 +74,10 @@ async def test_operator_and_reason_go_into_the_session_events(
         assert reply["type"] == "ack", reply
         ev = await probe.event(TID, "command", request_id="p1", since=mark)
         assert (ev["command"], ev["by"], ev["reason"]) == ("stop", "sam", "runner unwell")
+        # The reply is the first event with the request id; the command event follows it.
+        same = [m.json["type"] for m in probe.messages[mark:]
+                if m.topic.endswith("/event") and m.json.get("request_id") == "p1"]
+        assert same == ["ack", "command"], same
         fin = await probe.event(TID, "finished", since=mark, within_s=20)
         assert fin["outcome"] == "stopped"
         rec = await stored_command(daemon, sid, "stop", "p1")
@@ -95,6 +99,8 @@ async def test_estop_and_reset_after_it_are_recorded_with_the_ended_session(
         ev = await probe.event(TID, "command", request_id="e1", since=mark)
         assert (ev["command"], ev["by"], ev["reason"], ev["scope"]) == (
             "estop", "ada", "runner fell", TID)
+        st = await probe.state(TID, lambda s: s["state"] == "estopped", since=mark)
+        assert st["reason"].endswith("e-stop (MQTT): runner fell (by ada)"), st
         await probe.event(TID, "finished", since=mark, within_s=20)
         await until(lambda: sim(daemon).truth().speed_kmh == 0.0, 10, "belt stopped")
         assert (await stored_command(daemon, sid, "estop", "e1"))["by"] == "ada"

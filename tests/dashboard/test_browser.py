@@ -53,7 +53,11 @@ def test_front_desk_session_estop_reset_and_bad_upload(gym: Any, tmp_path: Path)
         page.wait_for_function(
             "([sel, t]) => document.querySelector(sel).textContent !== t",
             arg=[f"{lane(page, 'lane-1')} .link", first], timeout=10000)
-        assert "forward only" in page.inner_text(f"{lane(page, 'lane-3')} .link")
+        # What each lane can do, from the daemon's retained info: profile, protocol.
+        assert page.inner_text(f"{lane(page, 'lane-3')} .caps") == (
+            "generic-ftms · FTMS · forward only")
+        assert page.inner_text(f"{lane(page, 'lane-1')} .caps") == (
+            "treadctl-reference · FTMS · forward and reverse")
 
         # Start a built-in program on lane 1: it runs, the direction and speed show.
         page.click(f"{lane(page, 'lane-1')} .start")
@@ -113,7 +117,8 @@ def test_front_desk_session_estop_reset_and_bad_upload(gym: Any, tmp_path: Path)
         wait_state(page, "lane-3", "idle")  # nothing moved
         assert page.js_errors == []
 
-    # The daemon recorded who pressed the e-stop, in the session's events.
+    # The daemon recorded who pressed what, in the session's events: the start, the e-stop
+    # and the reset (appended to the session the e-stop ended), with the typed reason.
     audit = [json.loads(x) for x in (gym.workdir / "dash-audit.jsonl").read_text().splitlines()]
     start = next(a for a in audit if a["action"] == "start")
     infos, store = lane_sessions(gym.data_dir, "lane-1")
@@ -121,9 +126,48 @@ def test_front_desk_session_estop_reset_and_bad_upload(gym: Any, tmp_path: Path)
         events = [{"type": str(e.type), **dict(e.data)} for e in store.events(infos[0].id)]
     finally:
         store.close()
-    assert any("(by sam)" in json.dumps(e) for e in events), events
+    commands = {e["command"]: e for e in events if e["type"] == "command"}
+    assert {"start", "estop", "reset"} <= set(commands), events
+    assert all(commands[c]["by"] == "sam" for c in ("start", "estop", "reset")), commands
+    assert commands["reset"]["reason"] == "runner checked, belt clear"
+    assert commands["start"]["request_id"] == next(
+        a for a in audit if a["action"] == "start")["request_id"]
+    assert any("(by sam)" in json.dumps(e) for e in events if e["type"] == "estop"), events
     assert start["user"] == "sam" and start["target"] == "local/lane-1"
     assert [a["action"] for a in audit].count("start-refused") == 1
+
+
+def test_staff_stop_with_a_reason_is_recorded_in_the_session(gym: Any, tmp_path: Path) -> None:
+    dash = gym.dashboard
+    with chromium_page() as page:
+        log_in(page, dash.url, "sam")
+        wait_state(page, "lane-2", "idle")
+        page.click(f"{lane(page, 'lane-2')} .start")
+        page.select_option("#start-builtin", "forward-warmup-cooldown")
+        page.click("#start-builtin-go")
+        wait_state(page, "lane-2", "running")
+        page.wait_for_selector("#start-dialog", state="hidden")
+        page.click(f"{lane(page, 'lane-2')} .stop-why")
+        page.fill("#stop-reason", "runner feels dizzy")
+        screenshot(page, tmp_path, "dashboard-stop-reason")
+        page.click("#stop-go")
+        page.wait_for_selector("#stop-dialog", state="hidden")
+        wait_state(page, "lane-2", "idle", 20)
+        assert page.js_errors == []
+    infos, store = lane_sessions(gym.data_dir, "lane-2")
+    try:
+        assert str(infos[0].outcome) == "stopped"
+        events = [{"type": str(e.type), "t_s": e.t_s, **dict(e.data)}
+                  for e in store.events(infos[0].id)]
+    finally:
+        store.close()
+    stops = [e for e in events if e["type"] == "command" and e["command"] == "stop"]
+    assert len(stops) == 1, events
+    assert (stops[0]["by"], stops[0]["reason"]) == ("sam", "runner feels dizzy")
+    assert stops[0]["request_id"].startswith("dash-sam-")
+    audit = [json.loads(x) for x in (gym.workdir / "dash-audit.jsonl").read_text().splitlines()]
+    assert any(a["action"] == "stop" and a["reason"] == "runner feels dizzy"
+               and a["request_id"] == stops[0]["request_id"] for a in audit), audit
 
 
 def test_gym_wide_estop_is_one_click_even_with_a_dialog_open(gym: Any, tmp_path: Path) -> None:

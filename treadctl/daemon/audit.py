@@ -14,7 +14,9 @@ goes
   into the session it started), or - a ``reset`` or a late e-stop - the session the latch
   ended, which is already closed: the event is appended to that record (its summary is
   not recomputed; ``t_s`` is the session's last elapsed time and ``at`` the wall clock);
-* on the lane's ``event`` topic, like every controller event (``ts``, no ``t_s``);
+* on the lane's ``event`` topic, like every controller event (``ts``, no ``t_s``), right
+  *after* the command's ``ack`` (it carries the same ``request_id``: a client that takes
+  the first event with its request id still gets the reply);
 * into the daemon's log (one line).
 
 With no session to record into (a reset while disconnected, a stop while idle, the store
@@ -62,8 +64,10 @@ def shown_session(lane: Lane) -> str | None:
 
 
 def record(lane: Lane, command: str, *, by: str | None, reason: str | None,
-           request_id: RequestId, session_id: str | None, **extra: Any) -> dict[str, Any]:
-    """Record one carried-out command (see the module docstring); never raises."""
+           request_id: RequestId, session_id: str | None, after_reply: bool = False,
+           **extra: Any) -> dict[str, Any]:
+    """Record one carried-out command (see the module docstring); never raises.
+    ``after_reply``: the command's reply is still to be sent; the event goes out after it."""
     ctrl = lane.controller
     t_s = ctrl.clock.now() if ctrl is not None else 0.0
     event = command_event(command, by=by, reason=reason, request_id=request_id, t_s=t_s,
@@ -77,7 +81,10 @@ def record(lane: Lane, command: str, *, by: str | None, reason: str | None,
                   session_id, exc)
     log.info("%s: %s by %s%s (request %s; %s)", lane.cfg.id, command, by or "-",
              f", reason: {reason}" if reason else "", request_id, where)
-    lane.publish_event(event)
+    if after_reply:
+        lane.after_reply(event)
+    else:
+        lane.publish_event(event)
     return event
 
 

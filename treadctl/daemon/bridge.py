@@ -286,6 +286,13 @@ class EstopDetails:
     #: Who pressed it (``by``), when the payload says so (cut to ``MAX_BY_CHARS``).
     by: str | None = None
 
+    @property
+    def note(self) -> str | None:
+        """What goes into the latch (``state.reason``): the reason and who pressed it."""
+        if self.by is None:
+            return self.reason
+        return f"{self.reason} (by {self.by})" if self.reason else f"by {self.by}"
+
 
 def _clip(text: str) -> str:
     text = " ".join(text.split())  # one line: it ends up in logs and in state.reason

@@ -130,11 +130,6 @@ def _default_transport(tm: TreadmillConfig, profile: FirmwareProfile) -> Transpo
     return open_transport(tm.device, profile=profile)
 
 
-def _rear_facing(tm: TreadmillConfig) -> dict[str, Any]:
-    """``rear_facing=True`` for the Controller of a rear-facing lane (nothing otherwise)."""
-    return {"rear_facing": True} if tm.rear_facing else {}
-
-
 def _noop_notify(state: str) -> bool:
     return False
 
@@ -265,6 +260,8 @@ class Lane:
         #: ``by``/``reason``/``request_id`` of the ``set`` being carried out: they tag the
         #: controller's own ``command`` event (treadctl/daemon/audit.py).
         self._operator: dict[str, Any] | None = None
+        #: ``command`` events that go out right after the reply being prepared (audit.py).
+        self._after_reply: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ device link
     @property
@@ -286,9 +283,8 @@ class Lane:
             heartbeat_s=self.config.daemon.heartbeat_s,
             recorder_factory=self.recorder,
             machine=self.machine,
-            # rear_facing = true ([[treadmill]]): Controller(..., rear_facing=) - passed only
-            # for such lanes (config refuses it on profiles that can reverse).
-            **_rear_facing(self.cfg),
+            # [[treadmill]] rear_facing (config refuses it on profiles that can reverse).
+            rear_facing=self.cfg.rear_facing,
         )
         ctrl.state_listeners.append(self._on_state)
         ctrl.telemetry_listeners.append(self._on_telemetry)
@@ -529,6 +525,11 @@ class Lane:
             if correlation is not None:
                 props.CorrelationData = correlation
             self.publish(response_topic, payload, qos=1, properties=props)
+        while self._after_reply:
+            self.publish_event(self._after_reply.pop(0))
+
+    def after_reply(self, event: dict[str, Any]) -> None:
+        self._after_reply.append(event)
 
     # ------------------------------------------------------------------ MQTT -> controller
     def _on_paho_estop(self, client: Any, userdata: Any, message: MQTTMessage) -> None:
@@ -580,7 +581,7 @@ class Lane:
         # synchronous step, so nothing can move the belt in between.
         stop_sent = self.stop_first()
         details = bridge.parse_estop(_payload_bytes(payload), self.config.mqtt.max_payload_bytes)
-        self.latch(gym, stop_sent=stop_sent, note=details.reason)
+        self.latch(gym, stop_sent=stop_sent, note=details.note)
         # The ack is deferred: it must not hold up whatever the loop does next.
         loop = asyncio.get_running_loop()
         if self._twins.is_twin(payload, source, loop.time()):
@@ -661,9 +662,15 @@ class Lane:
         while self._stop_waiters:
             items, self._stop_waiters = self._stop_waiters, []
             self.stats["commands"] += len(items)
-            event = await self._outcome(items[0].command)
+            first = items[0].command
+            event = await self._outcome(first)
             for item in items:
-                self.reply({**event, "request_id": item.command.request_id}, item.properties)
+                cmd = item.command
+                if cmd is not first and event["type"] == "ack":  # each stop's own who/why
+                    audit.record(self, "stop", by=cmd.by, reason=cmd.reason,
+                                 request_id=cmd.request_id,
+                                 session_id=audit.shown_session(self), after_reply=True)
+                self.reply({**event, "request_id": cmd.request_id}, item.properties)
 
     async def run_commands(self) -> None:
         while True:
@@ -680,7 +687,8 @@ class Lane:
             if cmd.kind in audit.AUDITED:
                 audit.record(self, cmd.kind, by=cmd.by, reason=cmd.reason,
                              request_id=cmd.request_id,
-                             session_id=reply.get("session_id") or session_id)
+                             session_id=reply.get("session_id") or session_id,
+                             after_reply=True)
             return reply
         except (ControlError, ProgramError) as exc:
             return bridge.error(cmd.kind, cmd.request_id, str(exc))
@@ -1167,7 +1175,7 @@ class Daemon:
         now = asyncio.get_running_loop().time()
         for lane, stop_sent in zip(lanes, sent, strict=True):
             lane.gym_estop_at = now
-            lane.latch(gym=True, stop_sent=stop_sent, note=details.reason)
+            lane.latch(gym=True, stop_sent=stop_sent, note=details.note)
         loop = asyncio.get_running_loop()
         if self._gym_twins.is_twin(payload, source, now):
             return  # the same message via the backup path: stopped again, acked once

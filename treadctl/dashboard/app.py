@@ -3,8 +3,9 @@
 Every ``/api`` route needs a logged-in session; every command (POST) also needs the
 session's CSRF token in ``X-CSRF-Token`` and, when the browser sends one, a same-origin
 ``Origin``. Who pressed what is written to the audit log and travels in the command
-itself: the ``request_id`` is ``dash-<user>-<random>`` and e-stop and reset reasons end
-with ``(by <user>)``, which the daemon records in the session's events (docs/dashboard.md).
+itself: every command carries ``by`` (the logged-in user) and, where the user typed one,
+``reason``; the daemon records both in the session's events (docs/daemon.md, "Who pressed
+what"). The ``request_id`` is ``dash-<user>-<random>``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from aiohttp import web
 
 from treadctl.dashboard import programs as progs
 from treadctl.dashboard.auth import Auth, Session, allowed
-from treadctl.dashboard.config import DashboardConfig, Site
+from treadctl.dashboard.config import DashboardConfig, LaneInfo, Site
 from treadctl.dashboard.history import History
 from treadctl.dashboard.hub import Hub
 
@@ -55,11 +56,29 @@ class Dashboard:
         self.sites = {s.name: s for s in config.sites}
 
     # ------------------------------------------------------------------ helpers
+    def lane_facts(self, site: Site, lane_id: str) -> LaneInfo | None:
+        """What the lane can do: the daemon's retained ``info`` when it published one, else
+        the dashboard's own config (``daemon_config``, ``[dashboard.lanes]``)."""
+        live = self.hub.lanes.get(f"{site.name}/{lane_id}")
+        if live is not None and live.info is not None:
+            return progs.lane_from_info(live.info)
+        return self.config.lane_info(site, lane_id)
+
     def capabilities(self, site: Site, lane_id: str) -> dict[str, Any]:
+        live = self.hub.lanes.get(f"{site.name}/{lane_id}")
+        if live is not None and live.info is not None:
+            i = live.info
+            return {"profile": i.get("profile"), "protocol": i.get("protocol"),
+                    "reverse": bool(i.get("reverse_programs", i.get("can_reverse"))),
+                    "rear_facing": bool(i.get("rear_facing")), "caps_from": "daemon"}
         info = self.config.lane_info(site, lane_id)
         if info is None:
-            return {"profile": None, "reverse": None}
-        return {"profile": info.profile, "reverse": _reverse_ok(info.profile)}
+            return {"profile": None, "protocol": None, "reverse": None, "rear_facing": False,
+                    "caps_from": None}
+        protocol, can_reverse = _profile_caps(info.profile)
+        return {"profile": info.profile, "protocol": protocol,
+                "reverse": can_reverse or info.rear_facing, "rear_facing": info.rear_facing,
+                "caps_from": "config"}
 
     def record(self, session: Session, action: str, target: str, **detail: Any) -> None:
         entry = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -254,7 +273,7 @@ class Dashboard:
         if command == "estop":
             # First, before reading the body or anything else that could take time.
             rid = self._rid(session)
-            payload = json.dumps({"reason": f"dashboard e-stop (by {session.user})",
+            payload = json.dumps({"reason": "dashboard e-stop", "by": session.user,
                                   "request_id": rid}).encode()
             sent = self.hub.publish_now(self.hub.topic(site, lane, "estop"), payload)
             self.record(session, "estop", target, request_id=rid, sent=sent)
@@ -262,18 +281,16 @@ class Dashboard:
                 return web.json_response({"type": "error", "error": "not connected to the "
                                           "broker: e-stop NOT sent"}, status=503)
             return web.json_response({"type": "sent", "command": "estop", "request_id": rid})
-        if command == "stop":
-            self._need(session, "stop")
-            rid = self._rid(session)
-            self.record(session, "stop", target, request_id=rid)
-            return web.json_response(await self.hub.command(site, lane, "stop",
-                                                            {"request_id": rid}))
-        if command in ("pause", "resume"):
+        if command in ("stop", "pause", "resume"):
             self._need(session, command)
+            body = await self._body(request)
             rid = self._rid(session)
-            self.record(session, command, target, request_id=rid)
-            return web.json_response(await self.hub.command(site, lane, command,
-                                                            {"request_id": rid}))
+            out: dict[str, Any] = {"by": session.user, "request_id": rid}
+            reason = " ".join(str(body.get("reason") or "").split())[:MAX_REASON]
+            if reason:
+                out["reason"] = reason
+            self.record(session, command, target, request_id=rid, reason=reason or None)
+            return web.json_response(await self.hub.command(site, lane, command, out))
         if command == "reset":
             self._need(session, "reset")
             body = await self._body(request)
@@ -282,11 +299,12 @@ class Dashboard:
                 raise web.HTTPBadRequest(text="a reset needs a reason")
             if body.get("confirm") is not True:
                 raise web.HTTPBadRequest(text="a reset needs the confirmation")
-            reason = f"{reason[:MAX_REASON]} (by {session.user})"
+            reason = " ".join(reason.split())[:MAX_REASON]
             rid = self._rid(session)
             self.record(session, "reset", target, request_id=rid, reason=reason)
             return web.json_response(await self.hub.command(
-                site, lane, "reset", {"reason": reason, "request_id": rid}))
+                site, lane, "reset", {"reason": reason, "by": session.user,
+                                      "request_id": rid}))
         if command == "start":
             self._need(session, "start")
             return await self._start(request, session, site, lane)
@@ -295,7 +313,7 @@ class Dashboard:
     async def _start(self, request: web.Request, session: Session, site: Site,
                      lane: str) -> web.Response:
         target = f"{site.name}/{lane}"
-        info = self.config.lane_info(site, lane)
+        info = self.lane_facts(site, lane)
         dry_run = request.query.get("check") == "1"
         if request.content_type.startswith("multipart/"):
             reader = await request.multipart()
@@ -330,7 +348,8 @@ class Dashboard:
         self.record(session, "start", target, program=checked.program.name, request_id=rid)
         self.hub.remember_program(site, lane, checked.program)
         reply = await self.hub.command(site, lane, "start",
-                                       {"program": payload_program, "request_id": rid})
+                                       {"program": payload_program, "by": session.user,
+                                        "request_id": rid})
         return web.json_response({**reply, "warnings": checked.warnings})
 
     def _gym_estop_scope(self) -> str:
@@ -341,7 +360,7 @@ class Dashboard:
     async def estop_all(self, request: web.Request) -> web.Response:
         session = request[SESSION_KEY]
         rid = self._rid(session)
-        payload = json.dumps({"reason": f"dashboard gym-wide e-stop (by {session.user})",
+        payload = json.dumps({"reason": "dashboard gym-wide e-stop", "by": session.user,
                               "request_id": rid}).encode()
         only = request.query.get("site")
         sent: list[str] = []
@@ -394,14 +413,15 @@ class Dashboard:
 
 
 @functools.lru_cache(maxsize=256)
-def _reverse_ok(profile_name: str) -> bool:
-    from treadctl.limits import profile_limits
+def _profile_caps(profile_name: str) -> tuple[str | None, bool]:
+    """(protocol, can reverse) of a profile the dashboard's config names."""
     from treadctl.profiles import load_profile
 
     try:
-        return bool(profile_limits(load_profile(profile_name)).reverse_allowed)
+        profile = load_profile(profile_name)
     except Exception:
-        return False
+        return None, False
+    return profile.protocol, profile.reverse.method != "none"
 
 
 def _esc(text: str) -> str:

@@ -61,6 +61,11 @@ class LaneInfo:
 
     profile: str
     limits: Any = None  # treadctl.limits.Limits | None
+    #: Forward-only belt, the user faces the rear for reverse segments (daemon config).
+    rear_facing: bool = False
+    protocol: str | None = None
+    #: Where this came from: ``daemon`` (its retained ``info``) or ``config``.
+    source: str = "config"
 
 
 @dataclass(frozen=True)
@@ -231,7 +236,7 @@ def parse_dashboard_config(data: Mapping[str, Any], where: str = "<config>",
             daemon = load_config(dc_path)
         except (ConfigError, OSError) as exc:
             raise DashboardConfigError(f"{w}.daemon_config: {exc}") from None
-        lanes = {t.id: LaneInfo(t.profile, t.limits) for t in daemon.treadmills}
+        lanes = {t.id: LaneInfo(t.profile, t.limits, t.rear_facing) for t in daemon.treadmills}
         site_limits = daemon.site_limits
         data_dir = daemon.daemon.data_dir
         base_topic = daemon.mqtt.base_topic

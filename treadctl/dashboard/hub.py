@@ -54,6 +54,11 @@ class Lane:
     program_name: str | None = None
     segment_count: int | None = None
     dropped_seen: int = 0
+    #: The daemon's retained ``info`` (profile, protocol, can_reverse, rear_facing, limits).
+    info: dict[str, Any] | None = None
+    #: A rear-facing turn waiting for its confirmation (``turn-around`` event): what the
+    #: user is asked; cleared by ``turn-confirmed`` and by the session's end.
+    turn: str | None = None
 
     @property
     def key(self) -> str:
@@ -91,6 +96,8 @@ class Lane:
         dropped = int(self.link.get("dropped", 0) or 0)
         if dropped:
             warnings.append(f"{dropped} corrupted frames dropped")
+        if self.turn and st.get("state") == "paused":
+            warnings.append(f"turn-around: {self.turn} (Resume confirms)")
         warnings.extend(self.notes)
         return {
             "key": self.key, "site": self.site.name, "id": self.id, "status": self.status,
@@ -225,6 +232,10 @@ class Hub:
             lane.status = payload.decode(errors="replace").strip() or "unknown"
             self._mark(key, True)
             return
+        if kind == "info":
+            lane.info = _info(payload)
+            self._mark(key, True)
+            return
         try:
             data = json.loads(payload) if payload else None
         except ValueError:
@@ -286,6 +297,10 @@ class Hub:
             self._mark(lane.key, False)
             return
         lane.last_event = data
+        if kind == "turn-around":
+            lane.turn = str(data.get("message") or f"face {data.get('face')}")
+        elif kind in ("turn-confirmed", "finished", "estop", "reset"):
+            lane.turn = None
         if kind == "ftms-deviation":
             lane.notes.append(f"machine deviates from FTMS: {data.get('deviation')}")
         elif kind == "fault":
@@ -359,8 +374,8 @@ class Hub:
                     self.client = client
                     for site in self.config.sites:
                         base = f"{site.prefix}{self.config.base_topic}/+/"
-                        for kind, qos in (("status", 1), ("state", 1), ("event", 1),
-                                          ("telemetry", 0)):
+                        for kind, qos in (("status", 1), ("info", 1), ("state", 1),
+                                          ("event", 1), ("telemetry", 0)):
                             await client.subscribe(base + kind, qos=qos)
                         if site.bridge_topic:
                             await client.subscribe(site.bridge_topic, qos=1)
@@ -383,6 +398,20 @@ class Hub:
                     self.push("broker", {"up": False})
             await asyncio.sleep(backoff)
             backoff = min(30.0, backoff * 2)
+
+
+def _info(payload: bytes) -> dict[str, Any] | None:
+    """A lane's ``info`` (docs/daemon.md, "Lane capabilities"); None when cleared or not
+    understood (the dashboard then falls back to its own config)."""
+    try:
+        data = json.loads(payload) if payload else None
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("profile"), str):
+        return None
+    if not isinstance(data.get("limits"), dict):
+        data["limits"] = {}
+    return data
 
 
 def _natural(text: str) -> tuple[Any, ...]:

@@ -89,6 +89,7 @@ function makeCard(lane) {
   const prog = el("div", "program");
   const left = el("div", "time-left");
   const warn = el("ul", "warnings");
+  const caps = el("div", "caps");
   const link = el("div", "link");
   const btns = el("div", "buttons");
   const mk = (cls, text, fn, show = true) => {
@@ -100,12 +101,13 @@ function makeCard(lane) {
   };
   mk("estop", "E-STOP", async () => say(await post(laneUrl(lane.key, "estop")), `${lane.id} e-stop`));
   mk("stop", "Stop", async () => say(await post(laneUrl(lane.key, "stop")), `${lane.id} stop`));
+  mk("stop-why", "Stop…", () => openStop(lane.key));
   mk("start", "Start…", () => openStart(lane.key), S.me.may.start);
   mk("pause", "Pause", async () => say(await post(laneUrl(lane.key, "pause")), `${lane.id} pause`), S.me.may.pause);
   mk("resume", "Resume", async () => say(await post(laneUrl(lane.key, "resume")), `${lane.id} resume`), S.me.may.resume);
   mk("reset", "Reset…", () => openReset(lane.key), S.me.may.reset);
   mk("history", "History", () => openHistory(lane.key));
-  c.append(head, dir, nums, prog, left, warn, link, btns);
+  c.append(head, dir, nums, prog, left, warn, caps, link, btns);
   siteSection(lane.site).querySelector(".grid").append(c);
   return c;
 }
@@ -134,14 +136,23 @@ function render(lane) {
   const w = $(".warnings", c);
   w.replaceChildren(...lane.warnings.map((t) => el("li", "", t)));
   const l = lane.link || {};
-  const caps = lane.profile ? `${lane.profile}${lane.reverse ? "" : " · forward only"}` : "profile unknown";
-  $(".link", c).textContent = (l.frames_received !== undefined
-    ? `link rx ${l.frames_received} tx ${l.frames_sent} crc ${l.crc_errors || 0} dropped ${l.dropped || 0}` : "link –") + ` · ${caps}`;
+  $(".caps", c).textContent = capsText(lane);
+  $(".link", c).textContent = l.frames_received !== undefined
+    ? `link rx ${l.frames_received} tx ${l.frames_sent} crc ${l.crc_errors || 0} dropped ${l.dropped || 0}` : "link –";
   const running = ["running", "starting"].includes(lane.state);
   $(".pause", c).disabled = !running;
   $(".resume", c).disabled = lane.state !== "paused";
   $(".reset", c).disabled = !(lane.latched || lane.state === "fault");
   $(".start", c).disabled = lane.state !== "idle" || lane.status !== "online";
+}
+
+// What the lane can do, from the daemon's retained info (or the dashboard's config).
+function capsText(lane) {
+  if (!lane.profile) return "profile unknown · reverse refused";
+  const proto = lane.protocol ? (lane.protocol === "ftms" ? "FTMS" : lane.protocol) : "";
+  const moves = lane.rear_facing ? "forward only · rear-facing"
+    : (lane.reverse ? "forward and reverse" : "forward only");
+  return [lane.profile, proto, moves].filter(Boolean).join(" · ");
 }
 
 function renderSites() {
@@ -184,6 +195,7 @@ function connect() {
     else if (event.type === "estop") toast(`${id}: E-STOP: ${event.reason || event.interlock || ""}`, "error");
     else if (event.type === "finished") toast(`${id}: session ${event.outcome}`, "info");
     else if (event.type === "fault") toast(`${id}: fault: ${event.reason || ""}`, "error");
+    else if (event.type === "turn-around") toast(`${id}: turn-around: ${event.message || event.face}; press Resume when done`, "info");
   });
   es.onerror = () => setConn(false);
 }
@@ -223,9 +235,10 @@ function openStart(key) {
   const lane = S.lanes.get(key);
   S.dialogLane = key;
   $("#start-lane").textContent = lane.id;
-  $("#start-caps").textContent = lane.profile
-    ? (lane.reverse ? `${lane.profile}: forward and reverse` : `${lane.profile}: forward only, reverse programs are refused`)
-    : "Firmware profile unknown to the dashboard: reverse programs are refused";
+  $("#start-caps").textContent = !lane.profile
+    ? "Firmware profile unknown to the dashboard: reverse programs are refused"
+    : (lane.rear_facing ? `${capsText(lane)}: reverse segments run with the user facing the rear; each turn-around waits for Resume`
+      : (lane.reverse ? `${capsText(lane)}` : `${capsText(lane)}: reverse programs are refused`));
   const sel = $("#start-builtin");
   sel.replaceChildren();
   for (const p of S.programs) {
@@ -255,6 +268,22 @@ async function startFile(check) {
   const r = await post(laneUrl(S.dialogLane, "start") + (check ? "?check=1" : ""), fd, true);
   showResult($("#start-result"), r);
   if (r.type === "ack") setTimeout(() => $("#start-dialog").close(), 800);
+}
+
+function openStop(key) {
+  S.dialogLane = key;
+  $("#stop-lane").textContent = S.lanes.get(key).id;
+  $("#stop-reason").value = "";
+  $("#stop-error").textContent = "";
+  openDialog("#stop-dialog");
+  $("#stop-reason").focus();
+}
+
+async function doStop() {
+  const key = S.dialogLane;
+  const r = await post(laneUrl(key, "stop"), { reason: $("#stop-reason").value.trim() });
+  if (r.type === "ack") { $("#stop-dialog").close(); toast(`${key.split("/")[1]} stop: done`, "ok"); }
+  else $("#stop-error").textContent = r.error || "refused";
 }
 
 function openReset(key) {
@@ -347,6 +376,8 @@ async function main() {
   $("#start-close").addEventListener("click", () => $("#start-dialog").close());
   $("#reset-cancel").addEventListener("click", () => $("#reset-dialog").close());
   $("#reset-go").addEventListener("click", doReset);
+  $("#stop-cancel").addEventListener("click", () => $("#stop-dialog").close());
+  $("#stop-go").addEventListener("click", doStop);
   $("#history-close").addEventListener("click", () => $("#history-dialog").close());
   connect();
 }

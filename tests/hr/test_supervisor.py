@@ -475,3 +475,18 @@ def test_the_builtin_hr_zone_program_settles_on_the_model(profile: str) -> None:
     assert n["settled_s"] <= 180 and n["overshoot_bpm"] <= 8, n
     assert n["max_belt_step_kmh_per_s"] <= RAMP + EPS
     assert max(s.belt_kmh for s in lane.steps) <= min(seg.max_speed_kmh or 0, 5.0) + EPS
+
+
+def test_a_zone_below_the_floor_is_unreachable_and_said_so() -> None:
+    """Zone 60-65 bpm backward: the model's heart is above it even at the 2.0 km/h floor.
+    The governor sits at the floor (inside the limits) and, after 2 min there, the
+    supervisor says so; nothing else happens."""
+    d = Direction.REVERSE
+    lane = Lane(d, governed(d, (60.0, 65.0), speed=2.5)).run(400)
+    assert lane.steps[-1].belt_kmh == 2.0 and lane.stop_t is None
+    floor_t = lane.first(lambda s: s.status.wanted_speed_kmh == 2.0)
+    seen = lane.first(lambda s: HR_ZONE_UNREACHABLE in s.status.warnings)
+    assert floor_t is not None and seen is not None
+    assert 120 <= seen - floor_t <= 125
+    assert HR_ZONE_UNREACHABLE in lane.steps[-1].status.warnings
+    assert lane.steps[-1].status.decision is Decision.GOVERN

@@ -1,5 +1,21 @@
-"""Native protocols (issue 17): fault seen -> stop command on the wire, p50/p99, for each
-native driver over a real pty, next to the FTMS controller over a pty, in one run.
+"""Native protocols (issue 17), in one run, each over a real pty:
+
+1. **through the controller**: fault seen -> stop command on the wire, p50/p99, for each
+   native protocol, next to FTMS: a ``Controller`` (``treadctl.control.controller``) runs
+   a session on ``open_transport("serial://PTY", profile=...)`` -- DriverLink over the
+   native driver, or the FTMS client over its framing -- and the machine's end of the pty
+   is the simulator personality (FTMS: the firmware model) in this process. Once the belt
+   cruises at 3 km/h the machine's next speed report says 9 km/h (the same fault on every
+   protocol: overspeed telemetry). t0: just before those bytes are written to the master;
+   t1: when the machine end has read and decoded the stop. The controller's own latch time
+   (its ``estop`` event) is reported alongside;
+2. **driver only** (the driver's danger latch, no controller), as below;
+3. **SIGKILL of ``treadctl run`` mid-reverse** (mid-run on forward-only TrackMaster), for
+   every protocol whose machine has its own watchdog (``wire.watchdog_ms`` > 0): the
+   simulator's watchdog fires that long after the last host byte, and the belt stands
+   within the stop distance after it (from the simulator's event lines, real time).
+
+Driver only:
 
 Each trial opens a pty pair in this process: the driver (or, for FTMS, the controller on a
 framed link) opens the slave with pyserial like a serial port, and the machine's end on the
@@ -22,11 +38,16 @@ two kernel hops are inside the number, as they are on a real serial port.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import subprocess
+import sys
 import termios
 import time
 import tty
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from treadctl import clock, ftms
@@ -167,9 +188,7 @@ async def _ftms_trials(trials: int) -> list[float]:
     return out
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
-    # Every trial latches a danger on purpose: its warning is not news here.
-    logging.getLogger("treadctl.drivers").setLevel(logging.ERROR)
+def _driver_rows(quick: bool) -> list[dict[str, Any]]:
     trials = 20 if quick else 100
     samples: dict[str, list[float]] = {}
     for protocol in NATIVE:
@@ -185,7 +204,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         for q, label in ((0.5, "p50"), (0.99, "p99")):
             ms = _pct(values, q) * 1000
             result: dict[str, Any] = {
-                "name": f"{protocol}: fault seen -> stop on the wire {label} (pty)",
+                "name": f"{protocol}: {'client' if protocol == 'ftms' else 'driver'} only:"
+                        f" fault seen -> stop on the wire {label} (pty)",
                 "value": round(ms, 3), "unit": "ms",
                 "note": f"{len(values)} trials" + ("; " + ftms_note if protocol == "ftms" else
                                                    "; driver danger latch"),
@@ -195,6 +215,273 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 result["ratio"] = round(_pct(values, 0.99) / base, 2)
             results.append(result)
     if "ftms" not in samples:
-        results.append({"name": "ftms: fault seen -> stop (pty)", "value": None, "unit": "ms",
-                        "note": ftms_note})
+        results.append({"name": "ftms: client only: fault seen -> stop (pty)", "value": None,
+                        "unit": "ms", "note": ftms_note})
     return results
+
+
+# ====================================================================== through the controller
+CTL_SPEEDUP = 20.0  # both ends share this process's loop: physics and timeouts scale alike
+FAST_KMH = 9.0
+
+
+def _fast_reply(protocol: str, profile: Any) -> tuple[Callable[[bytes], bool], bytes]:
+    """(is this the machine's speed report?, the same report at FAST_KMH)."""
+    steps = round(FAST_KMH / (0.1 * 1.609344))  # every mph machine: 0.1 mph steps
+    if protocol == "biodex":
+        lead = biodex.expected_reply(biodex.Read(biodex.Request.SPEED))
+        fast = biodex.encode_reply(biodex.Value(biodex.Request.SPEED, steps))
+        return (lambda d: d[:1] == bytes([lead])), fast
+    if protocol == "woodway":
+        return (lambda d: d[:1] == b"\xd1"), woodway.encode_reply(woodway.Speed(steps, False))
+    if protocol == "trackmaster":
+        lead = int(trackmaster.Status.ACTUAL_SPEED) + 0x10
+        fast = trackmaster.encode_reply(trackmaster.Value(trackmaster.Status.ACTUAL_SPEED, steps))
+        return (lambda d: d[:1] == bytes([lead])), fast
+    mm_s = round(FAST_KMH / 3.6 * 1000)
+    return (lambda d: len(d) == 32), bertec.encode_feedback(bertec.Feedback(mm_s, mm_s))
+
+
+async def _controller_trials(
+    protocol: str, trials: int
+) -> tuple[list[float], list[float], list[str]]:
+    """(fault -> stop bytes decoded at the machine, fault -> controller latched, in
+    seconds; the interlocks that latched)."""
+    from treadctl.control.controller import Controller
+    from treadctl.programs.model import program_from_dict
+    from treadctl.simulator.firmware import SimTreadmill
+    from treadctl.simulator.link import serve_stream as serve_ftms
+    from treadctl.transport import open_transport
+
+    name = "treadctl-reference" if protocol == "ftms" else NATIVE[protocol][0]
+    profile = load_profile(name)
+    master, slave, path = _pty()
+    device = PtyByteStream(master)
+    loop = asyncio.get_running_loop()
+    state: dict[str, Any] = {"armed": False, "t0": 0.0, "t1": 0.0, "latched": 0.0}
+    done: list[asyncio.Future[None]] = []
+
+    def stop_seen() -> None:
+        if state["t0"] and not state["t1"]:
+            state["t1"] = time.perf_counter()
+            if done and not done[-1].done():
+                done[-1].set_result(None)
+
+    if protocol == "ftms":
+        sim = SimTreadmill(profile)
+        tasks = [loop.create_task(sim.run()), loop.create_task(serve_ftms(sim, device))]
+        handle_write = sim.handle_write
+
+        def write_hook(uuid: int, value: bytes) -> int:
+            if uuid == ftms.CONTROL_POINT and value[:2] == b"\x08\x01":
+                stop_seen()
+            return handle_write(uuid, value)
+
+        sim.handle_write = write_hook  # type: ignore[method-assign]
+        fast_td = ftms.encode_treadmill_data(ftms.TreadmillData(speed_kmh=FAST_KMH))
+
+        def inject() -> None:
+            notify = sim._notify
+            assert notify is not None
+            state["t0"] = time.perf_counter()
+            notify(ftms.TREADMILL_DATA, fast_td)
+    else:
+        machine = make_personality(profile)
+        tasks = [loop.create_task(machine.run()), loop.create_task(serve_stream(machine, device))]
+        is_speed, fast = _fast_reply(protocol, profile)
+        send, execute = machine.send, machine.execute  # type: ignore[attr-defined]
+
+        def send_hook(data: bytes) -> None:
+            if state["armed"] and is_speed(data):
+                state["armed"] = False
+                state["t0"] = time.perf_counter()
+                data = fast
+            send(data)
+
+        def execute_hook(msg: Any) -> None:
+            if _is_stop(protocol, msg):
+                stop_seen()
+            execute(msg)
+
+        machine.send = send_hook  # type: ignore[method-assign]
+        machine.execute = execute_hook  # type: ignore[attr-defined]
+
+        def inject() -> None:
+            state["armed"] = True  # the next speed report carries the fault
+
+    transport = open_transport(f"serial://{path}", profile=profile)
+    ctl = Controller(transport, profile)
+    interlocks: set[str] = set()
+
+    def on_event(e: dict[str, Any]) -> None:
+        if e["type"] == "estop":
+            state["latched"] = time.perf_counter()
+            interlocks.add(str(e["interlock"]))
+
+    ctl.event_listeners.append(on_event)
+    program = program_from_dict({"name": "bench", "segment": [
+        {"duration_s": 600, "speed_kmh": 3.0, "direction": "forward"}]})  # fmt: skip
+    wire: list[float] = []
+    latch: list[float] = []
+    try:
+        await ctl.open()
+        for _ in range(trials):
+            state.update(armed=False, t0=0.0, t1=0.0, latched=0.0)
+            session = ctl.start(program)
+            cruising = await clock.wait_until(
+                lambda: ctl.snapshot.state.value == "running"
+                and abs(ctl.measured_kmh - 3.0) < 0.15, 30)
+            assert cruising, f"{protocol}: never cruised at 3 km/h: {ctl.snapshot}"
+            await asyncio.sleep(0.3)  # off the last setpoint's reply
+            done.append(loop.create_future())
+            inject()
+            async with asyncio.timeout(30):
+                await done[-1]
+                await session
+            wire.append(state["t1"] - state["t0"])
+            if state["latched"]:
+                latch.append(state["latched"] - state["t0"])
+            await ctl.wait_stopped(30)
+            await asyncio.sleep(0.2)
+            ctl.reset("bench")
+    finally:
+        await ctl.close()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        device.close()
+        os.close(master)
+        os.close(slave)
+    return wire, latch, sorted(interlocks)
+
+
+def _controller_rows(trials: int) -> list[dict[str, Any]]:
+    samples: dict[str, tuple[list[float], list[float], list[str]]] = {}
+    errors: dict[str, str] = {}
+    for protocol in ("ftms", *NATIVE):
+        try:
+            samples[protocol] = clock.run(_controller_trials(protocol, trials),
+                                          speedup=CTL_SPEEDUP)
+        except Exception as exc:  # report, never hide
+            errors[protocol] = f"{type(exc).__name__}: {exc}"
+    base = _pct(samples["ftms"][0], 0.99) if "ftms" in samples else None
+    rows: list[dict[str, Any]] = []
+    for protocol in ("ftms", *NATIVE):
+        if protocol in errors:
+            rows.append({"name": f"{protocol}: controller: fault -> stop (pty)", "value": None,
+                         "unit": "ms", "note": f"not measured: {errors[protocol]}"})
+            continue
+        wire, latch, interlocks = samples[protocol]
+        for q, label in ((0.5, "p50"), (0.99, "p99")):
+            row: dict[str, Any] = {
+                "name": f"{protocol}: controller: fault seen -> stop on the wire {label} (pty)",
+                "value": round(_pct(wire, q) * 1000, 3), "unit": "ms",
+                "note": f"{len(wire)} trials; overspeed telemetry ({FAST_KMH:g} km/h at 3)"
+                        f" latched {'/'.join(interlocks)}; fault -> controller latched {label}"
+                        f" {_pct(latch, q) * 1000:.3f} ms",
+            }
+            if label == "p99" and base and protocol != "ftms":
+                row["baseline"] = round(base * 1000, 3)
+                row["ratio"] = round(_pct(wire, 0.99) / base, 2)
+            rows.append(row)
+    return rows
+
+
+# ====================================================================== SIGKILL mid-reverse
+def _sigkill_trial(name: str, workdir: Path) -> dict[str, float]:
+    """``treadctl run`` (its own process, real time: a native link has no clock query) on
+    ``treadctl sim --pty`` (its own process); SIGKILL once the belt runs at 2 km/h
+    (backward where the machine can); the simulator's lines tell what its watchdog did."""
+    profile = load_profile(name)
+    direction = "reverse" if profile.supports_reverse else "forward"
+    prog = workdir / f"kill-{name}.toml"
+    prog.write_text(f'name = "kill"\n[[segment]]\nduration_s = 300\nspeed_kmh = 2.0\n'
+                    f'direction = "{direction}"\n')
+    env = dict(os.environ, TREADCTL_SIM_EVENTS="1")
+    sim = subprocess.Popen([sys.executable, "-m", "treadctl", "sim", "--profile", name, "--pty"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    host: subprocess.Popen[str] | None = None
+    try:
+        assert sim.stdout is not None
+        path = sim.stdout.readline().strip()
+        host = subprocess.Popen(
+            [sys.executable, "-m", "treadctl", "run", str(prog), "--profile", name,
+             "--device", f"serial://{path}", "--json", "--no-record"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert host.stdout is not None
+        deadline = time.monotonic() + 60
+        for line in host.stdout:
+            row = json.loads(line) if line.startswith("{") else {}
+            if (row.get("speed_kmh") or 0) >= 1.8 and row.get("direction") == direction:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name}: the belt never reached 2 km/h {direction}")
+        host.kill()  # SIGKILL: no stop, no goodbye
+        host.wait(timeout=10)
+        trip = still = None
+        for line in sim.stdout:
+            e = json.loads(line)
+            if e["event"] == "watchdog-expired" and trip is None:
+                trip = e
+            if trip is not None and e["event"] == "standstill":
+                still = e
+                break
+        assert trip is not None and still is not None
+        return {"watchdog_s": trip["t"] - trip["last_rx_s"],
+                "stand_s": still["at_s"] - trip["last_rx_s"],
+                "speed_kmh": abs(trip["speed_kmh"]),
+                "reverse": float(trip["direction"] == "reverse")}
+    finally:
+        for proc in (host, sim):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def _sigkill_rows(trials: int) -> list[dict[str, Any]]:
+    import tempfile
+
+    rows: list[dict[str, Any]] = []
+    names = [n for n, *_ in NATIVE.values() if load_profile(n).wire.watchdog_ms > 0]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            profile = load_profile(name)
+            watchdog_s = profile.wire.watchdog_ms / 1000
+            try:
+                runs = [_sigkill_trial(name, Path(tmp)) for _ in range(trials)]
+            except Exception as exc:
+                rows.append({"name": f"{name}: SIGKILL -> belt standing", "value": None,
+                             "unit": "s", "note": f"not measured: {type(exc).__name__}: {exc}"})
+                continue
+            worst = max(r["stand_s"] for r in runs)
+            # The bound: the watchdog's period, then a stop from the speed at the trip at
+            # the machine's stop deceleration (what the physics does after the trip).
+            bound = watchdog_s + max(r["speed_kmh"] for r in runs) / 3.6 / (
+                profile.motion.stop_decel_mps2) + 0.05
+            backward = all(r["reverse"] for r in runs)
+            rows.append({
+                "name": f"{name}: SIGKILL of treadctl run -> watchdog fired (max)",
+                "value": round(max(r["watchdog_s"] for r in runs) * 1000, 1), "unit": "ms",
+                "target": f"{profile.wire.watchdog_ms} ms (+20 ms timer slack) after the last"
+                          " host byte",
+                "met": max(r["watchdog_s"] for r in runs) <= watchdog_s + 0.02,
+                "note": f"{trials} trials, belt running "
+                        f"{'backward' if backward else 'forward'} at the kill",
+            })
+            rows.append({
+                "name": f"{name}: SIGKILL of treadctl run -> belt standing (max)",
+                "value": round(worst, 3), "unit": "s",
+                "target": f"<= {bound:.2f} s after the last host byte", "met": worst <= bound,
+                "note": "watchdog period + the machine's stop at stop_decel_mps2 (sim physics)",
+            })
+    return rows
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    # Every trial latches a danger on purpose: its warnings are not news here.
+    for name in ("treadctl.drivers", "treadctl.control"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    rows = _controller_rows(10 if quick else 50)
+    rows += _driver_rows(quick)
+    rows += _sigkill_rows(1 if quick else 3)
+    return rows

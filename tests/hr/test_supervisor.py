@@ -307,6 +307,22 @@ def test_no_hr_source_at_all_is_silent() -> None:
     assert not lane.events
 
 
+def test_a_treadmill_that_only_ever_sends_0_is_no_source_until_it_sends_a_rate() -> None:
+    sup = HRSupervisor()
+    for k in range(60):
+        sup.treadmill_hr(0, k * 0.25)
+        s = sup.tick(k * 0.25, 3.0)
+        assert (s.source, s.quality, s.warnings, s.events) == (None, None, (), ())
+    for k in range(60, 80):
+        sup.treadmill_hr(90, k * 0.25)
+        s = sup.tick(k * 0.25, 3.0)
+    assert (s.source, s.quality, s.bpm) == ("treadmill", "good", 90)
+    # Somebody lets go of the grips: now that is a lost heart rate, and visible.
+    s = sup.treadmill_hr(0, 20.25)
+    assert (s.quality, s.reason) == ("lost", "no-contact") and HR_UNRELIABLE in s.warnings
+    assert [e["type"] for e in s.events] == ["hr-unreliable"]
+
+
 def test_a_bound_strap_that_never_sends_is_visible() -> None:
     lane = Lane(Direction.FORWARD, None, speeds=[(0, 3.0)], faults="dropout@0").run(30)
     last = lane.steps[-1].status

@@ -207,9 +207,12 @@ class HRSupervisor:
 
     def treadmill_hr(self, bpm: int | None, now: float) -> HRStatus:
         """The treadmill's HR field of one Treadmill Data frame (0 = nobody holding).
-        ``None`` (a frame without the field) changes nothing."""
+        ``None`` (a frame without the field) changes nothing. A treadmill whose field has
+        only ever been 0 counts as no HR source (many send 0 all the time): it shows and
+        warns only once it has sent a heart rate."""
         if bpm is not None:
-            self._seen["treadmill"] = True
+            if bpm:
+                self._seen["treadmill"] = True
             self._readings["treadmill"] = self.filters["treadmill"].update_bpm(
                 int(bpm), now, workload_met=self._workload)
         return self._publish(now)

@@ -32,6 +32,7 @@ from treadctl.types import Direction
 
 import store_synth as synth  # conftest puts it on sys.path
 
+REV = Direction.REVERSE
 ZONE = (100.0, 110.0)
 PROGRAM: dict[str, Any] = {
     "name": "backward-walk-hr-zone",
@@ -235,3 +236,31 @@ def test_plot_draws_the_hr_panel_with_the_zone_band(store: SessionStore, hr_sess
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 30_000
     keep = Path("/tmp/treadctl-hr-plot.png")  # for a person to look at, outside the tree
     keep.write_bytes(data)
+
+
+def test_plot_marks_the_hr_loss_rule(store: SessionStore, tmp_path: Path) -> None:
+    """A governed reverse walk whose strap loses contact at 200 s: hatched from then on,
+    the walk and the controlled stop marked."""
+    lane = Lane(Direction.REVERSE, governed(Direction.REVERSE, ZONE), faults="contact-lost@200")
+    rec = SessionRecorder.start(store, SessionMeta(
+        treadmill_id="lane-3", program_name="hr-loss", started_at=synth.STARTED_AT,
+        program={"name": "hr-loss", "segments": [PROGRAM["segments"][1]]}))
+    for _ in range(300):
+        lane.run(1)
+        st = lane.steps[-1].status
+        rec.record_sample(Sample(t_s=lane.t, speed_kmh=round(lane.belt, 2), direction=REV,
+                                 target_speed_kmh=0.0 if lane.stopping else (
+                                     st.wanted_speed_kmh or 0.0),
+                                 hr_bpm=st.bpm, hr_source=st.source, hr_quality=st.quality,
+                                 segment=0))
+    for e in lane.events:
+        rec.record_event(Event(t_s=float(e["t"]), type=str(e["type"])))
+    rec.finish("stopped", "heart rate not recovered")
+    sid = rec.session_id
+    kinds = [e.type for e in store.events(sid)]
+    assert kinds == ["hr-unreliable", "hr-loss-walk", "hr-loss-stop"]
+    runs = bad_hr_runs(store.samples(sid))
+    assert len(runs) == 1 and runs[0][0] == 200.0 and runs[0][1] == 300.0
+    out = tmp_path / "loss.png"
+    plot_session(store.get_session(sid), store.samples(sid), store.events(sid), out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 30_000

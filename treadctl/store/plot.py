@@ -5,7 +5,8 @@ segment shaded (forward blue, reverse orange) and labelled; e-stops, interlocks 
 as red vertical lines with their reason. Middle panel, when the session has a heart rate or
 a heart-rate-governed segment: the trusted heart rate (:attr:`Sample.hr_trusted`; the line
 breaks where there is none), each governed segment's ``hr_zone_bpm`` as a band, and the
-stretches where the heart rate was unreliable or lost hatched grey. Bottom panel: incline
+stretches where the heart rate was unreliable or lost hatched grey, and the HR-loss rule's
+``hr-loss-walk`` / ``hr-loss-stop`` events as amber dashed lines. Bottom panel: incline
 (target dashed, measured solid). Rendered with matplotlib's Agg backend (no display
 needed), 1600x900 by default.
 """
@@ -29,6 +30,7 @@ ALARM_COLOR = "#c53030"
 HR_COLOR = "#97266d"
 ZONE_SHADE = "#fbb6ce"
 HR_BAD_COLOR = "#718096"
+HR_LOSS_COLOR = "#b7791f"
 
 
 def zone_bands(spans: Sequence[Span], program: Any) -> list[tuple[float, float, float, float]]:
@@ -215,6 +217,7 @@ def plot_session(
         hr_sources = sorted({s.hr_source for s in samples
                              if s.hr_source and s.hr_trusted is not None})
         bad_runs = bad_hr_runs(samples)
+        hr_loss = [e for e in events if e.type in ("hr-loss-walk", "hr-loss-stop")]
         if ax_hr is not None:
             for t0, t1, low, high in bands:
                 ax_hr.fill_between([t0, t1], [low, low], [high, high], color=ZONE_SHADE,
@@ -226,6 +229,18 @@ def plot_session(
                               lw=0, zorder=2)
             ax_hr.plot(t, [math.nan if v is None else v for v in hr], color=HR_COLOR, lw=2.0,
                        zorder=4)
+            # The HR-loss rule's steps (docs/heart-rate.md): walking, then a controlled stop.
+            for e in hr_loss:
+                walk = e.type == "hr-loss-walk"
+                for a in axes:
+                    a.axvline(e.t_s, color=HR_LOSS_COLOR, lw=1.6, ls=(0, (4, 2)), zorder=5)
+                ax_hr.annotate("HR lost: walking" if walk else "HR lost: controlled stop",
+                               xy=(e.t_s, 0.96), xycoords=ax_hr.get_xaxis_transform(),
+                               xytext=(4, 0), textcoords="offset points", ha="left",
+                               va="top", fontsize=10, color=HR_LOSS_COLOR,
+                               fontweight="bold", zorder=6,
+                               bbox={"boxstyle": "round,pad=0.2", "fc": "white",
+                                     "ec": "none", "alpha": 0.85})
             values = [v for v in hr if v is not None]
             lo_hr = min([*values, *(b[2] for b in bands)], default=60.0)
             hi_hr = max([*values, *(b[3] for b in bands)], default=120.0)
@@ -300,6 +315,9 @@ def plot_session(
             if bad_runs:
                 legend.append(Patch(facecolor="none", edgecolor=HR_BAD_COLOR, hatch="///",
                                     label="HR unreliable / lost"))
+            if hr_loss:
+                legend.append(Line2D([], [], color=HR_LOSS_COLOR, lw=1.6, ls=(0, (4, 2)),
+                                     label="HR-loss rule"))
         if alarms:
             legend.append(Line2D([], [], color=ALARM_COLOR, lw=2, label="e-stop / interlock"))
         fig.legend(

@@ -94,6 +94,6 @@ async def test_twenty_treadmills_gym_wide_estop(mosquitto: Any, tmp_path: Path,
         await probe.command(ids[-1], "heartbeat")
         for tid in ids:
             acks = [m for m in probe.messages[mark:] if m.topic == f"treadctl/{tid}/event"
-                    and m.json.get("command") == "estop"]
+                    and m.json.get("type") == "ack" and m.json.get("command") == "estop"]
             assert len(acks) == 1, (tid, acks)
         assert sum("gym-wide e-stop:" in r.getMessage() for r in caplog.records) == 1

@@ -48,6 +48,9 @@ def test_documented_dashboard_account_can_do_what_the_page_does(mosquitto_factor
         assert c.login("sam") == 200
         wait_until(lambda: c.get("/api/lanes")[1]["lanes"][0]["state"] == "idle", 20,
                    "lane idle", daemon)
+        # The daemon may publish its retained info, the dashboard may read it.
+        wait_until(lambda: c.get("/api/lanes")[1]["lanes"][0]["caps_from"] == "daemon", 20,
+                   "the lane's info through the ACL", daemon)
         for path, body_ in (("start", {"program": "forward-warmup-cooldown"}), ("pause", {}),
                             ("resume", {}), ("stop", {})):
             _, reply = c.post(f"/api/lanes/local/lane-1/{path}", body_)

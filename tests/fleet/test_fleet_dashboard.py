@@ -17,13 +17,9 @@ bridge_topic = "fleet/site-a/bridge"
 [[dashboard.site]]
 name = "site-b"
 bridge_topic = "fleet/site-b/bridge"
-
-[dashboard.lanes]
-"site-a/lane-1" = "treadctl-reference"
-"site-a/lane-2" = "treadctl-reference"
-"site-b/lane-1" = "treadctl-reference"
-"site-b/lane-2" = "treadctl-reference"
 """
+# No [dashboard.lanes]: what each lane can do comes over the bridges, in the daemons'
+# retained info.
 
 
 def sel(site: str, lane: str, state: str | None = None) -> str:
@@ -55,6 +51,11 @@ def _browse(dash: Dashboard, fleet: Any, tmp_path: Path, loop: asyncio.AbstractE
                 page.wait_for_selector(f"#site-{site} {sel(site, lane, 'idle')}", timeout=20000)
         page.wait_for_function("() => document.querySelector('#site-site-a .bridge')"
                                ".textContent === 'linked'", timeout=20000)
+        for site in ("site-a", "site-b"):
+            page.wait_for_function(
+                "([s, t]) => document.querySelector(s).textContent === t",
+                arg=[f"{sel(site, 'lane-2')} .caps",
+                     "treadctl-reference · FTMS · forward and reverse"], timeout=20000)
         page.click(f"{sel('site-a', 'lane-1')} .start")
         page.select_option("#start-builtin", "forward-warmup-cooldown")
         page.click("#start-builtin-go")

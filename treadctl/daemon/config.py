@@ -19,7 +19,7 @@ import socket
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -188,7 +188,7 @@ def _topic_base(t: _Table) -> str:
 # --------------------------------------------------------------------------- sections
 
 
-def _mqtt(data: Any, where: str, base: Path) -> MqttConfig:
+def _mqtt(data: Any, where: str, base: Path, secrets: bool = True) -> MqttConfig:
     t = _Table(
         data,
         f"{where}: [mqtt]",
@@ -199,14 +199,16 @@ def _mqtt(data: Any, where: str, base: Path) -> MqttConfig:
     if t.has("password_file"):
         if password is not None:
             raise ConfigError(f"{t.where}.password_file: give password or password_file, not both")
-        pw_path = _file_field(t, "password_file", base)
-        assert pw_path is not None
-        try:
-            password = Path(pw_path).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"{t.where}.password_file: cannot read: {exc.strerror}") from None
-        if not password:
-            raise ConfigError(f"{t.where}.password_file: file is empty")
+        if secrets:
+            pw_path = _file_field(t, "password_file", base)
+            assert pw_path is not None
+            try:
+                password = Path(pw_path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"{t.where}.password_file: cannot read: {exc.strerror}"
+                                  ) from None
+            if not password:
+                raise ConfigError(f"{t.where}.password_file: file is empty")
     username = t.str_("username")
     if password is not None and username is None:
         raise ConfigError(f"{t.where}.username: required when a password is given")
@@ -325,13 +327,17 @@ def _treadmills(data: Any, where: str) -> tuple[TreadmillConfig, ...]:
 # --------------------------------------------------------------------------- entry points
 
 
-def parse_config(data: Mapping[str, Any], where: str = "<config>", base: Path | None = None
-                 ) -> DaemonConfig:
-    """Validate a parsed TOML document. ``base`` resolves relative file paths."""
+def parse_config(data: Mapping[str, Any], where: str = "<config>", base: Path | None = None,
+                 *, secrets: bool = True) -> DaemonConfig:
+    """Validate a parsed TOML document. ``base`` resolves relative file paths.
+    ``secrets=False`` (another process reading the daemon's config, e.g. the dashboard):
+    the MQTT ``password_file`` is neither opened nor read, and ``password`` is None."""
     base = base or Path.cwd()
     top = _Table(data, where, {"mqtt", "daemon", "site_limits", "safety", "homeassistant",
                                "treadmill"})
-    mqtt = _mqtt(data.get("mqtt", {}), where, base)
+    mqtt = _mqtt(data.get("mqtt", {}), where, base, secrets)
+    if not secrets:
+        mqtt = replace(mqtt, password=None)
     daemon = _daemon(data.get("daemon", {}), where)
     site = _limits(data["site_limits"], f"{where}: [site_limits]") if top.has(
         "site_limits") else None
@@ -368,8 +374,9 @@ def parse_config(data: Mapping[str, Any], where: str = "<config>", base: Path | 
     )
 
 
-def load_config(path: str | os.PathLike[str]) -> DaemonConfig:
-    """Read and validate a config file; raises :class:`ConfigError` (one line)."""
+def load_config(path: str | os.PathLike[str], *, secrets: bool = True) -> DaemonConfig:
+    """Read and validate a config file; raises :class:`ConfigError` (one line).
+    ``secrets=False``: see :func:`parse_config`."""
     p = Path(path)
     name = str(p)
     try:
@@ -380,8 +387,8 @@ def load_config(path: str | os.PathLike[str]) -> DaemonConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{name}: invalid TOML: {exc}") from None
-    config = parse_config(data, name, p.parent)
-    if config.mqtt.password is not None and "password" in data.get("mqtt", {}):
+    config = parse_config(data, name, p.parent, secrets=secrets)
+    if secrets and config.mqtt.password is not None and "password" in data.get("mqtt", {}):
         _warn_if_readable(p)
     return config
 

@@ -233,7 +233,9 @@ def parse_dashboard_config(data: Mapping[str, Any], where: str = "<config>",
         from treadctl.daemon.config import ConfigError, load_config
 
         try:
-            daemon = load_config(dc_path)
+            # Never the daemon's MQTT password: the dashboard has its own account (and its
+            # systemd unit cannot even read that file).
+            daemon = load_config(dc_path, secrets=False)
         except (ConfigError, OSError) as exc:
             raise DashboardConfigError(f"{w}.daemon_config: {exc}") from None
         lanes = {t.id: LaneInfo(t.profile, t.limits, t.rear_facing) for t in daemon.treadmills}

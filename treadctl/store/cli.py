@@ -194,7 +194,7 @@ def _session_events(info: SessionInfo, events: list[Event]) -> list[dict[str, An
     ]
     if info.outcome != Outcome.RUNNING and not any(e["type"] == "finished" for e in out):
         summary = info.summary or {}
-        last_t = max([float(summary.get("duration_s") or 0.0), *(e["t_s"] for e in out)])
+        last_t = max([float(summary.get("duration_s") or 0.0), *(e.t_s for e in events)])
         data: dict[str, Any] = {"outcome": str(info.outcome), "reason": info.reason}
         for key in ("distance_m", "segments_completed"):
             if key in summary:

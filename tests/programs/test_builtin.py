@@ -10,7 +10,7 @@ import pytest
 from treadctl.limits import effective_limits
 from treadctl.profiles import load_profile
 from treadctl.programs.model import Program, builtin_names, list_builtin, load_builtin
-from treadctl.programs.validate import NOT_RUNNABLE_YET, check_program, validate_program
+from treadctl.programs.validate import check_program, validate_program
 from treadctl.types import Direction
 
 PROGRAMS = {p.name: p for p in list_builtin()}
@@ -41,13 +41,10 @@ def test_required_builtins_exist_and_file_names_match() -> None:
 def test_every_builtin_is_valid_and_clean(name: str, profile: str) -> None:
     p = PROGRAMS[name]
     result = check_program(p, load_profile(profile))
-    # Heart-rate-governed built-ins (backward-walk-hr-zone) are refused by design until the
-    # controller drives the governor (docs/heart-rate.md): that refusal, on each governed
-    # segment, must be their only violation. Drop this when the refusal goes.
-    refused = [f"segment {i}: hr_zone_bpm: {NOT_RUNNABLE_YET}"
-               for i, seg in enumerate(p.segments, 1) if seg.governed]
-    assert [str(v) for v in result.violations] == refused
-    assert result.ok == (not refused)
+    # Heart-rate-governed built-ins (backward-walk-hr-zone) run like any other: the
+    # controller drives the governor (treadctl/control/heart.py).
+    assert [str(v) for v in result.violations] == []
+    assert result.ok
     assert result.loosened == []  # built-ins only ever tighten
     assert result.warnings == []  # every segment long enough to reach its setpoints
 

@@ -13,7 +13,6 @@ from treadctl.limits import Limits, effective_limits
 from treadctl.profiles import load_profile
 from treadctl.programs.model import ProgramError, program_from_dict, program_from_json
 from treadctl.programs.validate import (
-    NOT_RUNNABLE_YET,
     check_program,
     require_valid,
     validate_program,
@@ -46,10 +45,8 @@ def test_a_governed_segment_parses_validates_and_round_trips() -> None:
     assert seg.governed and seg.hr_zone_bpm == (100.0, 110.0)
     assert (seg.min_speed_kmh, seg.max_speed_kmh) == (2.0, 4.5)
     assert not p.segments[0].governed
-    # Well formed, and refused before anything moves until the controller drives the
-    # governor: the only violation is that one.
-    assert [str(v) for v in validate_program(p, REF)] == [
-        f"segment 2: hr_zone_bpm: {NOT_RUNNABLE_YET}"]
+    # Well formed and valid: the controller drives the governor (treadctl/control/heart.py).
+    assert [str(v) for v in validate_program(p, REF)] == []
     again = program_from_json(__import__("json").dumps(p.to_dict()))
     assert again.segments == p.segments
 
@@ -103,20 +100,25 @@ def test_refused_before_anything_moves_on_a_stricter_profile() -> None:
         require_valid(p, KINETIC)
 
 
-def test_a_governed_program_is_refused_before_anything_moves_until_it_is_wired() -> None:
+def test_a_governed_program_is_valid_where_the_limits_allow_it() -> None:
     check = check_program(program_from_dict(program()), load_profile("treadctl-reference"))
-    assert not check.ok
-    assert [str(v) for v in check.violations] == [f"segment 2: hr_zone_bpm: {NOT_RUNNABLE_YET}"]
-    with pytest.raises(ProgramError, match="cannot run yet"):
-        require_valid(program_from_dict(program()), load_profile("treadctl-reference"))
+    assert check.ok and check.violations == []
+    require_valid(program_from_dict(program()), load_profile("treadctl-reference"))
+    # ... and still refused where a limit layer forbids it: a site ceiling below the zone.
+    site = effective_limits(load_profile("treadctl-reference"), Limits(max_hr_bpm=105))
+    assert [str(v) for v in validate_program(program_from_dict(program()), site)] == [
+        "segment 2: hr_zone_bpm: HIGH 110 bpm is above the heart-rate ceiling of 105 bpm"
+        " (max_hr_bpm)"]
 
 
-def test_run_refuses_a_governed_program_with_exit_2(tmp_path: Any) -> None:
+def test_run_refuses_a_governed_program_outside_the_limits_with_exit_2(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
     from treadctl.cli import main
 
     path = tmp_path / "hr.toml"
-    path.write_text(
+    path.write_text(  # the zone's HIGH above the profile's 185 bpm ceiling
         'name = "hr"\n[[segment]]\nduration_s = 60\nspeed_kmh = 3.0\ndirection = "reverse"\n'
-        "hr_zone_bpm = [100, 110]\nmin_speed_kmh = 2.0\nmax_speed_kmh = 4.0\n"
+        "hr_zone_bpm = [150, 190]\nmin_speed_kmh = 2.0\nmax_speed_kmh = 4.0\n"
     )
     assert main(["run", str(path), "--speedup", "max", "--no-record"]) == 2
+    assert "above the heart-rate ceiling" in capsys.readouterr().err

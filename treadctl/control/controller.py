@@ -29,11 +29,12 @@ from typing import Any
 from treadctl import ftms
 from treadctl.clock import Clock, LoopClock
 from treadctl.control.client import CommandError, consume_result
+from treadctl.control.heart import HeartRateControl
+from treadctl.control.inputs import MachineInputs
 from treadctl.control.loop import ControlLoop
 from treadctl.control.machine import (
     ControlError,
     Event,
-    Reading,
     SafetyMachine,
     State,
     Step,
@@ -49,6 +50,8 @@ from treadctl.control.reverse import reverse_method
 from treadctl.control.safety import Interlock, Latch, SafetyConfig, Trip
 from treadctl.control.session import RAMP_OVERRUN_S, DirectionError, SessionWalker
 from treadctl.control.snapshot import Outcome, SessionRecorder, SessionResult, Snapshot
+from treadctl.hr.strap import HRSource
+from treadctl.hr.supervisor import SupervisorConfig
 from treadctl.limits import EffectiveLimits, Limits, effective_limits, rear_facing_refusal
 from treadctl.profiles import FirmwareProfile
 from treadctl.programs.model import Program
@@ -70,7 +73,7 @@ STOP_REASON = "stopped on request"
 SHUTDOWN_REASON = "daemon shutdown"
 
 
-class Controller(SessionWalker, ControlLoop):
+class Controller(SessionWalker, ControlLoop, MachineInputs, HeartRateControl):
     """One treadmill's controller: lifecycle, commands, the safety machine's inputs and
     their effects, and the snapshot (the walker is in ``session.py``, the loop, sender and
     escalation in ``loop.py``)."""
@@ -90,6 +93,9 @@ class Controller(SessionWalker, ControlLoop):
         machine: SafetyMachine | None = None,
         link_factory: LinkFactory | None = None,
         rear_facing: bool = False,
+        hr_url: str | None = None,
+        hr_source: HRSource | None = None,
+        hr_config: SupervisorConfig | None = None,
     ) -> None:
         if not 1 <= tick_hz <= 50:
             raise ValueError(f"tick_hz must be within 1..50, got {tick_hz}")
@@ -186,6 +192,9 @@ class Controller(SessionWalker, ControlLoop):
         self._turn_confirmed = False
         self._driving = False  # the session task is still driving the belt (not recording)
         self._opened = False
+        # Heart rate (heart.py): a strap URL is bound to this lane here (refused when another
+        # lane holds it: StrapInUse), and started by open().
+        self._hr_init(hr_url, hr_source, hr_config)
 
     # ====================================================================== lifecycle
     async def open(self) -> None:
@@ -203,6 +212,7 @@ class Controller(SessionWalker, ControlLoop):
             # A latch that outlived the last link (daemon lane): Stop again on this one.
             self._begin_escalation()
         self._show_machine()
+        await self.attach_strap()  # a strap never moves the belt: it only feeds the supervisor
 
     async def close(self) -> None:
         """Stop the belt (always), end any session, close the link."""
@@ -223,6 +233,7 @@ class Controller(SessionWalker, ControlLoop):
             # Bounded: closing must never hang on a task that will not finish.
             await asyncio.wait(pending, timeout=2.0)
         self._tasks.clear()
+        await self.detach_strap()
         await self.client.close()
         self._opened = False
 
@@ -247,6 +258,7 @@ class Controller(SessionWalker, ControlLoop):
             raise ControlError("; ".join(str(v) for v in violations))
         self._program = program
         self._limits = limits
+        self._hr_session_start(limits)
         self._stop_requested = False
         self._stop_reason = STOP_REASON
         self._pause_requested = False
@@ -488,95 +500,6 @@ class Controller(SessionWalker, ControlLoop):
         self._act(self.machine.link_lost(reason))
         self._show_machine()
 
-    # ====================================================================== telemetry
-    def _on_telemetry(self, td: ftms.TreadmillData) -> None:
-        now = self.clock.now()
-        self.last_rx = now
-        if td.speed_kmh is not None:
-            speed = td.speed_kmh
-            if self.client.signed_speed:
-                if abs(speed) >= self.cfg.direction_min_speed_kmh:
-                    self.measured_dir = Direction.REVERSE if speed < 0 else Direction.FORWARD
-                speed = abs(speed)
-            self.measured_kmh = speed
-        snap = self.snapshot
-        changes: dict[str, Any] = {"speed_kmh": round(self.measured_kmh, 2)}
-        if td.inclination_pct is not None:
-            changes["incline_pct"] = td.inclination_pct
-        if td.heart_rate_bpm is not None:
-            changes["hr_bpm"] = td.heart_rate_bpm
-        if td.total_distance_m is not None and snap.session_id is not None:
-            if self._distance_base_m is None:
-                self._distance_base_m = float(td.total_distance_m)
-            changes["distance_m"] = float(td.total_distance_m) - self._distance_base_m
-        if (
-            self.measured_dir is not None
-            and not self.rear_facing  # the snapshot shows the way the user walks
-            and self.measured_kmh >= self.cfg.direction_min_speed_kmh
-        ):
-            changes["direction"] = self.measured_dir
-        if self._session_task is not None and not self._session_task.done():
-            changes["elapsed_s"] = round(self._elapsed(now), 2)
-            changes["remaining_s"] = self._remaining_s(now)
-        self.snapshot = replace(snap, **changes)
-        if self.machine.armed and self._limits is not None:
-            self._act(self.machine.telemetry(self._reading(now, td, self._limits)))
-        self._telemetry_seen.set()
-        if self._recorder is not None:
-            with contextlib.suppress(Exception):
-                self._recorder.sample(self, now)
-        for listener in self.telemetry_listeners:
-            listener(self.snapshot)
-
-    def _begin_stop_envelope(self) -> None:
-        """After our own Stop/Pause the firmware decelerates at its own rate: until the belt
-        stands, judge it against that deceleration, not against 'commanded 0'."""
-        decel = min(
-            self.profile.motion.stop_decel_mps2,
-            self.profile.motion.decel_mps2,
-            self.profile.reverse.decel_mps2,
-        )
-        start = max(self.measured_kmh, self.commanded_kmh)
-        self._stop_envelope = Ramp(self.clock.now(), start, 0.0, decel * 3.6)
-
-    def _reference_kmh(self, now: float) -> float:
-        """The speed the belt should be at now: the setpoint, or the stop envelope."""
-        if self._stop_envelope is not None:
-            return max(self.commanded_kmh, self._stop_envelope.at(now))
-        return self.commanded_kmh
-
-    def _reading(self, now: float, td: ftms.TreadmillData, lim: EffectiveLimits) -> Reading:
-        d = self._limit_dir  # the cap: rear-facing, the way the user walks
-        return Reading(
-            now=now,
-            speed_kmh=self.measured_kmh,
-            direction=self.measured_dir,
-            hr_bpm=td.heart_rate_bpm,
-            reference_kmh=self._reference_kmh(now),
-            commanded_kmh=self.commanded_kmh,
-            cap_kmh=lim.reverse_max_speed_kmh if d is Direction.REVERSE else lim.max_speed_kmh,
-            expected=self.commanded_dir,
-            max_hr_bpm=lim.max_hr_bpm,
-        )
-
-    def _on_direction(self, direction: Direction) -> None:
-        self.measured_dir = direction
-        fresh = self.clock.now() - self.last_rx <= self.cfg.telemetry_timeout_s
-        self._act(self.machine.direction(direction, self.commanded_dir, self.measured_kmh, fresh))
-
-    def _on_status(self, status: ftms.MachineStatus) -> None:
-        now = self.clock.now()
-        # stop_is_ours() consumes one of our own stops: ask only for a user stop/pause.
-        ours = (
-            isinstance(status, ftms.StoppedOrPausedByUser)
-            and self.machine.armed
-            and not self.machine.latched
-            and self.client.stop_is_ours(now)
-        )
-        belt_may_move = self.belt_running or self.measured_kmh > self.cfg.standstill_kmh
-        self._act(self.machine.status(status, belt_may_move=belt_may_move, stop_is_ours=ours))
-        self._event("machine-status", status=type(status).__name__)
-
     # ====================================================================== state out
     def _step(self, event: Event, **changes: Any) -> None:
         """A step of the session walker: the machine moves the state (its table)."""
@@ -609,6 +532,8 @@ class Controller(SessionWalker, ControlLoop):
             "phase",
             "program",
             "session_id",
+            "hr_quality",
+            "warnings",
         )
         if any(getattr(before, k) != getattr(after, k) for k in keys):
             for listener in self.state_listeners:

@@ -24,7 +24,7 @@ from treadctl.control.safety import Latch, SafetyConfig, Trip
 from treadctl.control.snapshot import SessionResult, Snapshot
 from treadctl.limits import EffectiveLimits, Limits
 from treadctl.profiles import FirmwareProfile
-from treadctl.programs.model import Program
+from treadctl.programs.model import Program, Segment
 from treadctl.transport.base import Transport
 from treadctl.types import Direction
 
@@ -97,6 +97,8 @@ class ControllerCore:
     _turn_confirmed: bool
     _driving: bool
     _opened: bool
+    #: The governed segment running now (heart.py), or None.
+    _hr_segment: Segment | None
 
     # ------------------------------------------------------------ shared helpers
     def _elapsed(self, now: float) -> float:
@@ -165,4 +167,30 @@ class ControllerCore:
         raise NotImplementedError
 
     def _heartbeat_period(self) -> float | None:
+        raise NotImplementedError
+
+    def limits_for(self, program: Program | None) -> EffectiveLimits:
+        raise NotImplementedError
+
+    def _remaining_s(self, now: float) -> float | None:
+        raise NotImplementedError
+
+    # Heart rate (heart.py): the supervisor's hooks in the telemetry, the loop and the walker.
+    def _hr_treadmill(self, bpm: int, now: float) -> None:
+        raise NotImplementedError
+
+    def _hr_interlock_bpm(self) -> int | None:
+        raise NotImplementedError
+
+    def _hr_tick(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _hr_begin_segment(self, seg: Segment, limits: EffectiveLimits) -> None:
+        raise NotImplementedError
+
+    def _hr_end_segment(self) -> None:
+        raise NotImplementedError
+
+    def _hr_resume_segment(self, speed_kmh: float, limits: EffectiveLimits,
+                           seg: Segment | None) -> None:
         raise NotImplementedError

@@ -94,6 +94,7 @@ class ControlLoop(ControllerCore):
     def _tick(self, now: float) -> None:
         step = self.machine.tick(now, self.last_rx, self._last_heartbeat, self._heartbeat_period())
         self._act(step)
+        self._hr_tick(now)  # heart rate: workload, dropouts, the governor (heart.py)
         if self.machine.latched:
             return
         if self._speed_ramp is not None and self._limits is not None:

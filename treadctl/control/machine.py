@@ -336,6 +336,16 @@ class SafetyMachine:
             )
         return self._latch_trip(trip) if trip is not None else Step(None, self._state)
 
+    def heart_rate(self, hr_bpm: int | None, max_hr_bpm: float, now: float) -> Step:
+        """The heart-rate ceiling alone, between Treadmill Data frames (a strap reading):
+        ``hr_bpm`` is the supervisor's plausible value, or None (which resets the hold)."""
+        if not self._armed or self._latch.latched:
+            return Step(None, self._state)
+        trip, self._hr_above_since = check_heart_rate(
+            hr_bpm, max_hr_bpm, self._hr_above_since, now, self.cfg
+        )
+        return self._latch_trip(trip) if trip is not None else Step(None, self._state)
+
     def direction(
         self, measured: Direction, expected: Direction, speed_kmh: float, fresh: bool
     ) -> Step:

@@ -187,7 +187,8 @@ class SessionWalker(TurnAround):
             return 0.0
         ctl = self.profile.control
         step_s = max(ctl.min_command_interval_ms, ctl.ack_delay_ms) / 1000
-        v0, v_min = seg.speed_kmh, limits.min_speed_kmh
+        # A governed segment may end anywhere up to its ceiling.
+        v0, v_min = max(seg.speed_kmh, seg.max_speed_kmh or 0.0), limits.min_speed_kmh
         ramp_s = planned_ramp_s(v0, v_min, limits, seg.direction, step_s)
         nominal_s = planned_ramp_s(v0, v_min, limits, seg.direction)
         v_stop = v_min
@@ -202,6 +203,8 @@ class SessionWalker(TurnAround):
         assert self._limits is not None
         resume_speed = self._speed_ramp.v1 if self._speed_ramp else 0.0
         resume_incline = self.commanded_incline
+        governed = self._hr_segment
+        self._hr_end_segment()  # no governing while paused; resumed below
         self._step(Event.STOPPING, phase="pausing", target_speed_kmh=0.0)
         await self._to_standstill(self._limits, pause=True)
         self._paused_since = self.clock.now()
@@ -223,6 +226,7 @@ class SessionWalker(TurnAround):
         self._incline_ramp = incline_ramp(now, self.commanded_incline, resume_incline, self._limits)
         self._step(Event.RUNNING, phase=None, target_speed_kmh=resume_speed)
         self._event("resumed")
+        self._hr_resume_segment(resume_speed, self._limits, governed)
 
     async def _run_segment(
         self,
@@ -274,6 +278,7 @@ class SessionWalker(TurnAround):
         self._incline_ramp = incline_ramp(now, self.commanded_incline, seg.incline_pct, limits)
         self.machine.arm()
         self._step(Event.RUNNING, phase=None, direction=seg.direction)
+        self._hr_begin_segment(seg, limits)  # a governed segment governs from here (heart.py)
         # The listed durations are what the user gets: a segment's time runs from its
         # entry (its direction change, start and ramps count toward it), and the last one
         # ends early enough for the final ramp down to end with the program.
@@ -281,7 +286,10 @@ class SessionWalker(TurnAround):
         end_s = sum(s.duration_s for s in segments[: index + 1])
         if index == len(segments) - 1:
             end_s -= self._final_stop_lead_s(seg, limits)
-        await self._wait_session_time(end_s)
+        try:
+            await self._wait_session_time(end_s)
+        finally:
+            self._hr_end_segment()
 
     async def _start_belt(self, direction: Direction, limits: EffectiveLimits) -> None:
         """From standstill: first setpoint at the minimum speed, Start, wait for motion."""

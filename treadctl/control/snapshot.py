@@ -43,7 +43,12 @@ class Snapshot:
     incline_pct: float = 0.0
     target_incline_pct: float = 0.0
     distance_m: float = 0.0
+    #: The heart rate shown: the supervisor's filtered HR, None unless its quality is good
+    #: (docs/heart-rate.md); where it comes from, its quality, and a governed segment's zone.
     hr_bpm: int | None = None
+    hr_source: str | None = None  # "strap" | "treadmill" | None
+    hr_quality: str | None = None  # "good" | "unreliable" | "lost" | None (no HR source)
+    hr_zone_bpm: list[float] | None = None
     elapsed_s: float = 0.0
     remaining_s: float | None = None
     session_id: str | None = None

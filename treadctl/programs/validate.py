@@ -178,13 +178,6 @@ def _check_governed(n: int, seg: Segment, lim: EffectiveLimits) -> list[Violatio
     return out
 
 
-#: Why a heart-rate-governed segment is refused today (docs/heart-rate.md).
-NOT_RUNNABLE_YET = (
-    "heart-rate-governed segments cannot run yet: the controller does not drive the "
-    "heart-rate governor, so the segment would run at a fixed speed (docs/heart-rate.md)"
-)
-
-
 def validate_program(program: Program, limits: EffectiveLimits) -> list[Violation]:
     """Every violation of ``program`` against ``limits`` (empty list = valid).
 
@@ -204,11 +197,6 @@ def validate_program(program: Program, limits: EffectiveLimits) -> list[Violatio
         out.append(Violation(None, "segment", "at least one segment is required"))
     for n, seg in enumerate(program.segments, start=1):
         out.extend(_check_segment(n, seg, lim))
-        if seg.governed:
-            # The governor (treadctl/hr/governor.py) is not called by the control core yet:
-            # such a segment would run at its fixed speed_kmh while the user expects heart-
-            # rate dosing. Refused before anything moves until it is wired in.
-            out.append(Violation(n, "hr_zone_bpm", NOT_RUNNABLE_YET))
     total = program.total_duration_s
     if math.isfinite(total) and total > lim.max_duration_s:
         out.append(Violation(

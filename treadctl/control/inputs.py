@@ -1,0 +1,111 @@
+"""The controller's inputs from the machine: Treadmill Data (judged synchronously inside
+the notification handler, so a fault frame becomes a stop frame within the same call), the
+direction read-back and Fitness Machine Status; and the stop envelope they are judged
+against after our own Stop. Mixed into :class:`~treadctl.control.controller.Controller`
+(moved out of controller.py; the heart-rate supervisor's part is in ``heart.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+from typing import Any
+
+from treadctl import ftms
+from treadctl.control.core import ControllerCore
+from treadctl.control.machine import Reading
+from treadctl.control.planner import Ramp
+from treadctl.limits import EffectiveLimits
+from treadctl.types import Direction
+
+
+class MachineInputs(ControllerCore):
+    """Telemetry, direction and status handlers (see the module docstring)."""
+
+    def _on_telemetry(self, td: ftms.TreadmillData) -> None:
+        now = self.clock.now()
+        self.last_rx = now
+        if td.speed_kmh is not None:
+            speed = td.speed_kmh
+            if self.client.signed_speed:
+                if abs(speed) >= self.cfg.direction_min_speed_kmh:
+                    self.measured_dir = Direction.REVERSE if speed < 0 else Direction.FORWARD
+                speed = abs(speed)
+            self.measured_kmh = speed
+        if td.heart_rate_bpm is not None:
+            self._hr_treadmill(td.heart_rate_bpm, now)  # the supervisor judges it first
+        snap = self.snapshot
+        changes: dict[str, Any] = {"speed_kmh": round(self.measured_kmh, 2)}
+        if td.inclination_pct is not None:
+            changes["incline_pct"] = td.inclination_pct
+        if td.total_distance_m is not None and snap.session_id is not None:
+            if self._distance_base_m is None:
+                self._distance_base_m = float(td.total_distance_m)
+            changes["distance_m"] = float(td.total_distance_m) - self._distance_base_m
+        if (
+            self.measured_dir is not None
+            and not self.rear_facing  # the snapshot shows the way the user walks
+            and self.measured_kmh >= self.cfg.direction_min_speed_kmh
+        ):
+            changes["direction"] = self.measured_dir
+        if self._session_task is not None and not self._session_task.done():
+            changes["elapsed_s"] = round(self._elapsed(now), 2)
+            changes["remaining_s"] = self._remaining_s(now)
+        self.snapshot = replace(snap, **changes)
+        if self.machine.armed and self._limits is not None:
+            self._act(self.machine.telemetry(self._reading(now, td, self._limits)))
+        self._telemetry_seen.set()
+        if self._recorder is not None:
+            with contextlib.suppress(Exception):
+                self._recorder.sample(self, now)
+        for listener in self.telemetry_listeners:
+            listener(self.snapshot)
+
+    def _begin_stop_envelope(self) -> None:
+        """After our own Stop/Pause the firmware decelerates at its own rate: until the belt
+        stands, judge it against that deceleration, not against 'commanded 0'."""
+        decel = min(
+            self.profile.motion.stop_decel_mps2,
+            self.profile.motion.decel_mps2,
+            self.profile.reverse.decel_mps2,
+        )
+        start = max(self.measured_kmh, self.commanded_kmh)
+        self._stop_envelope = Ramp(self.clock.now(), start, 0.0, decel * 3.6)
+
+    def _reference_kmh(self, now: float) -> float:
+        """The speed the belt should be at now: the setpoint, or the stop envelope."""
+        if self._stop_envelope is not None:
+            return max(self.commanded_kmh, self._stop_envelope.at(now))
+        return self.commanded_kmh
+
+    def _reading(self, now: float, td: ftms.TreadmillData, lim: EffectiveLimits) -> Reading:
+        d = self._limit_dir  # the cap: rear-facing, the way the user walks
+        return Reading(
+            now=now,
+            speed_kmh=self.measured_kmh,
+            direction=self.measured_dir,
+            hr_bpm=self._hr_interlock_bpm(),  # plausible readings only (heart.py)
+            reference_kmh=self._reference_kmh(now),
+            commanded_kmh=self.commanded_kmh,
+            cap_kmh=lim.reverse_max_speed_kmh if d is Direction.REVERSE else lim.max_speed_kmh,
+            expected=self.commanded_dir,
+            max_hr_bpm=lim.max_hr_bpm,
+        )
+
+    def _on_direction(self, direction: Direction) -> None:
+        self.measured_dir = direction
+        fresh = self.clock.now() - self.last_rx <= self.cfg.telemetry_timeout_s
+        self._act(self.machine.direction(direction, self.commanded_dir, self.measured_kmh, fresh))
+
+    def _on_status(self, status: ftms.MachineStatus) -> None:
+        now = self.clock.now()
+        # stop_is_ours() consumes one of our own stops: ask only for a user stop/pause.
+        ours = (
+            isinstance(status, ftms.StoppedOrPausedByUser)
+            and self.machine.armed
+            and not self.machine.latched
+            and self.client.stop_is_ours(now)
+        )
+        belt_may_move = self.belt_running or self.measured_kmh > self.cfg.standstill_kmh
+        self._act(self.machine.status(status, belt_may_move=belt_may_move, stop_is_ours=ours))
+        self._event("machine-status", status=type(status).__name__)

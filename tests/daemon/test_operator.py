@@ -198,3 +198,40 @@ async def test_info_is_retained_and_names_what_the_lane_can_do(
     assert two["limits"]["reverse_max_speed_kmh"] is None
     assert "start" in one["commands"] and one["ts"].endswith("Z")
     json.dumps(one)  # plain JSON all the way down
+
+
+REAR = {
+    "name": "rear-test",
+    "segments": [{"duration_s": 120, "speed_kmh": 2.0, "direction": "reverse"}],
+}
+
+
+async def test_rear_facing_lane_waits_for_resume_and_never_reverses_the_belt(
+        mosquitto: Any, tmp_path: Path) -> None:
+    """``rear_facing = true`` reaches the lane's controller: a reverse segment on the
+    forward-only generic-ftms belt waits for cmd/resume (recorded with who confirmed),
+    then runs with the belt forward (sim truth)."""
+    config = make_config(mosquitto, tmp_path, devices={TID: "sim://?profile=generic-ftms"},
+                         daemon={"command_rate_per_s": 100})
+    from dataclasses import replace
+
+    lane = replace(config.treadmills[0], profile="generic-ftms", rear_facing=True)
+    config = replace(config, treadmills=(lane,))
+    async with Probe(mosquitto.port) as probe, running_daemon(config) as daemon:
+        assert daemon.lanes[TID].info["reverse_programs"] is True
+        mark = probe.mark()
+        ack = await probe.command(TID, "start", {"program": REAR, "by": "sam"})
+        assert ack["type"] == "ack", ack
+        turn = await probe.event(TID, "turn-around", since=mark, within_s=15)
+        assert turn["face"] == "reverse"
+        await probe.state(TID, lambda s: s["state"] == "paused", since=mark)
+        assert sim(daemon).truth().speed_kmh == 0.0  # nothing moves before the confirmation
+        reply = await probe.command(TID, "resume", {"by": "sam", "reason": "runner turned"},
+                                    rid="c1")
+        assert reply["type"] == "ack", reply
+        await probe.event(TID, "turn-confirmed", since=mark, within_s=10)
+        await until(lambda: sim(daemon).truth().speed_kmh > 1.0, 20, "belt moving")
+        assert sim(daemon).truth().speed_kmh > 0  # forward: the user walks backward
+        rec = await stored_command(daemon, ack["session_id"], "resume", "c1")
+        assert (rec["by"], rec["reason"]) == ("sam", "runner turned")
+        assert (await probe.command(TID, "stop"))["type"] == "ack"

@@ -109,3 +109,17 @@ def test_lane_info_names_profile_protocol_and_tightest_limits() -> None:
     assert (rf["can_reverse"], rf["rear_facing"], rf["reverse_programs"]) == (False, True, True)
     assert rf["limits"]["reverse_max_speed_kmh"] > 0
     assert (d["protocol"], d["can_reverse"]) == ("biodex", True)
+
+
+def test_home_assistant_device_model_names_profile_and_protocol() -> None:
+    import json
+
+    from treadctl.daemon.discovery import discovery_messages
+    from treadctl.daemon.info import hass_model
+
+    for profile, needle in (("biodex-rtm400", "biodex-rtm400 (biodex protocol)"),
+                            ("generic-ftms", "FTMS treadmill (generic-ftms)")):
+        messages = discovery_messages("lane-1", programs=[],
+                                      model=hass_model(load_profile(profile)))
+        models = {json.loads(payload)["device"]["model"] for _topic, payload in messages}
+        assert models == {needle}

@@ -105,3 +105,49 @@ def test_capabilities_come_from_the_daemon_and_gate_reverse(
     assert any(line.startswith("treadctl/lane-3/cmd/stop ") and '"marker"' in line
                for line in lines), lines
     assert not [line for line in lines if "/cmd/start" in line], lines
+
+
+REAR = """name = "rear-walk"
+[[segment]]
+duration_s = 120
+speed_kmh = 2.0
+direction = "reverse"
+"""
+
+
+def test_rear_facing_lane_in_the_browser_turn_then_resume(
+        front_desk: tuple[Any, Dashboard], tmp_path: Path) -> None:
+    """A reverse upload on the rear-facing lane is accepted; the card asks for the turn,
+    nothing moves until Resume, then the lane runs."""
+    from dash_stack import chromium_page, log_in, screenshot
+
+    _broker, dash = front_desk
+    program = tmp_path / "rear-walk.toml"
+    program.write_text(REAR)
+    card = '[data-lane="local/lane-4"]'
+    with chromium_page() as page:
+        log_in(page, dash.url, "sam")
+        page.wait_for_selector(f'{card}[data-state="idle"]', timeout=20000)
+        page.wait_for_function("s => document.querySelector(s).textContent.includes("
+                               "'rear-facing')", arg=f"{card} .caps", timeout=20000)
+        page.click(f"{card} .start")
+        assert "rear" in page.inner_text("#start-caps")
+        assert not page.is_disabled('#start-builtin option[value="reverse-walk-intro"]')
+        page.set_input_files("#start-file", str(program))
+        page.click("#start-file-go")
+        page.wait_for_selector("#start-result .ok", timeout=10000)
+        page.wait_for_selector("#start-dialog", state="hidden")  # closes itself
+        page.wait_for_selector(f'{card}[data-state="paused"]', timeout=20000)
+        page.wait_for_function("s => document.querySelector(s).textContent.includes("
+                               "'turn-around')", arg=f"{card} .warnings", timeout=10000)
+        assert float(page.inner_text(f"{card} .speed .value")) == 0.0
+        screenshot(page, tmp_path, "dashboard-rear-facing-turn")
+        page.click(f"{card} .resume")
+        page.wait_for_selector(f'{card}[data-state="running"]', timeout=20000)
+        page.wait_for_function(
+            "sel => parseFloat(document.querySelector(sel).textContent) > 1.0",
+            arg=f"{card} .speed .value", timeout=20000)
+        assert "turn-around" not in page.inner_text(f"{card} .warnings")
+        page.click(f"{card} .stop")
+        page.wait_for_selector(f'{card}[data-state="idle"]', timeout=30000)
+        assert page.js_errors == []

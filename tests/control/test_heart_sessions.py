@@ -554,3 +554,41 @@ def test_strap_dropout_fails_over_to_the_treadmill_hr_and_governs_on() -> None:
     after = [s for t, s in run.samples if t_fault + 9 <= t < t_fault + 60]
     assert after and all(s.hr_source == "treadmill" and s.hr_quality == "good"
                          and "hr-strap-unreliable" in s.warnings for s in after)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_a_pause_in_a_governed_segment_stands_then_governs_on_from_where_it_was(
+        direction: str) -> None:
+    """Pause: the governor stops (the belt stands for the whole pause, sim truth, and no
+    HR-loss rule runs); resume: back to the speed it had, governing on from there."""
+    marks: dict[str, float] = {}
+
+    async def pause_resume(ctl: Controller, sim: Any) -> None:
+        await asyncio.sleep(300)
+        marks["speed"] = ctl.commanded_kmh
+        marks["pause"] = sim.now_s()
+        ctl.pause()
+        await asyncio.sleep(90)  # longer than the 5 s grace + 60 s HR-loss time
+        marks["resume"] = sim.now_s()
+        ctl.resume()
+
+    run = hr_session(governed_program(direction, 600), during=pause_resume)
+    no_estop(run)
+    assert run.result.outcome is Outcome.FINISHED
+    assert "hr-loss-walk" not in run.types() and "hr-loss-stop" not in run.types()
+    stood = run.belt(marks["pause"] + 15, marks["resume"])
+    assert stood and all(p.speed_kmh == 0 for p in stood)
+    floor, ceiling = RANGES[direction]
+    assert marks["speed"] > floor  # it had governed away from where the segment starts
+    # Back up to where it was (the resume ramp), then governing on from there: at the
+    # governor's rate, not in a jump (the heart cooled down during the pause).
+    t_back = next(p.t_s for p in run.sim.trace if p.t_s > marks["resume"]
+                  and abs(p.speed_kmh) >= marks["speed"] - 0.15)
+    pts = [(t, v) for t, v in run.setpoints() if t_back <= t < run.segment_t(1) + 590]
+    assert pts and abs(pts[0][1] - marks["speed"]) <= 0.2
+    for t, v in pts:
+        assert abs(v - marks["speed"]) <= GOV_RATE * (t - t_back) + 0.2 + EPS, (t, v)
+    governed = [s for t, s in run.samples if marks["resume"] + 30 <= t < run.segment_t(1) + 590]
+    assert governed and all(s.hr_zone_bpm == list(ZONES[direction]) for s in governed)
+    assert max(abs(p.speed_kmh) for p in run.sim.trace) <= ceiling + EPS
+    no_step_above_the_ramp(run, marks["resume"] + 10, run.segment_t(1) + 590, direction)

@@ -118,7 +118,7 @@ INTERLOCK_INPUT: dict[Interlock, str] = {
     Interlock.HEARTBEAT_MISSED: "tick",
     Interlock.OVERSPEED: "telemetry, danger",
     Interlock.TRACKING_ERROR: "telemetry, command_failed",
-    Interlock.HEART_RATE: "telemetry",
+    Interlock.HEART_RATE: "telemetry, heart_rate",
     Interlock.DIRECTION_MISMATCH: "telemetry, direction, command_failed, danger",
     Interlock.COMMAND_TIMEOUT: "command_failed, danger",
     Interlock.COMMAND_REJECTED: "command_failed, danger",
@@ -219,7 +219,7 @@ class Reading:
     now: float
     speed_kmh: float  # measured, unsigned
     direction: Direction | None  # measured, when known
-    hr_bpm: int | None
+    hr_bpm: int | None  # the HR supervisor's plausible value only (heart.py), else None
     reference_kmh: float  # the setpoint, or the stop envelope after our own Stop
     commanded_kmh: float  # what the firmware was told last
     cap_kmh: float  # the active cap in the commanded direction

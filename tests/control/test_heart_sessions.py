@@ -92,6 +92,7 @@ def hr_session(
     hr_source: Callable[[Controller, Any], Any] | None = None,
     during: Callable[[Controller, Any], Awaitable[None]] | None = None,
     treadmill_hr: bool = False,
+    rear_facing: bool = False,
 ) -> Run:
     """One session on the in-process simulator. ``treadmill_hr=False``: the simulated
     treadmill sends no HR field (its ``short-record`` quirk cuts it off, as older Matrix
@@ -99,7 +100,8 @@ def hr_session(
     async def main() -> Run:
         prof = load_profile(profile)
         transport = SimTransport(prof, quirks=None if treadmill_hr else "short-record")
-        ctl = Controller(transport, prof, site_limits=site_limits, hr_url=hr)
+        ctl = Controller(transport, prof, site_limits=site_limits, hr_url=hr,
+                         rear_facing=rear_facing)
         events: list[dict[str, Any]] = []
         samples: list[tuple[float, Snapshot]] = []
         true_hr: list[tuple[float, float]] = []
@@ -592,3 +594,28 @@ def test_a_pause_in_a_governed_segment_stands_then_governs_on_from_where_it_was(
     assert governed and all(s.hr_zone_bpm == list(ZONES[direction]) for s in governed)
     assert max(abs(p.speed_kmh) for p in run.sim.trace) <= ceiling + EPS
     no_step_above_the_ramp(run, marks["resume"] + 10, run.segment_t(1) + 590, direction)
+
+
+def test_rear_facing_governed_backward_walk_the_heart_walks_backward() -> None:
+    """Rear-facing (a forward-only belt, the user facing the rear): the governed segment
+    runs with the belt forward only, under the reverse cap, and the heart model is given a
+    backward walk (the way the user walks, not the belt's)."""
+    seen: list[Any] = []
+
+    async def confirm(ctl: Controller, sim: Any) -> None:
+        while ctl.session_task is not None and not ctl.session_task.done():
+            if ctl.turn_pending is not None:
+                ctl.resume()
+            if ctl.snapshot.hr_zone_bpm is not None and ctl.hr_strap is not None:
+                seen.append(ctl.hr_strap.strap.workload()[2])  # type: ignore[attr-defined]
+            await asyncio.sleep(1.0)
+
+    run = hr_session(governed_program("reverse", 400), profile="generic-ftms",
+                     rear_facing=True, during=confirm)
+    no_estop(run)
+    assert run.result.outcome is Outcome.FINISHED
+    assert all(p.direction.value == "forward" for p in run.sim.trace if p.speed_kmh != 0)
+    assert max(abs(p.speed_kmh) for p in run.sim.trace) <= RANGES["reverse"][1] + EPS
+    assert seen and {d.value for d in seen} == {"reverse"}
+    governed = [s for _, s in run.samples if s.hr_zone_bpm is not None]
+    assert governed and all(s.direction.value == "reverse" for s in governed)

@@ -142,7 +142,11 @@ class HeartRateControl(ControllerCore):
         if sim is not None and hasattr(sim, "truth"):
             from treadctl.simulator.heart import belt_workload
 
-            return belt_workload(sim.truth)
+            truth = belt_workload(sim.truth)
+            if not self.rear_facing:
+                return truth
+            # Rear-facing: the belt runs forward, the person walks the way they face.
+            return lambda: (*truth()[:2], self._hr_direction())
         return lambda: (self.measured_kmh, self.snapshot.incline_pct, self._hr_direction())
 
     def _on_strap(self, value: bytes) -> None:

@@ -198,6 +198,11 @@ def _prepare(args: argparse.Namespace) -> _Plan:
             "`treadctl daemon` (cmd/heartbeat over MQTT); nothing moved"
         )
     hr_url = _check_hr(args.hr)
+    if hr_url is None and any(seg.governed for seg in program.segments):
+        print(f"treadctl: note: {program.name!r} is governed by heart rate and no --hr strap"
+              " was given: the treadmill's own HR field is used; without a heart rate a"
+              " governed segment slows to walking speed, then stops (docs/cli.md)",
+              file=sys.stderr)
     return _Plan(
         program, url, profile, speedup, virtual=url.scheme == "sim",
         rear_facing=args.rear_facing, hr_url=hr_url,

@@ -86,6 +86,21 @@ stop_bound_s = _safety.stop_bound_s
 is_motion_write = _client.is_motion_write
 
 
+def _undo_hr_jump(sim: Any) -> None:
+    """``hr-spike`` jumps the firmware's heart rate to 190 at once, which the controller's
+    heart-rate supervisor rightly treats as unreliable (a warning, never an e-stop). Undo
+    the jump at its onset: the fault's 190 bpm steady state then raises the heart rate at
+    the firmware's first-order kinetics (tau 30 s), a plausible rise through the ceiling."""
+    before = sim.truth().hr_bpm
+
+    def undo(name: str, onset: bool) -> None:
+        if name == "hr-spike" and onset:
+            sim._hr_bpm = before
+            sim.remove_fault_listener(undo)
+
+    sim.add_fault_listener(undo)
+
+
 @dataclass
 class SoakStats:
     injected: Counter[str] = field(default_factory=Counter)
@@ -445,6 +460,8 @@ class Lane:
             "garbage": rng.uniform(5.0, 30.0),
             "stuck-belt": rng.uniform(15.0, 30.0),
         }.get(kind, rng.uniform(3.0, 20.0))
+        if kind == "hr-spike":
+            _undo_hr_jump(sim)  # the ceiling trusts only a plausible rise (docs/heart-rate.md)
         sim.inject(kind, duration_s=window)
         self.exercised = kind not in NEEDS_COMMAND or (
             ctl.snapshot.state is State.RUNNING and self._ask_speed_change(ctl)

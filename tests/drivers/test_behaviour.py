@@ -245,3 +245,29 @@ def test_slowing_down_to_a_lower_setpoint_is_not_an_overspeed(name: str) -> None
             assert dangers == []
 
     run_virtual(main)
+
+
+@pytest.mark.parametrize("name", ["biodex-rtm400", "woodway-serial", "trackmaster-tmx428"])
+def test_a_setpoint_answered_after_our_stop_is_no_false_machine_stop(name: str) -> None:
+    # A speed command on the wire when our stop goes out is answered after the stop: the
+    # belt then stops because of OUR stop, which must not read as "stopped on its own"
+    # (a false machine-stop e-stop; seen through the controller when a pause or a user's
+    # stop met a ramp step in flight).
+    async def main() -> None:
+        async with in_process(name) as (driver, machine):
+            dangers: list[Any] = []
+            driver.on_status = dangers.append
+            await driver.connect()
+            await driver.start()
+            await driver.set_speed(3.0)
+            await wait_for(lambda: machine.truth().speed_kmh > 2.9)
+            in_flight = asyncio.ensure_future(driver.set_speed(3.5))
+            await asyncio.sleep(0)  # on the wire, waiting for its reply
+            driver.stop_now()
+            await in_flight  # sent before the stop: answered normally
+            await wait_for(lambda: machine.truth().speed_kmh == 0)
+            await asyncio.sleep(2.0)  # several polls at standstill
+            assert dangers == [], dangers
+            assert machine.truth().stop_reason == "user"
+
+    run_virtual(main)

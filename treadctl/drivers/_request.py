@@ -326,6 +326,8 @@ class RequestDriver(DriverCore):
         """Send the machine's start command (a motion command) and mark the belt started."""
         epoch = self._check_motion()
         await self.request(msg, motion_epoch=epoch)
+        if epoch != self._stop_epoch:
+            return  # our stop went out while the start waited for its reply: it stands
         self.started = True
         self.watch.stopping = False
 
@@ -335,7 +337,11 @@ class RequestDriver(DriverCore):
         epoch = self._check_motion()
         steps = wire_speed_steps(self.profile, speed_kmh)
         await self.request(message(steps), motion_epoch=epoch)
-        self.watch.command(speed_kmh)
+        if epoch == self._stop_epoch:
+            # Not after a stop that went out while this waited for its reply: the belt
+            # then stops because of OUR stop, and the watch must still know it (else a
+            # false "stopped on its own" latch, machine-stopped).
+            self.watch.command(speed_kmh)
 
     def _check_speed_direction(self, speed_kmh: float, direction: Direction) -> None:
         check_speed_direction(speed_kmh, direction)

@@ -86,7 +86,11 @@ def describe_lanes(config: DaemonConfig) -> list[str]:
         else:
             moves = (f"forward only up to {lim['max_speed_kmh']:g} km/h (reverse programs "
                      "are refused)")
-        lines.append(f"{tm.id}: {profile.name} ({link}) on {tm.device}: {moves}")
+        if tm.hr is None:
+            heart = "heart rate from the treadmill's own HR field, if it sends one (no strap)"
+        else:
+            heart = f"heart-rate strap {tm.hr} (bound to this lane)"
+        lines.append(f"{tm.id}: {profile.name} ({link}) on {tm.device}: {moves}; {heart}")
     return lines
 
 

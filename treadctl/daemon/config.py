@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from treadctl.control.safety import SafetyConfig
+from treadctl.hr.registry import check_strap_config
+from treadctl.hr.strap import HRURLError, parse_hr_url
 from treadctl.limits import Limits, LimitsError, limits_from_dict
 from treadctl.profiles import ProfileError, load_profile
 from treadctl.transport import DeviceURLError, parse_device_url
@@ -93,6 +95,10 @@ class TreadmillConfig:
     #: Backward walking on a forward-only belt: the user faces the rear, the belt never
     #: changes direction; refused on a profile that can reverse (docs/daemon.md).
     rear_facing: bool = False
+    #: The lane's heart-rate strap (``ble://AA:BB:..``, ``ble://name=PREFIX``, or
+    #: ``sim-hr://...`` on the lane's simulated belt), None: the treadmill's own HR field
+    #: only. One strap is on one person: two lanes with the same strap is a config error.
+    hr: str | None = None
 
 
 @dataclass(frozen=True)
@@ -285,7 +291,7 @@ def _treadmills(data: Any, where: str) -> tuple[TreadmillConfig, ...]:
     seen: set[str] = set()
     for index, item in enumerate(data, start=1):
         t = _Table(item, f"{where}: [[treadmill]] #{index}",
-                   {"id", "device", "profile", "limits", "rear_facing"})
+                   {"id", "device", "profile", "limits", "rear_facing", "hr"})
         tid = t.str_("id", required=True)
         assert tid is not None
         if not _ID_RE.match(tid) or tid in _RESERVED_IDS:
@@ -319,8 +325,19 @@ def _treadmills(data: Any, where: str) -> tuple[TreadmillConfig, ...]:
                 f"itself (reverse.method = {loaded.reverse.method!r}); rear-facing is only for "
                 "forward-only treadmills - remove rear_facing, reverse programs run as they are")
         limits = _limits(t.data["limits"], f"{t.where}.limits") if t.has("limits") else None
+        hr = t.str_("hr")
+        if hr is not None:
+            try:
+                parse_hr_url(hr)
+            except HRURLError as exc:
+                raise ConfigError(f"{t.where}.hr: {exc}") from None
         out.append(TreadmillConfig(id=tid, device=device, profile=profile, limits=limits,
-                                   rear_facing=rear_facing))
+                                   rear_facing=rear_facing, hr=hr))
+    # A strap is on one person: the same strap on two lanes would guard and govern two
+    # belts with one heart (treadctl/hr/registry.py).
+    problems = check_strap_config([(tm.id, tm.hr) for tm in out])
+    if problems:
+        raise ConfigError(f"{where}: [[treadmill]]: {problems[0]}")
     return tuple(out)
 
 

@@ -47,7 +47,8 @@ async def test_status_state_and_full_session_cycle(mosquitto: Any, tmp_path: Pat
         tel = await probe.wait_for(lambda m: m.topic == f"treadctl/{TID}/telemetry"
                                    and m.json["speed_kmh"] > 0.5, since=mark, what="telemetry")
         assert set(tel.json) - {"link"} == {"ts", "speed_kmh", "direction", "incline_pct",
-                                            "distance_m", "elapsed_s", "hr_bpm"}
+                                            "distance_m", "elapsed_s", "hr_bpm", "hr_source",
+                                            "hr_quality", "hr_zone_bpm"}
         # Link counters: in the retained state, and in telemetry at a low rate.
         assert st["link"]["frames_received"] > 0 and st["link"]["dropped"] == 0, st
         with_link = [m.json["link"] for m in probe.messages if m.topic.endswith("/telemetry")

@@ -48,7 +48,7 @@ class CommandSpec:
 OPERATOR = frozenset({"by", "reason"})
 
 SPECS: dict[CommandKind, CommandSpec] = {
-    CommandKind.START: CommandSpec(frozenset({"program", "request_id"}) | OPERATOR,
+    CommandKind.START: CommandSpec(frozenset({"program", "hr_device", "request_id"}) | OPERATOR,
                                    superseded_by_stop=True),
     CommandKind.STOP: CommandSpec(frozenset({"request_id"}) | OPERATOR, empty_ok=True),
     CommandKind.PAUSE: CommandSpec(frozenset({"request_id"}) | OPERATOR, empty_ok=True,
@@ -69,6 +69,7 @@ ALL = "all"
 MAX_REQUEST_ID_CHARS = 128
 MAX_REASON_CHARS = 200
 MAX_BY_CHARS = 64
+MAX_HR_DEVICE_CHARS = 256
 
 _FIELDS: dict[str, frozenset[str]] = {k.value: spec.fields for k, spec in SPECS.items()}
 _EMPTY_OK = frozenset(k.value for k, spec in SPECS.items() if spec.empty_ok)
@@ -141,6 +142,10 @@ class Command:
     reason: str | None = None
     #: The operator who gave the command (``by``), e.g. the dashboard's logged-in user.
     by: str | None = None
+    #: ``cmd/start``: the heart-rate strap for this session (a valid ``ble://`` or
+    #: ``sim-hr://`` URL), instead of the lane's own ``hr``; bound to the lane for the
+    #: session (the lane refuses one that another lane holds) and released at its end.
+    hr_device: str | None = None
 
 
 class CommandInvalid(Exception):
@@ -221,7 +226,8 @@ def parse_command(kind: str, payload: bytes, max_bytes: int) -> Command:
             raise CommandInvalid(
                 kind, f"program: must be a name or an object, got {_json_type(program)}", rid
             )
-        return Command(kind, rid, program=program, by=by, reason=_reason(obj, kind, rid))
+        return Command(kind, rid, program=program, by=by, reason=_reason(obj, kind, rid),
+                       hr_device=_hr_device(obj, kind, rid))
     if kind == "set":
         speed = _number(obj, "speed_kmh", kind, rid)
         incline = _number(obj, "incline_pct", kind, rid)
@@ -241,6 +247,29 @@ def parse_command(kind: str, payload: bytes, max_bytes: int) -> Command:
     if kind in _FIELDS and "reason" in _FIELDS[kind]:
         return Command(kind, rid, by=by, reason=_reason(obj, kind, rid))
     return Command(kind, rid)
+
+
+def _hr_device(obj: dict[str, Any], kind: str, rid: RequestId) -> str | None:
+    """``hr_device``: a heart-rate strap URL (``ble://...`` or ``sim-hr://...``), checked
+    here (pure: nothing connects); whether another lane holds it is the lane's check."""
+    if "hr_device" not in obj:
+        return None
+    url = obj["hr_device"]
+    if not isinstance(url, str):
+        raise CommandInvalid(kind, f"hr_device: must be a string, got {_json_type(url)}", rid)
+    url = url.strip()
+    if not url:
+        raise CommandInvalid(kind, "hr_device: must not be empty", rid)
+    if len(url) > MAX_HR_DEVICE_CHARS:
+        raise CommandInvalid(kind, f"hr_device: longer than {MAX_HR_DEVICE_CHARS} characters",
+                             rid)
+    from treadctl.hr.strap import HRURLError, parse_hr_url
+
+    try:
+        parse_hr_url(url)
+    except HRURLError as exc:
+        raise CommandInvalid(kind, f"hr_device: {exc}", rid) from None
+    return url
 
 
 def _by(obj: dict[str, Any], kind: str, rid: RequestId) -> str | None:
@@ -383,11 +412,16 @@ def _dumps(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":"), default=str).encode()
 
 
+#: The heart-rate fields of ``state`` and ``telemetry`` (docs/mqtt.md, "Heart rate"):
+#: the filtered HR (null unless its quality is good), its source, its quality, and the
+#: governed segment's zone.
+HR_FIELDS = ("hr_bpm", "hr_source", "hr_quality", "hr_zone_bpm")
 STATE_FIELDS = (
     "state", "latched", "reason", "program", "segment", "direction", "target_speed_kmh",
-    "speed_kmh", "incline_pct", "session_id",
+    "speed_kmh", "incline_pct", "session_id", *HR_FIELDS, "warnings",
 )
-TELEMETRY_FIELDS = ("speed_kmh", "direction", "incline_pct", "distance_m", "elapsed_s", "hr_bpm")
+TELEMETRY_FIELDS = ("speed_kmh", "direction", "incline_pct", "distance_m", "elapsed_s",
+                    *HR_FIELDS)
 
 
 def snapshot_fields(snapshot: Any, names: tuple[str, ...]) -> dict[str, Any]:
@@ -418,7 +452,7 @@ def disconnected_state(reason: str | None, ts: str | None = None) -> bytes:
     known: ``speed_kmh`` is null (the field stays, docs/mqtt.md)."""
     snap: dict[str, Any] = {
         "state": "disconnected", "latched": False, "reason": reason, "direction": "forward",
-        "target_speed_kmh": 0.0, "speed_kmh": None, "incline_pct": 0.0,
+        "target_speed_kmh": 0.0, "speed_kmh": None, "incline_pct": 0.0, "warnings": [],
     }
     return state_payload(snap, ts)
 

@@ -15,6 +15,11 @@ publish:
   program, segment, direction, target speed, session id;
 * sensors from ``<base>/<id>/telemetry``: speed, incline, distance, elapsed time,
   heart rate;
+* heart-rate sensors from the retained state: its source (strap / treadmill), its quality
+  (good / unreliable / lost) and a governed segment's zone (low and high, bpm, so Home
+  Assistant's history draws the band next to the heart rate); binary sensor "Heart rate
+  unreliable" (the ``hr-unreliable`` warning: the reading is not trusted, nothing moves
+  because of it);
 * binary sensor "E-stop latched";
 * buttons stop, e-stop, pause, resume;
 * a select that starts a program (``cmd/start``).
@@ -48,6 +53,8 @@ __all__ = [
     "COMMAND_SUFFIXES",
     "DISCOVERY_QOS",
     "DISCOVERY_RETAIN",
+    "HR_QUALITIES",
+    "HR_SOURCES",
     "STATES",
     "birth_topic",
     "discovery_messages",
@@ -66,6 +73,9 @@ COMMAND_SUFFIXES: Final = frozenset(k.value for k in CommandKind)
 # state.state values of docs/mqtt.md, the options of the "State" enum sensor.
 STATES: Final = tuple(s.value for s in State)
 _DIRECTIONS: Final = ("forward", "reverse")
+# Snapshot.hr_source / hr_quality values (docs/mqtt.md, "Heart rate"); null = no source.
+HR_SOURCES: Final = ("strap", "treadmill")
+HR_QUALITIES: Final = ("good", "unreliable", "lost")
 
 # Home Assistant's discovery topic: <prefix>/<component>/[<node_id>/]<object_id>/config,
 # node_id and object_id limited to this alphabet.
@@ -99,6 +109,22 @@ def _choice_template(key: str, options: list[str]) -> str:
     literal = json.dumps(options, ensure_ascii=False)
     return f"{{% set v = value_json.get('{key}') %}}{{{{ v if v in {literal} else None }}}}"
 
+
+def _zone_template(index: int) -> str:
+    # hr_zone_bpm is [low, high] during a governed segment, null otherwise (-> unknown).
+    return (
+        "{% set z = value_json.get('hr_zone_bpm') %}"
+        "{{ z[" + str(index) + "] | round(0) if z is iterable and z is not string "
+        "and z is not mapping and z | length == 2 and z[" + str(index) + "] is number "
+        "and z[" + str(index) + "] is not boolean else None }}"
+    )
+
+
+_HR_UNRELIABLE_TEMPLATE: Final = (
+    "{% set w = value_json.get('warnings') %}"
+    "{{ ('ON' if 'hr-unreliable' in w else 'OFF') if w is iterable and w is not string "
+    "and w is not mapping else None }}"
+)
 
 _LATCHED_TEMPLATE: Final = (
     "{% set v = value_json.get('latched') %}"
@@ -319,6 +345,67 @@ def _entities(
                 "state_class": "measurement",
                 "unit_of_measurement": "bpm",
                 "icon": "mdi:heart-pulse",
+            },
+        ),
+        (
+            "sensor",
+            "hr_source",
+            {
+                "name": "Heart rate source",
+                "state_topic": state_topic,
+                "value_template": _choice_template("hr_source", list(HR_SOURCES)),
+                "device_class": "enum",
+                "options": list(HR_SOURCES),
+                "icon": "mdi:heart-cog",
+            },
+        ),
+        (
+            "sensor",
+            "hr_quality",
+            {
+                "name": "Heart rate quality",
+                "state_topic": state_topic,
+                "value_template": _choice_template("hr_quality", list(HR_QUALITIES)),
+                "device_class": "enum",
+                "options": list(HR_QUALITIES),
+                "icon": "mdi:heart-flash",
+            },
+        ),
+        (
+            "sensor",
+            "hr_zone_low",
+            {
+                "name": "Heart rate zone low",
+                "state_topic": state_topic,
+                "value_template": _zone_template(0),
+                "state_class": "measurement",
+                "unit_of_measurement": "bpm",
+                "icon": "mdi:heart-minus",
+            },
+        ),
+        (
+            "sensor",
+            "hr_zone_high",
+            {
+                "name": "Heart rate zone high",
+                "state_topic": state_topic,
+                "value_template": _zone_template(1),
+                "state_class": "measurement",
+                "unit_of_measurement": "bpm",
+                "icon": "mdi:heart-plus",
+            },
+        ),
+        (
+            "binary_sensor",
+            "hr_unreliable",
+            {
+                "name": "Heart rate unreliable",
+                "state_topic": state_topic,
+                "value_template": _HR_UNRELIABLE_TEMPLATE,
+                "payload_on": "ON",
+                "payload_off": "OFF",
+                "device_class": "problem",
+                "icon": "mdi:heart-broken",
             },
         ),
         (

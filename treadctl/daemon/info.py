@@ -4,7 +4,8 @@ capabilities").
 Published once per broker connection, retained, QoS 1, right after ``status online``: the
 firmware profile, its protocol, whether the belt can run reverse, whether the lane is set
 up rear-facing, and the limits in force for the lane (profile ∩ treadctl defaults ∩
-``[site_limits]`` ∩ the lane's own ``limits``; a program may only tighten them). It does
+``[site_limits]`` ∩ the lane's own ``limits``; a program may only tighten them), and
+whether the lane has a heart-rate strap of its own (``hr`` in its config). It does
 not change while the daemon runs, so it is kept out of the often republished ``state``.
 A back-end (the dashboard) refuses reverse programs on a lane whose ``reverse_programs`` is
 false before it sends anything; the daemon checks every program again anyway.
@@ -37,6 +38,7 @@ def lane_info(tm: TreadmillConfig, profile: FirmwareProfile,
     can_reverse = bool(lim.reverse_allowed)
     rear_facing = bool(getattr(tm, "rear_facing", False))
     reverse_programs = can_reverse or rear_facing
+    strap = getattr(tm, "hr", None)
     out_limits: dict[str, Any] = {name: getattr(lim, name) for name in _LIMIT_FIELDS}
     for name in _REVERSE_FIELDS:
         # A lane that runs no reverse segment has no reverse cap to publish.
@@ -51,6 +53,10 @@ def lane_info(tm: TreadmillConfig, profile: FirmwareProfile,
         "rear_facing": rear_facing,
         "reverse_programs": reverse_programs,
         "limits": out_limits,
+        # The lane's own heart-rate strap (a session may bring another: cmd/start
+        # hr_device). Without one, heart rate comes from the treadmill's HR field, if any.
+        "hr_strap": strap is not None,
+        "hr_device": strap,
         "commands": list(COMMANDS),
     }
 

@@ -44,7 +44,6 @@ import contextlib
 import gc
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +68,8 @@ from treadctl.control.safety import Interlock
 from treadctl.daemon import audit, bridge, info, mqtt
 from treadctl.daemon.bridge import Command, CommandInvalid, EstopDetails, RequestId, Topics
 from treadctl.daemon.config import DaemonConfig, TreadmillConfig
+from treadctl.hr.registry import STRAPS, strap_key
+from treadctl.hr.strap import HRURLError, open_hr_source, parse_hr_url
 from treadctl.limits import FIELD_BOUNDS, Limits
 from treadctl.profiles import FirmwareProfile, load_profile
 from treadctl.programs import ProgramError, builtin_names, load_builtin, program_from_dict
@@ -248,7 +249,7 @@ class Lane:
         #: Does the retained state show the current session (program, segment, session_id)?
         self._session_shown = False
         #: The measured fields in the last encoded state, and when (loop time) it was.
-        self._state_measured: tuple[float, float, str] | None = None
+        self._state_measured: tuple[Any, ...] | None = None
         self._state_at = -math.inf
         self.link: dict[str, int] = {}
         self._link_checked = -math.inf
@@ -262,6 +263,22 @@ class Lane:
         self._operator: dict[str, Any] | None = None
         #: ``command`` events that go out right after the reply being prepared (audit.py).
         self._after_reply: list[dict[str, Any]] = []
+        #: The lane's own heart-rate strap (``hr`` in its config), bound to this lane in
+        #: the strap registry for the lane's whole life (a reconnect never lets it go), or
+        #: None. A strap never moves the belt: it only feeds the controller's supervisor.
+        self.strap: str | None = self._bind_strap(tm.hr)
+        #: A ``cmd/start`` ``hr_device`` other than the lane's strap: bound to this lane
+        #: for that session, released at its end (then the lane's strap is used again).
+        self.session_strap: str | None = None
+        self._strap_restore: asyncio.Task[None] | None = None
+        #: Heart-rate fields in the last encoded state (source, quality, zone).
+        self._state_hr: tuple[Any, ...] | None = None
+
+    @staticmethod
+    def now() -> float:
+        """The lane's clock: the event loop's, as the controllers' (virtual in tests and
+        benchmarks at a speedup; the same time base as ``Controller.last_rx``)."""
+        return asyncio.get_running_loop().time()
 
     # ------------------------------------------------------------------ device link
     @property
@@ -285,6 +302,7 @@ class Lane:
             machine=self.machine,
             # [[treadmill]] rear_facing (config refuses it on profiles that can reverse).
             rear_facing=self.cfg.rear_facing,
+            **self._strap_kwargs(self.strap),
         )
         ctrl.state_listeners.append(self._on_state)
         ctrl.telemetry_listeners.append(self._on_telemetry)
@@ -313,6 +331,7 @@ class Lane:
             with contextlib.suppress(Exception):
                 await ctrl.close()  # commands Stop (if the link still carries anything)
             self.machine.link_dropped()
+        self._release_session_strap()  # the controller closed it; the session is over
         # A session cut short by the close is closed in the store and announced.
         await self.settle()
         self._ending_reason = None
@@ -332,14 +351,14 @@ class Lane:
                         self._publish_raw_state()
                         await asyncio.sleep(backoff.next())
                         continue
-                up_since = time.monotonic()
+                up_since = self.now()
                 reason = await self._wait_link_lost()
                 log.warning("%s: link lost (%s); reconnecting", self.cfg.id, reason)
                 await self.close_link(f"link lost ({reason or 'link closed'})")
                 self._link_reason = reason or "link lost"
                 self._last_state = bridge.disconnected_state(self._link_reason)
                 self._publish_raw_state()
-                if time.monotonic() - up_since >= STABLE_LINK_S:
+                if self.now() - up_since >= STABLE_LINK_S:
                     backoff.reset()
                 await asyncio.sleep(backoff.next())
         finally:
@@ -360,6 +379,101 @@ class Lane:
                 return ctrl.snapshot.reason
             if loop.time() - ctrl.last_rx > LINK_SILENCE_S:
                 return f"no data from the treadmill for {LINK_SILENCE_S:g} s"
+
+    # ------------------------------------------------------------------ heart-rate strap
+    def _bind_strap(self, url: str | None) -> str | None:
+        """Bind the lane's configured strap (the config has refused two lanes sharing one).
+        A refusal here leaves the lane without its strap, never without its belt."""
+        if url is None:
+            return None
+        try:
+            STRAPS.bind(url, self.cfg.id)
+        except HRURLError as exc:
+            log.error("%s: heart-rate strap not used: %s", self.cfg.id, exc)
+            return None
+        return url
+
+    def _strap_kwargs(self, url: str | None) -> dict[str, Any]:
+        """How a controller gets ``url``: a ``sim-hr://`` strap the controller builds on
+        the belt it drives (simulated straps are never registered); a ``ble://`` strap is
+        built here and handed over, so the controller never binds or releases it: the
+        lane holds its binding (for its life, or for the session)."""
+        if url is None:
+            return {}
+        try:
+            if parse_hr_url(url).scheme == "sim-hr":
+                return {"hr_url": url}
+            return {"hr_source": open_hr_source(url)}
+        except HRURLError as exc:  # validated already; a strap never keeps a lane down
+            log.error("%s: heart-rate strap %s not used: %s", self.cfg.id, url, exc)
+            return {}
+
+    async def _attach_strap(self, ctrl: Controller, url: str | None) -> None:
+        kwargs = self._strap_kwargs(url)
+        if "hr_url" in kwargs:
+            await ctrl.attach_strap(kwargs["hr_url"])
+        elif "hr_source" in kwargs:
+            await ctrl.attach_strap(source=kwargs["hr_source"])
+        else:
+            await ctrl.detach_strap()
+
+    def _same_strap(self, a: str, b: str | None) -> bool:
+        if b is None:
+            return False
+        ka, kb = strap_key(parse_hr_url(a)), strap_key(parse_hr_url(b))
+        return ka == kb if ka is not None or kb is not None else a == b
+
+    async def _use_session_strap(self, ctrl: Controller, url: str | None) -> None:
+        """``cmd/start``'s ``hr_device``: bound to this lane (``StrapInUse`` when another
+        lane holds it: the start is refused, nothing changed) and used for the session."""
+        if url is None or self._same_strap(url, self.strap):
+            return
+        try:
+            STRAPS.bind(url, self.cfg.id)
+        except HRURLError as exc:
+            raise ControlError(f"hr_device: {exc}; nothing moved") from None
+        self.session_strap = url
+        try:
+            await self._attach_strap(ctrl, url)
+        except BaseException:
+            self._release_session_strap()
+            raise
+
+    async def _end_session_strap(self, ctrl: Controller) -> None:
+        """The session is over: its ``hr_device`` is closed and released, the lane's own
+        strap is used again. Moves nothing."""
+        if self.session_strap is None:
+            return
+        try:
+            if ctrl is self.controller:
+                await self._attach_strap(ctrl, self.strap)
+        except Exception as exc:  # a strap never takes a lane down
+            log.error("%s: heart-rate strap after the session: %s", self.cfg.id, exc)
+        finally:
+            self._release_session_strap()
+
+    def _release_session_strap(self) -> None:
+        url, self.session_strap = self.session_strap, None
+        if url is not None:
+            STRAPS.release(url, self.cfg.id)
+
+    def release_straps(self) -> None:
+        """The lane's end: every strap it holds goes back to the registry."""
+        self._release_session_strap()
+        if self.strap is not None:
+            STRAPS.release(self.strap, self.cfg.id)
+
+    def _check_hr_source(self, ctrl: Controller, program: Program, url: str | None) -> None:
+        """A heart-rate-governed program needs a heart rate: a strap (the lane's or the
+        session's) or a treadmill that has sent one. Refused before anything moves."""
+        if not any(seg.governed for seg in program.segments):
+            return
+        if url is not None or ctrl.hr_supervisor.status.source is not None:
+            return
+        raise ControlError(
+            f"program {program.name!r} has heart-rate-governed segments (hr_zone_bpm) and "
+            f"lane {self.cfg.id!r} has no heart-rate source: no strap (give hr_device, or "
+            "hr in the lane's config) and the treadmill sends no heart rate; nothing moved")
 
     # ------------------------------------------------------------------ controller -> MQTT
     def _on_state(self, snap: Snapshot) -> None:
@@ -395,21 +509,24 @@ class Lane:
             fields["program"] = fields["segment"] = fields["session_id"] = None
         if snap.state is State.DISCONNECTED:
             fields["speed_kmh"] = None  # the link is gone: the speed is not known
-        self._state_measured = (snap.speed_kmh, snap.incline_pct, str(snap.direction))
+        self._state_measured = _measured(snap)
+        self._state_hr = _hr_picture(snap)
         self._state_at = asyncio.get_running_loop().time()
         return bridge.state_payload(fields, link=self.link)
 
     def _follow_belt(self, snap: Snapshot) -> None:
         """Keep the retained state's measured fields true between state changes: after an
         e-stop the belt still runs down, and a state taken at the latch would go on saying
-        so. Republished at most every ``STATE_REFRESH_S``, and at once at standstill."""
+        so. Republished at most every ``STATE_REFRESH_S``, and at once at standstill; the
+        heart rate likewise, and at once when its source, quality or zone changes."""
         last = self._state_measured
         if last is None:
             return
-        if (snap.speed_kmh, snap.incline_pct, str(snap.direction)) == last:
+        hr = _hr_picture(snap)
+        if _measured(snap) == last and hr == self._state_hr:
             return
-        at_rest = snap.speed_kmh == 0.0 and last[0] != 0.0
-        if not at_rest and asyncio.get_running_loop().time() - self._state_at < STATE_REFRESH_S:
+        at_once = (snap.speed_kmh == 0.0 and last[0] != 0.0) or hr != self._state_hr
+        if not at_once and asyncio.get_running_loop().time() - self._state_at < STATE_REFRESH_S:
             return
         self._state_measured = None  # one refresh in flight at a time (set when encoded)
         self._publish_state(snap)
@@ -418,7 +535,7 @@ class Lane:
         self.publish(self.topics.state, self._last_state, qos=1, retain=True)
 
     def _on_telemetry(self, snap: Snapshot) -> None:
-        now = time.monotonic()
+        now = self.now()
         if now - self._link_checked >= LINK_CHECK_S:
             self._link_checked = now
             self._check_link()
@@ -627,7 +744,7 @@ class Lane:
         if cmd.kind == "stop":
             self.stop_now(_Queued(cmd, props))
             return
-        if not self.bucket.take(time.monotonic()):
+        if not self.bucket.take(self.now()):
             self.stats["rate_limited"] += 1
             self.reply(bridge.error(kind, cmd.request_id, "rate limited"), props)
             return
@@ -718,10 +835,28 @@ class Lane:
     # handled in the socket read callback, before parsing, rate limit or queue).
     async def _start(self, ctrl: Controller, cmd: Command) -> dict[str, Any]:
         program = _resolve_program(cmd.program)
-        task = ctrl.start(program)
+        if self._strap_restore is not None:
+            await self._strap_restore  # the last session's strap is put back first
+        task = ctrl.session_task
+        # The strap of a running session is never touched: the start is refused first.
+        ctrl.machine.check_start(session_active=task is not None and not task.done(),
+                                 speed_kmh=ctrl.measured_kmh)
+        self._check_hr_source(ctrl, program, cmd.hr_device or self.strap)
+        await self._use_session_strap(ctrl, cmd.hr_device)
+        try:
+            task = ctrl.start(program)
+        except BaseException:
+            await self._end_session_strap(ctrl)
+            raise
         session_id = ctrl.snapshot.session_id
         self._watch_session(ctrl, session_id, task)
+        if self.session_strap is not None:
+            task.add_done_callback(lambda _task: self._session_strap_done(ctrl))
         return bridge.ack("start", cmd.request_id, program=program.name, session_id=session_id)
+
+    def _session_strap_done(self, ctrl: Controller) -> None:
+        self._strap_restore = asyncio.get_running_loop().create_task(
+            self._end_session_strap(ctrl), name=f"{self.cfg.id}-strap-restore")
 
     async def _stop(self, ctrl: Controller, cmd: Command) -> dict[str, Any]:
         await ctrl.stop()
@@ -1107,6 +1242,16 @@ class _Twins:
         return False
 
 
+def _measured(snap: Snapshot) -> tuple[Any, ...]:
+    """What the retained state follows between changes: the belt and the heart rate."""
+    return (snap.speed_kmh, snap.incline_pct, str(snap.direction), snap.hr_bpm)
+
+
+def _hr_picture(snap: Snapshot) -> tuple[Any, ...]:
+    """Heart-rate fields the retained state shows at once when they change."""
+    return (snap.hr_source, snap.hr_quality, snap.hr_zone_bpm)
+
+
 def _payload_bytes(payload: Any) -> bytes:
     if isinstance(payload, bytes | bytearray):
         return bytes(payload)
@@ -1233,6 +1378,8 @@ class Daemon:
                 if lane.controller is not None:
                     lane.controller.client.stop_now()
             await asyncio.gather(*(lane.close_link() for lane in lanes), return_exceptions=True)
+            for lane in lanes:
+                lane.release_straps()
             store, self.store = self.store, None
             if store is not None:
                 with contextlib.suppress(Exception):

@@ -619,3 +619,47 @@ def test_rear_facing_governed_backward_walk_the_heart_walks_backward() -> None:
     assert seen and {d.value for d in seen} == {"reverse"}
     governed = [s for _, s in run.samples if s.hr_zone_bpm is not None]
     assert governed and all(s.direction.value == "reverse" for s in governed)
+
+
+def test_a_governed_segment_on_a_native_protocol_profile() -> None:
+    """biodex-rtm400 (its own protocol, its simulator personality in-process): the governor's
+    ramps, re-planned while an entry ramp is under way, start off the speed grid by float
+    noise; the sender once resent such a setpoint for ever without the clock moving (found
+    here). The session runs to its end inside the segment's range, the strap's heart
+    following the personality's belt."""
+    from treadctl.transport import open_transport
+
+    prog = program_from_dict({"name": "hr-native", "segment": [
+        {"duration_s": 400, "speed_kmh": 2.0, "direction": "reverse", "hr_zone_bpm": [90, 100],
+         "min_speed_kmh": 1.5, "max_speed_kmh": 3.0}]}, "test")
+
+    async def main() -> tuple[SessionResult, list[Any], list[Snapshot]]:
+        prof = load_profile("biodex-rtm400")
+        transport = open_transport("sim://", profile=prof)
+        ctl = Controller(transport, prof, hr_url="sim-hr://")
+        snaps: list[Snapshot] = []
+        ctl.telemetry_listeners.append(snaps.append)
+        await ctl.open()
+        belt: list[Any] = []
+
+        async def watch() -> None:
+            while True:
+                belt.append(transport.personality.truth())  # type: ignore[attr-defined]
+                await asyncio.sleep(0.5)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            result = await ctl.start(prog)
+            return result, belt, snaps
+        finally:
+            watcher.cancel()
+            await ctl.close()
+
+    result, belt, snaps = run_virtual(main)
+    assert result.outcome is Outcome.FINISHED and result.belt_stopped
+    moving = [b for b in belt if b.speed_kmh != 0]
+    assert moving and all(b.direction.value == "reverse" for b in moving)
+    assert max(abs(b.speed_kmh) for b in belt) <= 3.0 + 0.05
+    assert max(abs(b.speed_kmh) for b in belt) > 2.0 + 0.05  # it governed away from 2.0
+    governed = [s for s in snaps if s.hr_zone_bpm is not None]
+    assert governed and all(s.hr_source == "strap" for s in governed)

@@ -123,3 +123,22 @@ def test_random_programs_reference(prog: Program) -> None:
 @given(prog=programs("kinetic-rx2"))
 def test_random_programs_signed_speed(prog: Program) -> None:
     _run("kinetic-rx2", prog)
+
+
+@given(
+    start=st.floats(0.5, 10.0), end_steps=st.integers(5, 100), frac=st.floats(0.0, 1.0),
+    noise=st.floats(-1e-9, 1e-9),
+)
+def test_quantize_toward_lands_on_six_decimals_even_from_an_off_grid_start(
+    start: float, end_steps: int, frac: float, noise: float
+) -> None:
+    """A leg starting where another was caught mid-way (off the grid by float noise): every
+    quantized value has at most 6 decimals, so the sender can reach it exactly."""
+    from treadctl.control.planner import quantize_toward
+
+    end = end_steps * 0.1
+    s = start + noise
+    value = s + (end - s) * frac
+    q = quantize_toward(value, 0.1, s, end)
+    assert q == round(q, 6)
+    assert min(s, end) - 1e-6 <= q <= max(s, end) + 1e-6

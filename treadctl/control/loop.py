@@ -137,7 +137,9 @@ class ControlLoop(ControllerCore):
                     self.belt_running
                     and speed is not None
                     and speed > 0
-                    and speed != self.commanded_kmh
+                    # Not for float noise: a step rounded to the same value would be sent
+                    # again and again without the loop's clock moving.
+                    and abs(speed - self.commanded_kmh) > 1e-6
                 ):
                     step, wait = self._next_speed_step(speed)
                     if wait > 0:

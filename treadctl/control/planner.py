@@ -98,7 +98,9 @@ def quantize_toward(value: float, increment: float, start: float, end: float) ->
     snapped = math.floor(steps + 1e-9) if end >= start else math.ceil(steps - 1e-9)
     result = round(snapped * increment, 6)
     lo, hi = min(start, end), max(start, end)
-    return min(max(result, lo), hi)
+    # Rounded again: a leg that starts where another was caught mid-way starts off the grid
+    # by float noise (1.9399999999999957), which the sender could never reach exactly.
+    return round(min(max(result, lo), hi), 6)
 
 
 def on_grid(value: float, increment: float) -> bool:

@@ -28,6 +28,7 @@ from treadctl.control.safety import Interlock
 from treadctl.hr.governor import GovernorConfig
 from treadctl.hr.registry import STRAPS, StrapInUse
 from treadctl.hr.strap import StrapSource
+from treadctl.hr.supervisor import SupervisorConfig
 from treadctl.limits import Limits
 from treadctl.profiles import load_profile
 from treadctl.programs.model import Program, load_program, program_from_dict
@@ -93,6 +94,7 @@ def hr_session(
     during: Callable[[Controller, Any], Awaitable[None]] | None = None,
     treadmill_hr: bool = False,
     rear_facing: bool = False,
+    hr_config: SupervisorConfig | None = None,
 ) -> Run:
     """One session on the in-process simulator. ``treadmill_hr=False``: the simulated
     treadmill sends no HR field (its ``short-record`` quirk cuts it off, as older Matrix
@@ -101,7 +103,7 @@ def hr_session(
         prof = load_profile(profile)
         transport = SimTransport(prof, quirks=None if treadmill_hr else "short-record")
         ctl = Controller(transport, prof, site_limits=site_limits, hr_url=hr,
-                         rear_facing=rear_facing)
+                         rear_facing=rear_facing, hr_config=hr_config)
         events: list[dict[str, Any]] = []
         samples: list[tuple[float, Snapshot]] = []
         true_hr: list[tuple[float, float]] = []
@@ -663,3 +665,23 @@ def test_a_governed_segment_on_a_native_protocol_profile() -> None:
     assert max(abs(b.speed_kmh) for b in belt) > 2.0 + 0.05  # it governed away from 2.0
     governed = [s for s in snaps if s.hr_zone_bpm is not None]
     assert governed and all(s.hr_source == "strap" for s in governed)
+
+
+def test_governed_incline_rises_once_the_speed_is_at_its_ceiling() -> None:
+    """``GovernorConfig(use_incline=True)``: a zone out of reach at the segment's 3.0 km/h
+    ceiling backward: the speed sits at the ceiling, then the incline rises (sim truth),
+    inside the reverse incline range, through the incline ramps."""
+    cfg = SupervisorConfig(governor=GovernorConfig(use_incline=True))
+    prog = program_from_dict({"name": "hr-incline", "segment": [
+        {"duration_s": 500, "speed_kmh": 2.5, "direction": "reverse", "hr_zone_bpm": [110, 120],
+         "min_speed_kmh": 2.0, "max_speed_kmh": 3.0}]}, "test")
+    run = hr_session(prog, hr_config=cfg)
+    no_estop(run)
+    assert run.result.outcome is Outcome.FINISHED
+    lim = load_profile("treadctl-reference").reverse
+    assert max(abs(p.speed_kmh) for p in run.sim.trace) <= 3.0 + EPS
+    inclines = [p.incline_pct for p in run.sim.trace]
+    assert max(inclines) > 1.0 and max(inclines) <= lim.max_incline_pct + EPS
+    t_incline = next(p.t_s for p in run.sim.trace if p.incline_pct > 0)
+    at = [p for p in run.sim.trace if abs(p.t_s - t_incline) < 0.3]
+    assert at and all(abs(abs(p.speed_kmh) - 3.0) <= 0.05 for p in at)  # speed first

@@ -11,8 +11,10 @@ Telemetry is judged synchronously inside the notification handler, so a fault fr
 becomes a stop frame within the same call.
 
 Its parts (all deriving from ``core.ControllerCore``, which declares their shared state):
-the program walker (``session.py``), the loop, sender and escalation (``loop.py``), and
-the snapshot and recorder interface (``snapshot.py``); docs/architecture.md.
+the program walker (``session.py``), the loop, sender and escalation (``loop.py``), the
+machine's inputs (``inputs.py``: telemetry, status, danger, link loss), heart rate
+(``heart.py``: the HR supervisor, the strap, governed segments), and the snapshot and
+recorder interface (``snapshot.py``); docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -26,9 +28,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from treadctl import ftms
 from treadctl.clock import Clock, LoopClock
-from treadctl.control.client import CommandError, consume_result
+from treadctl.control.client import CommandError
 from treadctl.control.heart import HeartRateControl
 from treadctl.control.inputs import MachineInputs
 from treadctl.control.loop import ControlLoop
@@ -393,30 +394,6 @@ class Controller(SessionWalker, ControlLoop, MachineInputs, HeartRateControl):
     def heartbeat(self) -> None:
         self._last_heartbeat = self.clock.now()
 
-    async def wait_stopped(self, timeout_s: float) -> bool:
-        """Wait until the measured belt speed is at standstill (True) or timeout (False)."""
-        deadline = self.clock.now() + timeout_s
-        while self.clock.now() < deadline:
-            if (
-                self.measured_kmh <= self.cfg.standstill_kmh
-                and self.clock.now() - self.last_rx < 1.0
-            ):
-                return True
-            if self.snapshot.state is State.DISCONNECTED:
-                return False
-            await asyncio.sleep(self.tick_s)
-        return False
-
-    async def wait_telemetry(self, timeout_s: float) -> bool:
-        """Has any Treadmill Data arrived since the link opened (waiting up to ``timeout_s``)?
-        A peer that accepts a connection but never speaks FTMS fails here, before a start."""
-        if self._telemetry_seen.is_set():
-            return True
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await self._telemetry_seen.wait()
-        return self._telemetry_seen.is_set()
-
     @property
     def session_task(self) -> asyncio.Task[SessionResult] | None:
         return self._session_task
@@ -473,32 +450,6 @@ class Controller(SessionWalker, ControlLoop, MachineInputs, HeartRateControl):
     def _trip_command(self, exc: CommandError) -> None:
         """A failed procedure: the machine maps its typed failure to the interlock."""
         self._act(self.machine.command_failed(exc.failure, str(exc)))
-
-    def _on_deviation(self, name: str) -> None:
-        if name in self._deviations_reported:
-            return
-        self._deviations_reported.add(name)
-        self._event("ftms-deviation", deviation=name, description=ftms.DEVIATIONS.get(name, name))
-
-    def _send_request_control(self) -> None:
-        data = ftms.encode_control_point(ftms.RequestControl())
-        with contextlib.suppress(Exception):
-            self.transport.write_nowait(ftms.CONTROL_POINT, data).add_done_callback(consume_result)
-
-    def _on_stop_result(self, result: ftms.ResultCode) -> None:
-        if result == ftms.ResultCode.CONTROL_NOT_PERMITTED:
-            # Control was taken from us: take it back only to stop, then stop again.
-            self._send_request_control()
-            self.client.stop_now()
-
-    def _on_danger(self, kind: str, detail: str) -> None:
-        """A native machine's danger: the driver sent its stop, the machine latches."""
-        self._act(self.machine.danger(kind, detail), stop_sent=True)
-        self._event("machine-danger", kind=kind, detail=detail)
-
-    def _on_link_lost(self, reason: str) -> None:
-        self._act(self.machine.link_lost(reason))
-        self._show_machine()
 
     # ====================================================================== state out
     def _step(self, event: Event, **changes: Any) -> None:

@@ -1,19 +1,23 @@
 """The controller's inputs from the machine: Treadmill Data (judged synchronously inside
 the notification handler, so a fault frame becomes a stop frame within the same call), the
-direction read-back and Fitness Machine Status; and the stop envelope they are judged
-against after our own Stop. Mixed into :class:`~treadctl.control.controller.Controller`
-(moved out of controller.py; the heart-rate supervisor's part is in ``heart.py``).
+direction read-back, Fitness Machine Status, a native machine's danger, link loss, FTMS
+deviations; the stop envelope they are judged against after our own Stop; and the waits on
+what they measure (standstill, first telemetry). Mixed into
+:class:`~treadctl.control.controller.Controller` (moved out of controller.py; the heart-rate
+supervisor's part is in ``heart.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import replace
 from typing import Any
 
 from treadctl import ftms
+from treadctl.control.client import consume_result
 from treadctl.control.core import ControllerCore
-from treadctl.control.machine import Reading
+from treadctl.control.machine import Reading, State
 from treadctl.control.planner import Ramp
 from treadctl.limits import EffectiveLimits
 from treadctl.types import Direction
@@ -109,3 +113,53 @@ class MachineInputs(ControllerCore):
         belt_may_move = self.belt_running or self.measured_kmh > self.cfg.standstill_kmh
         self._act(self.machine.status(status, belt_may_move=belt_may_move, stop_is_ours=ours))
         self._event("machine-status", status=type(status).__name__)
+
+    def _on_deviation(self, name: str) -> None:
+        if name in self._deviations_reported:
+            return
+        self._deviations_reported.add(name)
+        self._event("ftms-deviation", deviation=name, description=ftms.DEVIATIONS.get(name, name))
+
+    def _send_request_control(self) -> None:
+        data = ftms.encode_control_point(ftms.RequestControl())
+        with contextlib.suppress(Exception):
+            self.transport.write_nowait(ftms.CONTROL_POINT, data).add_done_callback(consume_result)
+
+    def _on_stop_result(self, result: ftms.ResultCode) -> None:
+        if result == ftms.ResultCode.CONTROL_NOT_PERMITTED:
+            # Control was taken from us: take it back only to stop, then stop again.
+            self._send_request_control()
+            self.client.stop_now()
+
+    def _on_danger(self, kind: str, detail: str) -> None:
+        """A native machine's danger: the driver sent its stop, the machine latches."""
+        self._act(self.machine.danger(kind, detail), stop_sent=True)
+        self._event("machine-danger", kind=kind, detail=detail)
+
+    def _on_link_lost(self, reason: str) -> None:
+        self._act(self.machine.link_lost(reason))
+        self._show_machine()
+
+    async def wait_stopped(self, timeout_s: float) -> bool:
+        """Wait until the measured belt speed is at standstill (True) or timeout (False)."""
+        deadline = self.clock.now() + timeout_s
+        while self.clock.now() < deadline:
+            if (
+                self.measured_kmh <= self.cfg.standstill_kmh
+                and self.clock.now() - self.last_rx < 1.0
+            ):
+                return True
+            if self.snapshot.state is State.DISCONNECTED:
+                return False
+            await asyncio.sleep(self.tick_s)
+        return False
+
+    async def wait_telemetry(self, timeout_s: float) -> bool:
+        """Has any Treadmill Data arrived since the link opened (waiting up to ``timeout_s``)?
+        A peer that accepts a connection but never speaks FTMS fails here, before a start."""
+        if self._telemetry_seen.is_set():
+            return True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._telemetry_seen.wait()
+        return self._telemetry_seen.is_set()

@@ -314,9 +314,9 @@ def write_nowait(self, uuid, value, **kw):
     return fut
 framed.FramedTransport.write_nowait = write_nowait
 inner_estop = service.Lane.estop_now
-def estop_now(self, gym, payload=b"", *args, **kw):
+def estop_now(self, payload=b"", *args, **kw):
     k = len(wire)
-    inner_estop(self, gym, payload, *args, **kw)
+    inner_estop(self, payload, *args, **kw)
     if len(wire) > k:
         stamps.append(f"estop:{bytes(payload).hex()} {wire[k]!r}")
 service.Lane.estop_now = estop_now

@@ -498,7 +498,7 @@ class LaneHarness:
         # the topic alone, the ack (deferred) reads the payload afterwards.
         lane = self.lane
         n = len(self.replies)
-        lane.estop_now(False, payload, None)
+        lane.estop_now(payload, None)
         ctrl = lane.controller
         _check(ctrl is not None and ctrl.latch.latched, "e-stop did not latch")
         await asyncio.sleep(0)

@@ -134,17 +134,17 @@ def test_token_bucket() -> None:
     assert not b.take(0.4) and b.take(0.5)
 
 
-def test_estop_twins_pair_the_copies_from_two_connections() -> None:
-    from treadctl.daemon.service import _Twins
+def test_estop_copies_pair_the_copies_from_two_connections() -> None:
+    from treadctl.daemon.service import EstopCopies
 
-    t = _Twins()
-    assert not t.is_twin(b"", "estop", 0.0)
-    assert t.is_twin(b"", "lane", 0.01)  # its copy via the lane connection: not acked again
-    assert not t.is_twin(b"", "estop", 0.2)  # a new e-stop with the same payload: acked
-    assert not t.is_twin(b"", "estop", 0.3)  # and another one
-    assert t.is_twin(b"", "lane", 0.31) and t.is_twin(b"", "lane", 0.32)
-    assert not t.is_twin(b"x", "lane", 0.33)  # another payload
-    assert not t.is_twin(b"", "lane", 5.0)  # long after: a new e-stop
+    t = EstopCopies()
+    assert not t.is_second_copy(b"", "estop", 0.0)
+    assert t.is_second_copy(b"", "lane", 0.01)  # its copy via the lane connection: not acked again
+    assert not t.is_second_copy(b"", "estop", 0.2)  # a new e-stop with the same payload: acked
+    assert not t.is_second_copy(b"", "estop", 0.3)  # and another one
+    assert t.is_second_copy(b"", "lane", 0.31) and t.is_second_copy(b"", "lane", 0.32)
+    assert not t.is_second_copy(b"x", "lane", 0.33)  # another payload
+    assert not t.is_second_copy(b"", "lane", 5.0)  # long after: a new e-stop
 
 
 def test_a_disconnected_state_does_not_claim_a_speed() -> None:

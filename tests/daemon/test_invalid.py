@@ -165,7 +165,7 @@ async def test_stop_drops_motion_commands_queued_before_it(mosquitto: Any, tmp_p
         # One synchronous step: the worker has not run, so both wait in the queue.
         lane.queue.put_nowait(cmd("start", {"program": WALK, "request_id": "early-start"}))
         lane.queue.put_nowait(cmd("heartbeat", {"request_id": "early-beat"}))
-        lane.stop_now(cmd("stop", {"request_id": "halt"}))
+        lane.submit_stop(cmd("stop", {"request_id": "halt"}))
 
         dropped = await probe.event(TID, "error", since=mark, request_id="early-start")
         assert dropped["error"] == "superseded by stop"
@@ -195,7 +195,7 @@ async def test_stops_arriving_together_are_carried_out_once(mosquitto: Any, tmp_
         sent_before = ctrl.client.stops_sent
         for i in range(50):  # one synchronous step, as paho hands over one read's messages
             body = json.dumps({"request_id": f"s{i}"}).encode()
-            lane.stop_now(_Queued(bridge.parse_command("stop", body, 4096), None))
+            lane.submit_stop(_Queued(bridge.parse_command("stop", body, 4096), None))
         for i in range(50):
             await probe.event(TID, "ack", since=mark, request_id=f"s{i}")
         assert ctrl.client.stops_sent == sent_before + 1

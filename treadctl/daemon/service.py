@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import math
@@ -54,6 +55,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from treadctl.clock import Clock, LoopClock
 from treadctl.control.controller import (
     SHUTDOWN_REASON,
     ControlError,
@@ -255,9 +257,9 @@ class Lane:
         self._link_checked = -math.inf
         self._link_in_telemetry = -math.inf
         self._dropped = 0
-        #: Loop time of the last gym-wide e-stop applied to this lane.
+        #: When (the daemon's clock) the last gym-wide e-stop was applied to this lane.
         self.gym_estop_at = -math.inf
-        self._twins = _Twins()
+        self._estop_copies = EstopCopies()
         #: ``by``/``reason``/``request_id`` of the ``set`` being carried out: they tag the
         #: controller's own ``command`` event (treadctl/daemon/audit.py).
         self._operator: dict[str, Any] | None = None
@@ -274,11 +276,10 @@ class Lane:
         #: Heart-rate fields in the last encoded state (source, quality, zone).
         self._state_hr: tuple[Any, ...] | None = None
 
-    @staticmethod
-    def now() -> float:
-        """The lane's clock: the event loop's, as the controllers' (virtual in tests and
-        benchmarks at a speedup; the same time base as ``Controller.last_rx``)."""
-        return asyncio.get_running_loop().time()
+    def now(self) -> float:
+        """The lane's clock: the daemon's (injected; the event loop's by default), which
+        every controller of the lane runs on too (the time base of ``Controller.last_rx``)."""
+        return self.daemon.clock.now()
 
     # ------------------------------------------------------------------ device link
     @property
@@ -298,6 +299,7 @@ class Lane:
             tick_hz=self.config.daemon.tick_hz,
             treadmill_id=self.cfg.id,
             heartbeat_s=self.config.daemon.heartbeat_s,
+            clock=self.daemon.clock,
             recorder_factory=self.recorder,
             machine=self.machine,
             # [[treadmill]] rear_facing (config refuses it on profiles that can reverse).
@@ -368,7 +370,6 @@ class Lane:
         """Until the transport reports the link lost, or nothing arrived from the treadmill
         for ``LINK_SILENCE_S`` (a link cut by the controller's own escalation, a dead TCP
         peer): either way the link is rebuilt, and a latch carries over."""
-        loop = asyncio.get_running_loop()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.link_lost.wait(), 1.0)
@@ -377,7 +378,7 @@ class Lane:
                 return "link closed"
             if self.link_lost.is_set():
                 return ctrl.snapshot.reason
-            if loop.time() - ctrl.last_rx > LINK_SILENCE_S:
+            if self.now() - ctrl.last_rx > LINK_SILENCE_S:
                 return f"no data from the treadmill for {LINK_SILENCE_S:g} s"
 
     # ------------------------------------------------------------------ heart-rate strap
@@ -403,7 +404,7 @@ class Lane:
         try:
             if parse_hr_url(url).scheme == "sim-hr":
                 return {"hr_url": url}
-            return {"hr_source": open_hr_source(url)}
+            return {"hr_source": open_hr_source(url, clock=self.daemon.clock)}
         except HRURLError as exc:  # validated already; a strap never keeps a lane down
             log.error("%s: heart-rate strap %s not used: %s", self.cfg.id, url, exc)
             return {}
@@ -511,7 +512,7 @@ class Lane:
             fields["speed_kmh"] = None  # the link is gone: the speed is not known
         self._state_measured = _measured(snap)
         self._state_hr = _hr_picture(snap)
-        self._state_at = asyncio.get_running_loop().time()
+        self._state_at = self.now()
         return bridge.state_payload(fields, link=self.link)
 
     def _follow_belt(self, snap: Snapshot) -> None:
@@ -526,7 +527,7 @@ class Lane:
         if _measured(snap) == last and hr == self._state_hr:
             return
         at_once = (snap.speed_kmh == 0.0 and last[0] != 0.0) or hr != self._state_hr
-        if not at_once and asyncio.get_running_loop().time() - self._state_at < STATE_REFRESH_S:
+        if not at_once and self.now() - self._state_at < STATE_REFRESH_S:
             return
         self._state_measured = None  # one refresh in flight at a time (set when encoded)
         self._publish_state(snap)
@@ -652,7 +653,7 @@ class Lane:
     def _on_paho_estop(self, client: Any, userdata: Any, message: MQTTMessage) -> None:
         """paho's callback for ``<prefix>/cmd/estop``: runs in the socket read callback."""
         try:
-            self.estop_now(False, message.payload, message.properties, source="lane")
+            self.estop_now(message.payload, message.properties, source="lane")
         except Exception:
             log.exception("%s: e-stop handling failed", self.cfg.id)
             self.emergency("e-stop handling failed")
@@ -674,7 +675,7 @@ class Lane:
         ctrl.client.stop_now()
         return True
 
-    def latch(self, gym: bool, stop_sent: bool = False, note: str | None = None) -> None:
+    def latch(self, *, gym: bool, stop_sent: bool = False, note: str | None = None) -> None:
         """Latch this lane's controller (remote or gym-wide e-stop). ``note`` is the
         operator's reason from the payload: it goes into the trip, hence into
         ``state.reason``, the ``estop`` event and the session record."""
@@ -691,21 +692,23 @@ class Lane:
             self.machine.estop(interlock, detail + " while the link was down")
         self.stats["estops"] += 1
 
-    def estop_now(self, gym: bool, payload: Any = b"", properties: Properties | None = None,
+    def estop_now(self, payload: Any = b"", properties: Properties | None = None, *,
                   source: str = "lane") -> None:
+        """This lane's e-stop (``<prefix>/cmd/estop``, from either connection)."""
         # The Stop goes on the wire on the topic alone; only then is the payload looked at
         # (bounded, never raises), for the operator's reason in the latch - all in this one
         # synchronous step, so nothing can move the belt in between.
         stop_sent = self.stop_first()
         details = bridge.parse_estop(_payload_bytes(payload), self.config.mqtt.max_payload_bytes)
-        self.latch(gym, stop_sent=stop_sent, note=details.note)
-        # The ack is deferred: it must not hold up whatever the loop does next.
-        loop = asyncio.get_running_loop()
-        if self._twins.is_twin(payload, source, loop.time()):
+        self.latch(gym=False, stop_sent=stop_sent, note=details.note)
+        if self._estop_copies.is_second_copy(payload, source, self.now()):
             return  # the same message via the other connection: stopped again, acked once
-        loop.call_soon(self.estop_ack, gym, details, properties)
+        # The ack is deferred: it must not hold up whatever the loop does next.
+        asyncio.get_running_loop().call_soon(
+            functools.partial(self.estop_ack, details, properties, gym=False))
 
-    def estop_ack(self, gym: bool, details: EstopDetails, properties: Properties | None) -> None:
+    def estop_ack(self, details: EstopDetails, properties: Properties | None, *,
+                  gym: bool) -> None:
         extra: dict[str, Any] = {}
         if details.warnings:
             extra["warnings"] = list(details.warnings)
@@ -742,7 +745,7 @@ class Lane:
             self.reply(bridge.error(exc.kind, exc.request_id, exc.message), props)
             return
         if cmd.kind == "stop":
-            self.stop_now(_Queued(cmd, props))
+            self.submit_stop(_Queued(cmd, props))
             return
         if not self.bucket.take(self.now()):
             self.stats["rate_limited"] += 1
@@ -754,10 +757,12 @@ class Lane:
             self.stats["rate_limited"] += 1
             self.reply(bridge.error(kind, cmd.request_id, "rate limited (queue full)"), props)
 
-    def stop_now(self, item: _Queued) -> None:
-        """``cmd/stop`` leaves first: no rate limit, no queue (a flood of other commands
-        cannot hold up or refuse a stop). Motion commands still queued were sent before this
-        stop, so they must not run after it: each is answered "superseded by stop"."""
+    def submit_stop(self, item: _Queued) -> None:
+        """Take a ``cmd/stop`` (this writes no frame itself: the stop runs in a task of its
+        own, through ``Controller.stop``). It leaves first: no rate limit, no queue (a flood
+        of other commands cannot hold up or refuse a stop). Motion commands still queued
+        were sent before this stop, so they must not run after it: each is answered
+        "superseded by stop"."""
         kept: list[_Queued] = []
         while not self.queue.empty():
             queued = self.queue.get_nowait()
@@ -1164,7 +1169,7 @@ class EstopLink:
                 return
             lane = self.daemon.lanes.get(tid)
             if lane is not None:
-                lane.estop_now(False, message.payload, message.properties, source="estop")
+                lane.estop_now(message.payload, message.properties, source="estop")
         except Exception:
             log.exception("e-stop handling failed for %s", topic)
             for lane in self.daemon.lanes.values():
@@ -1219,20 +1224,21 @@ def _check_granted(who: str, filters: list[str], granted: Any) -> None:
 
 
 #: The two copies of one e-stop message (e-stop connection + lane connection) arrive
-#: within this window; the second stops again but is not acked again (see ``_Twins``).
+#: within this window; the second stops again but is not acked again (``EstopCopies``).
 ESTOP_DEDUP_S = 1.0
 
 
-class _Twins:
+class EstopCopies:
     """Pairs the two copies of one e-stop message: they arrive on two different connections
-    (the e-stop connection and a lane connection). A copy is a twin when an unpaired copy
-    with the same payload arrived on the *other* connection within ``ESTOP_DEDUP_S``;
-    two e-stops with the same payload sent one after the other are both acked."""
+    (the e-stop connection and a lane connection). A copy is the second copy when an
+    unpaired copy with the same payload arrived on the *other* connection within
+    ``ESTOP_DEDUP_S``; two e-stops with the same payload sent one after the other are both
+    acked. (Both copies stop the belt; only the ack of the second is left out.)"""
 
     def __init__(self) -> None:
         self._unpaired: list[tuple[Any, float, str]] = []
 
-    def is_twin(self, payload: Any, source: str, now: float) -> bool:
+    def is_second_copy(self, payload: Any, source: str, now: float) -> bool:
         self._unpaired = [e for e in self._unpaired if now - e[1] < ESTOP_DEDUP_S]
         for i, (other, _t, other_source) in enumerate(self._unpaired):
             if other_source != source and other == payload:
@@ -1278,8 +1284,10 @@ class Daemon:
         transport_factory: TransportFactory | None = None,
         notify: Notify | None = None,
         watchdog_interval_s: float | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
+        self._clock = clock
         self.transport_factory = transport_factory or _default_transport
         self.notify = notify or _sd_notify()
         self._watchdog_s = watchdog_interval_s
@@ -1288,12 +1296,20 @@ class Daemon:
         self._stop = asyncio.Event()
         self.aborted_sessions: list[str] = []
         self.store: SessionStore | None = None
-        self._gym_twins = _Twins()
+        self._gym_estop_copies = EstopCopies()
         self.estop_link = EstopLink(self)
         # One shared subscription per daemon: the broker delivers each gym-wide e-stop to
         # exactly one of our connections. The group name must be a single topic level.
         group = "".join(c if c.isalnum() or c in "-_" else "_" for c in config.mqtt.client_id)
         self.gym_filter = f"$share/{group or 'treadctl'}/{config.mqtt.base_topic}/all/cmd/estop"
+
+    @property
+    def clock(self) -> Clock:
+        """The one clock of the daemon: its lanes, their controllers and straps run on it
+        (injected, else the running loop's, made on first use inside the loop)."""
+        if self._clock is None:
+            self._clock = LoopClock()
+        return self._clock
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -1317,16 +1333,16 @@ class Daemon:
         sent = [lane.stop_first() for lane in lanes]
         # Every Stop is on the wire: now the payload, for the reason in every latch.
         details = bridge.parse_estop(_payload_bytes(payload), self.config.mqtt.max_payload_bytes)
-        now = asyncio.get_running_loop().time()
+        now = self.clock.now()
         for lane, stop_sent in zip(lanes, sent, strict=True):
             lane.gym_estop_at = now
             lane.latch(gym=True, stop_sent=stop_sent, note=details.note)
         loop = asyncio.get_running_loop()
-        if self._gym_twins.is_twin(payload, source, now):
+        if self._gym_estop_copies.is_second_copy(payload, source, now):
             return  # the same message via the backup path: stopped again, acked once
         log.warning("gym-wide e-stop: %d treadmill(s) stopped", len(lanes))
         for lane in lanes:
-            loop.call_soon(lane.estop_ack, True, details, properties)
+            loop.call_soon(functools.partial(lane.estop_ack, details, properties, gym=True))
 
     def _open_store(self) -> SessionStore | None:
         path = default_db_path(self.config.daemon.data_dir)

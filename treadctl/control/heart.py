@@ -115,7 +115,6 @@ class HeartRateControl(ControllerCore):
                 raise
         if self._hr_source is not None:
             await self._hr_source.start(self._on_strap)
-            self._event("hr-strap", strap=self._hr_source.name, state="started")
 
     async def detach_strap(self) -> None:
         """Stop using the strap (closed, released in the registry). Moves nothing."""

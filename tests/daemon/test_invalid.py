@@ -152,7 +152,7 @@ async def test_stop_drops_motion_commands_queued_before_it(mosquitto: Any, tmp_p
                                                            ) -> None:
     """Commands queued before a stop were sent before it: they must not run after it."""
     from treadctl.daemon import bridge
-    from treadctl.daemon.service import _Queued
+    from treadctl.daemon.service import Queued
 
     config = make_config(mosquitto, tmp_path)
     async with Probe(mosquitto.port) as probe, running_daemon(config) as daemon:
@@ -160,7 +160,7 @@ async def test_stop_drops_motion_commands_queued_before_it(mosquitto: Any, tmp_p
         mark = probe.mark()
 
         def cmd(kind: str, body: dict[str, Any]) -> Any:
-            return _Queued(bridge.parse_command(kind, json.dumps(body).encode(), 4096), None)
+            return Queued(bridge.parse_command(kind, json.dumps(body).encode(), 4096), None)
 
         # One synchronous step: the worker has not run, so both wait in the queue.
         lane.queue.put_nowait(cmd("start", {"program": WALK, "request_id": "early-start"}))
@@ -184,7 +184,7 @@ async def test_stops_arriving_together_are_carried_out_once(mosquitto: Any, tmp_
     """A cmd/stop flood is not a flood of Stop frames (a serial link is slow): the stops of
     one socket read run once, and every one of them is answered."""
     from treadctl.daemon import bridge
-    from treadctl.daemon.service import _Queued
+    from treadctl.daemon.service import Queued
 
     config = make_config(mosquitto, tmp_path)
     async with Probe(mosquitto.port) as probe, running_daemon(config) as daemon:
@@ -195,7 +195,7 @@ async def test_stops_arriving_together_are_carried_out_once(mosquitto: Any, tmp_
         sent_before = ctrl.client.stops_sent
         for i in range(50):  # one synchronous step, as paho hands over one read's messages
             body = json.dumps({"request_id": f"s{i}"}).encode()
-            lane.submit_stop(_Queued(bridge.parse_command("stop", body, 4096), None))
+            lane.submit_stop(Queued(bridge.parse_command("stop", body, 4096), None))
         for i in range(50):
             await probe.event(TID, "ack", since=mark, request_id=f"s{i}")
         assert ctrl.client.stops_sent == sent_before + 1

@@ -16,7 +16,7 @@ def test_discovery_lists_are_the_registries() -> None:
 def test_every_command_has_a_spec_and_a_handler() -> None:
     assert set(bridge.SPECS) == set(bridge.CommandKind)
     # cmd/estop is handled in the socket read callback, never through the queue.
-    assert set(service._HANDLERS) == set(bridge.CommandKind) - {bridge.CommandKind.ESTOP}
+    assert set(service.HANDLERS) == set(bridge.CommandKind) - {bridge.CommandKind.ESTOP}
     assert {"start", "resume", "set", "pause"} == service.SUPERSEDED_BY_STOP
 
 

@@ -34,7 +34,7 @@ from treadctl.store.model import Event
 from treadctl.store.recorder import SessionRecorder
 
 if TYPE_CHECKING:
-    from treadctl.daemon.service import Lane
+    from treadctl.daemon.sessions import LaneSessions as Lane
 
 log = logging.getLogger("treadctl.daemon.audit")
 

@@ -1,4 +1,8 @@
-"""The daemon's MQTT adapter: the one module that touches aiomqtt's paho client.
+"""The daemon's MQTT adapter: the one module that imports aiomqtt and paho.
+
+The rest of the daemon names their types through here (:data:`Client`, :data:`Message`,
+:data:`MqttError`, :data:`MQTTMessage`, :data:`Properties`) and builds what needs paho's
+own classes with these functions (:func:`will`, :func:`subscribe`, :func:`response_to`).
 
 The e-stop fast path needs three things aiomqtt 2 has no public API for: a per-topic
 callback that runs in paho's socket read callback (before aiomqtt's queue), a synchronous
@@ -20,9 +24,16 @@ from typing import Any
 
 import aiomqtt
 from paho.mqtt.client import MQTTMessage
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from treadctl.daemon.config import DaemonConfig
+
+#: The client, a received message, and a lost/failed connection, as aiomqtt has them.
+Client = aiomqtt.Client
+Message = aiomqtt.Message
+MqttError = aiomqtt.MqttError
 
 #: Nagle off on every socket the client opens (a small packet written while an earlier one
 #: is unacknowledged would wait ~40 ms for the peer's delayed ACK).
@@ -58,6 +69,30 @@ def client(config: DaemonConfig, identifier: str, will: aiomqtt.Will | None) -> 
     )
 
 
+def will(topic: str, payload: str, *, qos: int = 1, retain: bool = True) -> aiomqtt.Will:
+    """A Last Will (the lane's ``status`` ``offline``)."""
+    return aiomqtt.Will(topic, payload, qos=qos, retain=retain)
+
+
+async def subscribe(mqtt: aiomqtt.Client, filters: list[str], qos: int = 1) -> Any:
+    """Every filter in one SUBSCRIBE (MQTT v5 subscription options); the broker's codes."""
+    opts = SubscribeOptions(qos=qos)
+    return await mqtt.subscribe([(f, opts) for f in filters])
+
+
+def response_to(request: Properties | None) -> tuple[str, Properties] | None:
+    """MQTT v5 request/response: the request's Response Topic and the properties of the
+    reply (the request's Correlation Data), or None when the request asked for none."""
+    topic = getattr(request, "ResponseTopic", None) if request else None
+    if not topic:
+        return None
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    correlation = getattr(request, "CorrelationData", None)
+    if correlation is not None:
+        props.CorrelationData = correlation
+    return topic, props
+
+
 def plain_client(host: str, port: int, **kwargs: Any) -> aiomqtt.Client:
     """A bare MQTT v5 client with Nagle off (benchmarks, tests)."""
     return aiomqtt.Client(host, port, protocol=aiomqtt.ProtocolVersion.V5,
@@ -83,4 +118,19 @@ def raw_socket(mqtt: aiomqtt.Client) -> Any:
     return mqtt._client.socket()
 
 
-__all__ = ["NODELAY", "client", "on_topic", "plain_client", "publish_nowait", "raw_socket"]
+__all__ = [
+    "NODELAY",
+    "Client",
+    "MQTTMessage",
+    "Message",
+    "MqttError",
+    "Properties",
+    "client",
+    "on_topic",
+    "plain_client",
+    "publish_nowait",
+    "raw_socket",
+    "response_to",
+    "subscribe",
+    "will",
+]

@@ -17,14 +17,18 @@ in this order:
    like that, a strap moved to somebody else does) until the heart rate is seen following
    the workload (check 5) or the stream starts anew after a loss; it never counts as a
    plausible rise for the ceiling (below);
-4. **stuck value** - the very same value for ``stuck_s`` while the workload moved by
-   ``stuck_workload_met`` or more, or for ``stuck_flat_s`` whatever the workload:
-   ``unreliable`` until the value changes;
+4. **stuck value** - the very same value for ``stuck_s`` while the workload as the heart
+   sees it (lagged by ``follow_lag_s``: a short stop barely moves it) moved by
+   ``stuck_workload_met`` or more (at least ``stuck_after_move_s`` ago), or for
+   ``stuck_flat_s`` whatever the workload: ``unreliable`` until the value changes;
 5. **following the workload** - when the lane's workload (METs from speed, grade and
    direction, :mod:`treadctl.hr.workload`) moves by ``follow_met`` or more within
    ``follow_window_s``, the heart rate (smoothed over about three readings) must move the
-   same way by ``follow_bpm`` within ``follow_s`` from then on (a workload that first goes
-   back by half of ``follow_met``, as a stop followed by walking on, drops the check). One
+   same way by ``follow_bpm`` within ``follow_s`` from then on, when the move also leads
+   the workload as the heart sees it (lagged by ``follow_lag_s``) by half of ``follow_met``
+   that way (a walk on after a harder bout and a short stop is a rise, but the heart still
+   comes down); a workload that first goes back by half of ``follow_met``, as a stop
+   followed by walking on, drops the check. One
    that does not (a strap on somebody else, a stuck or fake value) is ``unreliable`` until
    it follows again.
 
@@ -67,6 +71,9 @@ class HRFilterConfig:
     relock_spread_bpm: float = 8.0
     stuck_s: float = 15.0
     stuck_workload_met: float = 0.25
+    #: ... and the workload moved at least this long ago (0: at once). A heart that read
+    #: flat at a steady walk needs a moment to turn after a stop or a speed step.
+    stuck_after_move_s: float = 0.0
     stuck_flat_s: float = 60.0
     follow_met: float = 1.0
     follow_bpm: float = 5.0
@@ -75,6 +82,9 @@ class HRFilterConfig:
     #: governor makes it while it holds a zone, is followed by the heart without a 5 bpm
     #: step and must not count as "not following").
     follow_window_s: float = 60.0
+    #: The heart's lag behind the workload (first-order, seconds): a move arms the check
+    #: only when it also leads the lagged workload by half of ``follow_met`` that way.
+    follow_lag_s: float = 30.0
     dropout_s: float = 5.0
 
     @classmethod
@@ -131,6 +141,9 @@ class HRFilter:
         # (t, workload) over the last follow_window_s: what the follow check measures a
         # workload move from.
         self._wl_hist: deque[tuple[float, float]] = deque()
+        # The workload as a heart sees it (first-order lag, follow_lag_s): what decides
+        # which way a heart must go after a move.
+        self._wl_lag: tuple[float, float] | None = None  # (t, lagged workload)
         self._follow: _Follow | None = None
         self._mismatch = False
         self._unconfirmed = False  # relocked after a jump, not yet seen following the workload
@@ -162,8 +175,8 @@ class HRFilter:
         if bpm != self._last_raw:
             self._same_since = now
             self._wl.clear()
-            if workload_met is not None:
-                self._wl.append((now, workload_met))
+            if workload_met is not None and self._wl_lag is not None:
+                self._wl.append((now, self._wl_lag[1]))
         self._last_raw = bpm
         if not cfg.min_bpm <= bpm <= cfg.max_bpm:
             return self._set(now, "unreliable", "out-of-range")
@@ -244,11 +257,20 @@ class HRFilter:
             self._ema + 0.3 * (bpm - self._ema))
 
     def _workload(self, now: float, w: float) -> None:
+        cfg = self.cfg
+        lag = self._wl_lag
+        if lag is None:
+            w_lag = w
+        else:
+            dt = max(0.0, now - lag[0])
+            w_lag = lag[1] + (w - lag[1]) * (1.0 - math.exp(-dt / cfg.follow_lag_s))
+        self._wl_lag = (now, w_lag)
         if self._wl:
-            self._wl.append((now, w))
+            # The stuck check judges the workload as the heart sees it: a short stop and
+            # walking on barely moves it, and a heart may read flat across one.
+            self._wl.append((now, w_lag))
             while len(self._wl) > 2 and now - self._wl[1][0] > self.cfg.stuck_flat_s:
                 self._wl.popleft()
-        cfg = self.cfg
         hist = self._wl_hist
         if not hist or abs(w - hist[-1][1]) >= 0.02 or now - hist[-1][0] >= 1.0:
             hist.append((now, w))
@@ -264,10 +286,13 @@ class HRFilter:
         for _t, w_ref in hist:
             if abs(w - w_ref) >= cfg.follow_met:
                 # A move of follow_met within follow_window_s: from here on the HR must
-                # move that way by follow_bpm within follow_s.
+                # move that way by follow_bpm within follow_s, if the heart (which lags
+                # the workload) has a reason to: after a harder bout, a short stop and a
+                # gentler walk on, the workload rose but the heart still comes down.
                 hr = self._ema
-                if hr is not None and self._quality != "lost":
-                    sign = 1 if w > w_ref else -1
+                sign = 1 if w > w_ref else -1
+                agrees = sign * (w - w_lag) >= cfg.follow_met / 2
+                if hr is not None and self._quality != "lost" and agrees:
                     self._follow = _Follow(sign, hr, now + cfg.follow_s, w_ref)
                 hist.clear()
                 hist.append((now, w))
@@ -291,10 +316,21 @@ class HRFilter:
         held = now - self._same_since
         if held >= self.cfg.stuck_flat_s:
             return True
-        if held >= self.cfg.stuck_s and self._wl:
-            ws = [w for _, w in self._wl]
-            return max(ws) - min(ws) >= self.cfg.stuck_workload_met
-        return False
+        if held < self.cfg.stuck_s:
+            return False
+        moved = self._workload_moved_at()
+        return moved is not None and now - moved >= self.cfg.stuck_after_move_s
+
+    def _workload_moved_at(self) -> float | None:
+        """When the workload had first moved by ``stuck_workload_met`` (its range since
+        the current value began); None: it has not."""
+        lo = hi = None
+        for t, w in self._wl:
+            lo = w if lo is None else min(lo, w)
+            hi = w if hi is None else max(hi, w)
+            if hi - lo >= self.cfg.stuck_workload_met:
+                return t
+        return None
 
 
 # --------------------------------------------------------------------------- ceiling

@@ -84,6 +84,7 @@ treadmills send no HR).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from collections.abc import Mapping
@@ -126,6 +127,15 @@ class Decision(enum.StrEnum):
     NONE = "none"  # no governed segment: the program's setpoints stand
     GOVERN = "govern"  # command wanted_speed_kmh / wanted_incline_pct
     CONTROLLED_STOP = "controlled-stop"  # HR not recovered in time: a controlled stop
+
+
+#: A treadmill's HR field is whole bpm and smoothed by the console (the simulator's too):
+#: at a steady walk it reads flat for minutes, and after a stop it needs a few seconds to
+#: move by 1 bpm (tau ~30 s); a strap's beat-to-beat wobble never reads flat that long. So
+#: the console's value counts as stuck only 10 s after a 1 MET move, or flat for 5 minutes
+#: (seen: every built-in program on treadctl-reference warned hr-unreliable at each stop).
+TREADMILL_STUCK = {"stuck_workload_met": 1.0, "stuck_after_move_s": 10.0,
+                   "stuck_flat_s": 300.0}
 
 
 @dataclass(frozen=True)
@@ -183,8 +193,10 @@ class HRSupervisor:
             fcfg = HRFilterConfig.for_age(age_years, **fcfg.__dict__)
         self.ceiling_bpm = float(ceiling_bpm)
         self.strap_bound = strap_bound
-        self.filters: dict[Source, HRFilter] = {"strap": HRFilter(fcfg),
-                                                "treadmill": HRFilter(fcfg)}
+        self.filters: dict[Source, HRFilter] = {
+            "strap": HRFilter(fcfg),
+            "treadmill": HRFilter(dataclasses.replace(fcfg, **TREADMILL_STUCK)),
+        }
         self._seen: dict[Source, bool] = {"strap": False, "treadmill": False}
         self._readings: dict[Source, HRReading | None] = {"strap": None, "treadmill": None}
         self._workload: float | None = None

@@ -74,6 +74,7 @@ from treadctl.ftms import (
 from treadctl.ftms.feature import MACHINE_FEATURE_BITS, TARGET_FEATURE_BITS
 from treadctl.profiles import FirmwareProfile
 from treadctl.simulator.faults import FAULTS, FaultPlan, FaultSpecError, FaultWindow, parse_faults
+from treadctl.simulator.heart import HeartModel, Person
 from treadctl.transport.framing import FrameCounters
 from treadctl.types import KMH_PER_MPS, Direction
 
@@ -87,16 +88,17 @@ ATT_PROCEDURE_IN_PROGRESS = 0xFE
 
 #: How hard a runaway belt accelerates past its target.
 RUNAWAY_ACCEL_MPS2 = 0.3
-#: Heart-rate model: resting value, time constant, bpm per km/h of effort, ceiling.
+#: Heart-rate model: resting value, time constant, ceiling.
 HR_REST_BPM = 70.0
 HR_TAU_S = 30.0
-HR_BPM_PER_KMH = 8.0
 HR_MAX_BPM = 200.0
 #: What the heart rate jumps to during the ``hr-spike`` fault.
 HR_SPIKE_BPM = 190.0
 #: Backward locomotion costs ~35 % more energy than forward at the same speed
-#: (docs/reverse-training.md).
+#: (docs/reverse-training.md); the heart model (simulator/heart.py) applies it.
 REVERSE_EFFORT_FACTOR = 1.35
+#: The person on the simulated belt (resting HR 70 bpm, as HR_REST_BPM).
+_HEART = HeartModel(Person(hr_rest_bpm=HR_REST_BPM))
 
 #: Firmware quirks (``SimTreadmill(quirks=...)``, ``sim://?quirks=``, ``treadctl sim --quirks``):
 #: each makes the simulated firmware send one deviation real treadmills send (docs/ftms.md).
@@ -216,6 +218,9 @@ class SimTreadmill:
         self._incline_goal = self._incline_pct
         self._distance_m = 0.0
         self._hr_bpm = HR_REST_BPM
+        self._hr_noise = 0.0
+        self._hr_clock = 0.0
+        self._hr_rng = random.Random(seed + 1009)  # its own: fault timing keeps its sequence
         self._elapsed_s = 0.0
 
         # Firmware state.
@@ -705,14 +710,21 @@ class SimTreadmill:
             self._incline_pct = self._incline_goal if abs(delta) <= step else (
                 self._incline_pct + math.copysign(step, delta)
             )
-        # First-order heart-rate response to effort (speed, direction, incline).
+        # First-order heart-rate response to the workload: the same physiology as the
+        # simulated strap (simulator/heart.py: ACSM walking/running VO2, reverse +35 %,
+        # the fraction of VO2 reserve on the HR reserve), so the console's HR field and a
+        # strap agree, and both follow what the HR filter expects of a heart.
         speed_kmh = 0.5 * (v0 + v1) * KMH_PER_MPS
-        effort = speed_kmh * (REVERSE_EFFORT_FACTOR if self._dir_actual < 0 else 1.0)
-        effort *= 1.0 + 0.05 * max(self._incline_pct, 0.0)
-        steady = min(HR_MAX_BPM, HR_REST_BPM + HR_BPM_PER_KMH * effort)
+        direction = Direction.REVERSE if self._dir_actual < 0 else Direction.FORWARD
+        steady = min(HR_MAX_BPM, _HEART.steady_state(speed_kmh, self._incline_pct, direction))
         if self._fault_at_t("hr-spike"):
             steady = max(steady, HR_SPIKE_BPM)
         self._hr_bpm += (steady - self._hr_bpm) * (1.0 - math.exp(-dt / HR_TAU_S))
+        # The console's reading wobbles by ~1 bpm (AR(1), once a second), as a heart does.
+        self._hr_clock += dt
+        while self._hr_clock >= 1.0:
+            self._hr_clock -= 1.0
+            self._hr_noise = 0.7 * self._hr_noise + self._hr_rng.gauss(0.0, 0.714)
 
     def _sync_direction(self) -> None:
         """At standstill the motor takes the commanded direction (inverted by wrong-direction)."""
@@ -805,7 +817,7 @@ class SimTreadmill:
             speed_cs,
             int(self._distance_m),
             round(self._incline_pct * 10.0),
-            round(self._hr_bpm),
+            round(self._hr_bpm + self._hr_noise),
             int(self._elapsed_s),
         )
         if key == self._td_key:

@@ -95,7 +95,7 @@ HR_MAX_BPM = 200.0
 #: What the heart rate jumps to during the ``hr-spike`` fault.
 HR_SPIKE_BPM = 190.0
 #: Backward locomotion costs ~35 % more energy than forward at the same speed
-#: (docs/reverse-training.md); the heart model (simulator/heart.py) applies it.
+#: (docs/reverse-training.md); the heart model (treadctl/simulator/heart.py) applies it.
 REVERSE_EFFORT_FACTOR = 1.35
 #: The person on the simulated belt (resting HR 70 bpm, as HR_REST_BPM).
 _HEART = HeartModel(Person(hr_rest_bpm=HR_REST_BPM))

@@ -711,7 +711,7 @@ class SimTreadmill:
                 self._incline_pct + math.copysign(step, delta)
             )
         # First-order heart-rate response to the workload: the same physiology as the
-        # simulated strap (simulator/heart.py: ACSM walking/running VO2, reverse +35 %,
+        # simulated strap (treadctl/simulator/heart.py: ACSM walking/running VO2, reverse +35 %,
         # the fraction of VO2 reserve on the HR reserve), so the console's HR field and a
         # strap agree, and both follow what the HR filter expects of a heart.
         speed_kmh = 0.5 * (v0 + v1) * KMH_PER_MPS

@@ -59,7 +59,7 @@ def _naive_cpu_per_sample(path: Path) -> float:
     """CPU seconds per sample of the obvious design: INSERT + COMMIT for every sample."""
     with SessionStore(path) as store:
         sid = store.create_session(SessionMeta(treadmill_id="naive"))
-        ref, started = store._ref(sid)
+        ref, started = store.session_ref(sid)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")

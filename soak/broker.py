@@ -371,8 +371,7 @@ async def _act(
 def _count_store(data_dir: Path) -> tuple[int, int]:
     from treadctl.store.db import SessionStore, default_db_path
 
-    with SessionStore(default_db_path(data_dir)) as store, store._lock:
-        conn = store._conn
+    with SessionStore(default_db_path(data_dir)) as store, store.connection() as conn:
         sessions = int(conn.execute("SELECT count(*) FROM sessions").fetchone()[0])
         samples = int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
     return sessions, samples

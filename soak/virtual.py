@@ -655,8 +655,8 @@ async def soak_virtual(
 
 
 def _count_rows(store: SessionStore) -> int:
-    with store._lock:
-        return int(store._conn.execute("SELECT count(*) FROM samples").fetchone()[0])
+    with store.connection() as conn:
+        return int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
 
 
 def _run_lanes(

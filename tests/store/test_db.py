@@ -30,10 +30,12 @@ def test_new_file_is_migrated_wal_and_normal_sync(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "dir" / "sessions.db"
     with SessionStore(path) as store:
         assert store.schema_version == len(dbmod.MIGRATIONS)
-        c = store._conn
-        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert c.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
-        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        with store.connection() as c:
+            assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert c.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+            tables = {
+                r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
         assert {"sessions", "samples", "events"} <= tables
 
 
@@ -72,7 +74,8 @@ def test_later_migration_applies_in_order_to_old_file(tmp_path: Path) -> None:
     with SessionStore(path, migrations=migrations) as store:
         assert store.schema_version == nxt
         assert store.get_session(sid).id == sid
-        store._conn.execute("UPDATE sessions SET note='ok'")
+        with store.connection() as c:
+            c.execute("UPDATE sessions SET note='ok'")
     with SessionStore(path, migrations=migrations) as store:
         assert store.schema_version == nxt
     assert applied == [nxt]  # exactly once
@@ -204,7 +207,8 @@ def test_mark_running_as_aborted_spares_a_live_recorder(store: SessionStore) -> 
         [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
     )
     try:
-        store._conn.execute("UPDATE sessions SET owner_pid=? WHERE id=?", (child.pid, sid))
+        with store.connection() as c:
+            c.execute("UPDATE sessions SET owner_pid=? WHERE id=?", (child.pid, sid))
         assert store.mark_running_as_aborted("restart") == []
         assert store.mark_running_as_aborted("forced", only_dead_owners=False) == [sid]
     finally:
@@ -230,7 +234,8 @@ def test_retention_by_age_and_count_never_deletes_running(store: SessionStore) -
     remaining = {s.id for s in store.list_sessions(limit=100)}
     assert remaining == {ids[2], ids[3], running}
     # Samples went with their sessions (ON DELETE CASCADE).
-    assert store._conn.execute("SELECT count(*) FROM samples").fetchone()[0] == 2
+    with store.connection() as c:
+        assert c.execute("SELECT count(*) FROM samples").fetchone()[0] == 2
     assert store.apply_retention() == []
 
 

@@ -45,6 +45,15 @@ PROGRAM: dict[str, Any] = {
 }
 
 
+def _program_speed(lane: Lane) -> float:
+    """The program's speed at the lane's time (its last ``(start, speed)`` begun)."""
+    speed = 0.0
+    for start, v in lane.speeds:
+        if lane.t >= start:
+            speed = v
+    return speed
+
+
 def governed_session() -> tuple[list[Sample], list[Event]]:
     """One sample per second (and the events) of the session in the module docstring."""
     lane = Lane(Direction.FORWARD, None, speeds=[(0.0, 3.0), (60.0, 0.0)],
@@ -57,7 +66,7 @@ def governed_session() -> tuple[list[Sample], list[Event]]:
             lane.run(1)
             st = lane.steps[-1].status
             target = st.wanted_speed_kmh if st.wanted_speed_kmh is not None else (
-                lane._program_speed())
+                _program_speed(lane))
             samples.append(Sample(
                 t_s=lane.t, speed_kmh=round(lane.belt, 2), direction=lane.direction,
                 target_speed_kmh=target, hr_bpm=st.bpm, hr_source=st.source,
@@ -129,7 +138,7 @@ def test_a_v1_file_is_migrated_and_stays_readable(tmp_path: Path) -> None:
     with SessionStore(path, migrations=dbmod.MIGRATIONS[:1]) as old:
         assert old.schema_version == 1
         sid = old.create_session(synth.META)
-        ref = old._ref(sid)[0]
+        ref = old.session_ref(sid)[0]
         old._conn.execute(
             "INSERT INTO samples (session_ref, t_s, ts, target_speed_kmh, speed_kmh, direction,"
             " incline_pct, target_incline_pct, distance_m, hr_bpm, state, segment)"

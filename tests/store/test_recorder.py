@@ -25,7 +25,7 @@ def test_many_recorders_share_one_writer_thread(tmp_path: Path) -> None:
     before = len(_writer_threads())
     with SessionStore(tmp_path / "s.db") as store:
         recs = [SessionRecorder.start(store, {"treadmill_id": f"lane-{i}"}) for i in range(10)]
-        assert len({id(r._writer) for r in recs}) == 1
+        assert len({id(r.writer) for r in recs}) == 1
         assert len(_writer_threads()) == before + 1
         for k in range(100):
             for r in recs:
@@ -39,12 +39,11 @@ def test_many_recorders_share_one_writer_thread(tmp_path: Path) -> None:
 
 
 def test_full_queue_drops_and_counts_instead_of_blocking(store: SessionStore) -> None:
-    rec = SessionRecorder.start(store, synth.META)
-    writer = rec._writer
-    # Hold the store lock: the writer cannot commit, as if the disk had stalled.
     small = StoreWriter(store, max_pending_samples=10, max_pending_events=5)
-    rec._writer = small
-    with store._lock:
+    rec = SessionRecorder.start(store, synth.META, writer=small)
+    # Hold the store's connection (its lock): the writer cannot commit, as if the disk
+    # had stalled.
+    with store.connection():
         for i in range(50):
             rec.record_sample(Sample(t_s=i * 0.25, speed_kmh=1.0))  # returns at once
         for i in range(20):
@@ -55,9 +54,8 @@ def test_full_queue_drops_and_counts_instead_of_blocking(store: SessionStore) ->
         assert stats.samples_dropped >= 30
         assert stats.events_dropped >= 10
     small.flush()
-    small.close()
-    rec._writer = writer
     rec.finish("finished")
+    small.close()
     stats = small.stats()
     assert stats.samples_written + stats.samples_dropped == 50
     assert stats.events_written + stats.events_dropped == 20
@@ -72,7 +70,7 @@ def test_bad_row_does_not_cost_the_batch(store: SessionStore) -> None:
     rec.record_event(Event(t_s=0.5, type="command", data={"obj": object()}))  # not JSON
     rec.finish("finished")
     assert [s.t_s for s in store.samples(rec.session_id)] == [0.0, 0.5]
-    assert rec._writer.stats().rows_rejected == 1
+    assert rec.writer.stats().rows_rejected == 1
     assert store.events(rec.session_id)[0].data["obj"].startswith("<object")
 
 

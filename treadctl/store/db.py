@@ -13,6 +13,7 @@ commits. Readers (``treadctl sessions`` in another process) never block the writ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,7 +21,7 @@ import secrets
 import socket
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -294,7 +295,7 @@ class SessionStore:
         if outcome is Outcome.RUNNING:
             raise ValueError("finish_session needs a final outcome, not 'running'")
         with self._lock:
-            ref, started_at = self._ref(session_id)
+            ref, started_at = self.session_ref(session_id)
             if summary is None:
                 summary = summarize(
                     self.samples(session_id),
@@ -352,8 +353,9 @@ class SessionStore:
 
     # --- writes from the recorder's writer thread -----------------------------------------
 
-    def _ref(self, session_id: str) -> tuple[int, datetime]:
-        """Internal key and start time of a session (exact id)."""
+    def session_ref(self, session_id: str) -> tuple[int, datetime]:
+        """The internal key (``sessions.ref``, what samples and events point at) and the
+        start time of a session (exact id). Raises SessionNotFound."""
         with self._lock:
             self._check_open()
             row = self._conn.execute(
@@ -430,7 +432,7 @@ class SessionStore:
         return _session_info(row)
 
     def samples(self, session_id: str) -> list[Sample]:
-        ref, _ = self._ref(session_id)
+        ref, _ = self.session_ref(session_id)
         with self._lock:
             rows = self._conn.execute(
                 f"SELECT {_SAMPLE_COLUMNS} FROM samples WHERE session_ref=? ORDER BY t_s, rowid",
@@ -459,7 +461,7 @@ class SessionStore:
         ]
 
     def events(self, session_id: str) -> list[Event]:
-        ref, _ = self._ref(session_id)
+        ref, _ = self.session_ref(session_id)
         with self._lock:
             rows = self._conn.execute(
                 "SELECT t_s, ts, type, data_json FROM events WHERE session_ref=?"
@@ -515,6 +517,16 @@ class SessionStore:
                     self._conn.execute("ROLLBACK")
                     raise
         return sorted(doomed)
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """The store's SQLite connection, held under its lock for the ``with`` block (no
+        writer commits meanwhile): for checks, tools and oracles that count or inspect rows
+        in SQL. Writes through it bypass the store's rules; the recorder's writer blocks
+        until the block ends."""
+        with self._lock:
+            self._check_open()
+            yield self._conn
 
     def integrity_check(self) -> str:
         with self._lock:

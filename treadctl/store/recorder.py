@@ -284,19 +284,34 @@ def _event_row(target: _Target, e: Event) -> EventRow:
 class SessionRecorder:
     """Records one session. Create with :meth:`start` (new session) or from an id."""
 
-    def __init__(self, store: SessionStore, session_id: str) -> None:
+    def __init__(
+        self, store: SessionStore, session_id: str, *, writer: StoreWriter | None = None
+    ) -> None:
+        """``writer``: the thread that commits the rows; by default the store's one shared
+        writer (:meth:`StoreWriter.for_store`). A caller that passes its own closes it."""
         self.store = store
         self.session_id = session_id
-        ref, started_at = store._ref(session_id)
+        ref, started_at = store.session_ref(session_id)
         self.started_at = started_at
         self._target = _Target(ref, as_utc(started_at).replace(tzinfo=None))
-        self._writer = StoreWriter.for_store(store)
+        self._writer = writer if writer is not None else StoreWriter.for_store(store)
         self._finished = False
         self.summary: dict[str, Any] | None = None
 
     @classmethod
-    def start(cls, store: SessionStore, meta: SessionMeta | Mapping[str, Any]) -> SessionRecorder:
-        return cls(store, store.create_session(meta))
+    def start(
+        cls,
+        store: SessionStore,
+        meta: SessionMeta | Mapping[str, Any],
+        *,
+        writer: StoreWriter | None = None,
+    ) -> SessionRecorder:
+        return cls(store, store.create_session(meta), writer=writer)
+
+    @property
+    def writer(self) -> StoreWriter:
+        """The writer this recorder queues its rows on (its stats: written, dropped)."""
+        return self._writer
 
     # --- hot path: called from the control loop ---------------------------------------------
 

@@ -182,6 +182,34 @@ def _check_programs(programs: list[str]) -> list[str]:
 # --- entities ------------------------------------------------------------------------------
 
 
+def _heart_rate_entities(state_topic: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """Next to "Heart rate", from the retained state: its source, its quality, the zone of a
+    governed segment, and the ``hr-unreliable`` warning."""
+
+    def enum(key: str, name: str, options: tuple[str, ...], icon: str) -> dict[str, Any]:
+        return {"name": name, "state_topic": state_topic,
+                "value_template": _choice_template(key, list(options)),
+                "device_class": "enum", "options": list(options), "icon": icon}
+
+    def zone(index: int, name: str, icon: str) -> dict[str, Any]:
+        return {"name": name, "state_topic": state_topic,
+                "value_template": _zone_template(index), "state_class": "measurement",
+                "unit_of_measurement": "bpm", "icon": icon}
+
+    unreliable = {"name": "Heart rate unreliable", "state_topic": state_topic,
+                  "value_template": _HR_UNRELIABLE_TEMPLATE, "payload_on": "ON",
+                  "payload_off": "OFF", "device_class": "problem", "icon": "mdi:heart-broken"}
+    return [
+        ("sensor", "hr_source", enum("hr_source", "Heart rate source", HR_SOURCES,
+                                     "mdi:heart-cog")),
+        ("sensor", "hr_quality", enum("hr_quality", "Heart rate quality", HR_QUALITIES,
+                                      "mdi:heart-flash")),
+        ("sensor", "hr_zone_low", zone(0, "Heart rate zone low", "mdi:heart-minus")),
+        ("sensor", "hr_zone_high", zone(1, "Heart rate zone high", "mdi:heart-plus")),
+        ("binary_sensor", "hr_unreliable", unreliable),
+    ]
+
+
 def _entities(
     state_topic: str, telemetry_topic: str, cmd_topic: str, programs: list[str]
 ) -> list[tuple[str, str, dict[str, Any]]]:
@@ -347,67 +375,7 @@ def _entities(
                 "icon": "mdi:heart-pulse",
             },
         ),
-        (
-            "sensor",
-            "hr_source",
-            {
-                "name": "Heart rate source",
-                "state_topic": state_topic,
-                "value_template": _choice_template("hr_source", list(HR_SOURCES)),
-                "device_class": "enum",
-                "options": list(HR_SOURCES),
-                "icon": "mdi:heart-cog",
-            },
-        ),
-        (
-            "sensor",
-            "hr_quality",
-            {
-                "name": "Heart rate quality",
-                "state_topic": state_topic,
-                "value_template": _choice_template("hr_quality", list(HR_QUALITIES)),
-                "device_class": "enum",
-                "options": list(HR_QUALITIES),
-                "icon": "mdi:heart-flash",
-            },
-        ),
-        (
-            "sensor",
-            "hr_zone_low",
-            {
-                "name": "Heart rate zone low",
-                "state_topic": state_topic,
-                "value_template": _zone_template(0),
-                "state_class": "measurement",
-                "unit_of_measurement": "bpm",
-                "icon": "mdi:heart-minus",
-            },
-        ),
-        (
-            "sensor",
-            "hr_zone_high",
-            {
-                "name": "Heart rate zone high",
-                "state_topic": state_topic,
-                "value_template": _zone_template(1),
-                "state_class": "measurement",
-                "unit_of_measurement": "bpm",
-                "icon": "mdi:heart-plus",
-            },
-        ),
-        (
-            "binary_sensor",
-            "hr_unreliable",
-            {
-                "name": "Heart rate unreliable",
-                "state_topic": state_topic,
-                "value_template": _HR_UNRELIABLE_TEMPLATE,
-                "payload_on": "ON",
-                "payload_off": "OFF",
-                "device_class": "problem",
-                "icon": "mdi:heart-broken",
-            },
-        ),
+        *_heart_rate_entities(state_topic),
         (
             "binary_sensor",
             "latched",

@@ -18,13 +18,15 @@ import pytest
 
 from treadctl.control.controller import KEEPALIVES_PER_LINK_TIMEOUT, Controller
 from treadctl.profiles import load_profile
+from treadctl.transport.framed import FramedTransport
 
 from harness import program, wait_for, with_sim
 
 
 def _spy_writes(ctl: Controller) -> tuple[list[float], Any]:
     """Times at which the host put a frame on the wire; returns (times, the stream)."""
-    stream = ctl.transport._stream
+    assert isinstance(ctl.transport, FramedTransport)
+    stream = ctl.transport.stream
     assert stream is not None
     times: list[float] = []
     original = stream.write

@@ -90,6 +90,12 @@ class FramedTransport(Transport):
     def connected(self) -> bool:
         return self._stream is not None and not self._stream.closed
 
+    @property
+    def stream(self) -> ByteStream | None:
+        """The byte stream of the open link (None before connect and after close): every
+        frame this transport sends is one ``write`` on it (tests spy on what leaves)."""
+        return self._stream
+
     async def connect(self) -> None:
         if self.connected:
             return

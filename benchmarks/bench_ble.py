@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from treadctl import clock, ftms
+from treadctl.control.client import FTMSClient
 from treadctl.control.controller import Controller, State
 from treadctl.profiles import load_profile
 from treadctl.programs.model import program_from_dict
@@ -71,8 +72,9 @@ async def _trials(
 ) -> tuple[list[float], list[float]]:
     ctl = Controller(transport, PROFILE, tick_hz=10.0)
     await ctl.open()
-    handler = transport._notify
-    assert handler is not None
+    # The handler the client's connect() gave the transport (FTMS: the reference profile).
+    assert isinstance(ctl.client, FTMSClient)
+    handler = ctl.client.on_notification
 
     def seen(uuid: int, value: bytes) -> None:
         if uuid == ftms.MACHINE_STATUS and value[:1] == b"\x03" and probe.seen is None:

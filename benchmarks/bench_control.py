@@ -45,7 +45,7 @@ async def _fault_to_stop(trials: int) -> tuple[list[float], list[float]]:
     transport = FramedTransport(lambda: _ready(host), "bench")
     ctl = Controller(transport, PROFILE, tick_hz=10)
     await transport.connect()
-    transport.set_notify_handler(ctl.client._on_notify)
+    transport.set_notify_handler(ctl.client.on_notification)
     stop = ftms.encode_control_point(ftms.StopOrPause(pause=False))
     decoder = FrameDecoder()
     fast = encode_frame(
@@ -63,7 +63,7 @@ async def _fault_to_stop(trials: int) -> tuple[list[float], list[float]]:
         )
     )
     # Arm the telemetry interlocks as during a session cruising at 5 km/h.
-    ctl._limits = effective_limits(PROFILE)
+    ctl.arm_without_session(effective_limits(PROFILE))
     latencies: list[float] = []
     floor: list[float] = []
     loop = asyncio.get_running_loop()
@@ -100,8 +100,8 @@ async def _fault_to_stop(trials: int) -> tuple[list[float], list[float]]:
         t_end = await got
         latencies.append(t_end - t0)
         waiter.cancel()
-        if ctl._escalation is not None:
-            ctl._escalation.cancel()
+        if ctl.escalation_task is not None:
+            ctl.escalation_task.cancel()
         device.write(calm)
         await asyncio.sleep(0)
         await asyncio.sleep(0)
@@ -120,10 +120,8 @@ async def _fault_to_stop(trials: int) -> tuple[list[float], list[float]]:
         device.write(fast)
         floor.append(await got2 - t0)
         waiter2.cancel()
-        transport.set_notify_handler(ctl.client._on_notify)
-    for task in ctl._tasks:
-        task.cancel()
-    await transport.close()
+        transport.set_notify_handler(ctl.client.on_notification)
+    await ctl.close()  # never opened: no loop tasks; closes the link
     return latencies, floor
 
 
@@ -139,13 +137,7 @@ async def _session_timing(tick_hz: float, seconds: float, port: int) -> dict[str
         open_transport(f"tcp://127.0.0.1:{port}", profile=PROFILE), PROFILE, tick_hz=tick_hz
     )
     ticks: list[float] = []
-    original = ctl._tick
-
-    def timed_tick(now: float) -> None:
-        ticks.append(time.perf_counter())
-        original(now)
-
-    ctl._tick = timed_tick  # type: ignore[method-assign]
+    ctl.tick_listeners.append(lambda now: ticks.append(time.perf_counter()))
     await ctl.open()
     prog = program_from_dict(
         {

@@ -160,7 +160,7 @@ async def _ftms_trials(trials: int) -> list[float]:
     client = FTMSClient(transport, profile, clock.LoopClock())
     client.on_telemetry = lambda td: client.stop_now() if (td.speed_kmh or 0) > 6 else None
     await transport.connect()
-    transport.set_notify_handler(client._on_notify)
+    transport.set_notify_handler(client.on_notification)
     stop = ftms.encode_control_point(ftms.StopOrPause(pause=False))
     fast = encode_frame(Frame(FrameType.NOTIFY, ftms.TREADMILL_DATA,
                               ftms.encode_treadmill_data(ftms.TreadmillData(speed_kmh=9.0))))

@@ -89,12 +89,11 @@ def test_estop_preempts_a_setpoint_waiting_for_its_ack_over_ble() -> None:
         ctl.start(program((60, 5.0, "forward")))
 
         def setpoint_in_flight() -> bool:
-            inflight = ctl.client._inflight
+            wanted = ctl.wanted_speed
             return (
-                inflight is not None
-                and inflight[0] == ftms.OpCode.SET_TARGET_SPEED
-                and ctl._want_speed is not None
-                and ctl._want_speed > ctl.commanded_kmh
+                ctl.client.in_flight_opcode == ftms.OpCode.SET_TARGET_SPEED
+                and wanted is not None
+                and wanted > ctl.commanded_kmh
                 and sim.truth().speed_kmh > 1.0
             )
 

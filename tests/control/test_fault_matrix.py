@@ -134,7 +134,7 @@ def _inject(case: str, ctl: Controller, sim: Any, transport: Any) -> None:
         def broken_tick(now: float) -> None:
             raise RuntimeError("injected control-loop bug")
 
-        ctl._tick = broken_tick  # type: ignore[method-assign]
+        ctl.tick_listeners.append(broken_tick)  # raises inside the loop's tick
     else:
         sim.inject(case)
     if case in ("slow-acks", "ignore-commands", "stuck-belt") and ctl.snapshot.phase != "dwell":

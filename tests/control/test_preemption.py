@@ -13,6 +13,7 @@ from treadctl.clock import LoopClock, run_virtual
 from treadctl.control.client import FTMSClient, Preempted
 from treadctl.control.controller import Controller
 from treadctl.profiles import load_profile
+from treadctl.transport.framed import FramedTransport
 from treadctl.transport.sim import SimTransport
 
 from harness import is_motion_write, program, wait_for, with_sim
@@ -25,12 +26,11 @@ def test_stop_is_next_on_the_wire_while_an_ack_is_outstanding() -> None:
         ctl.start(program((60, 5.0, "forward")))
 
         def setpoint_in_flight() -> bool:
-            inflight = ctl.client._inflight
+            wanted = ctl.wanted_speed
             return (
-                inflight is not None
-                and inflight[0] == ftms.OpCode.SET_TARGET_SPEED
-                and ctl._want_speed is not None
-                and ctl._want_speed > ctl.commanded_kmh  # more setpoints queued behind it
+                ctl.client.in_flight_opcode == ftms.OpCode.SET_TARGET_SPEED
+                and wanted is not None
+                and wanted > ctl.commanded_kmh  # more setpoints queued behind it
                 and sim.truth().speed_kmh > 1.0
             )
 
@@ -52,7 +52,9 @@ def test_stop_now_bytes_leave_before_the_call_returns() -> None:
 
     async def scenario(ctl: Controller, sim: Any) -> None:
         sent: list[bytes] = []
-        stream = ctl.transport._stream
+        assert isinstance(ctl.transport, FramedTransport)
+        stream = ctl.transport.stream
+        assert stream is not None
         original = stream.write
 
         def spy(data: bytes) -> None:
@@ -90,8 +92,7 @@ def test_retry_of_a_setpoint_never_follows_a_stop_queued_behind_it(profile: str)
                 await client.command(ftms.SetTargetSpeed(2.0))
                 await client.command(ftms.StartOrResume())
             # Line noise eats the answer to the next setpoint (once).
-            deliver = transport._notify
-            assert deliver is not None
+            deliver = client.on_notification  # the handler connect() installed
             lost: list[bytes] = []
 
             def noisy(uuid: int, value: bytes) -> None:

@@ -307,7 +307,9 @@ def test_refused_on_a_profile_that_can_reverse() -> None:
         transport = SimTransport(ref)
         with pytest.raises(ValueError, match="forward-only"):
             Controller(transport, ref, rear_facing=True)
-        return transport._sim
+        with pytest.raises(RuntimeError, match="only after connect"):
+            transport.sim  # noqa: B018 (the link was never opened: no simulator exists)
+        return None
 
     assert run_virtual(main) is None  # the link was never opened: nothing moved
     with pytest.raises(LimitsError, match="forward-only"):

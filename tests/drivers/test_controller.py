@@ -495,7 +495,9 @@ def _judge_user(run: UserRun, events: list[dict[str, Any]]) -> None:
         name, "something started the belt right after the reset", next_start[:1])
     # the last controlled stop (backward where possible): the firmware braked at its
     # controlled-stop rate, not the e-stop's, and the belt stands.
-    t_stop = run.marks["stop"]
+    # The mark runs a few ms ahead of the simulator's clock (sim_now), and the walker
+    # puts the Stop on the wire in the stop() call's wake-up, so it can land "before" it.
+    t_stop = run.marks["stop"] - 0.05
     stop = next(e for e in events if e["event"] == "stop" and e["at_s"] >= t_stop)
     still = next(e for e in events if e["event"] == "standstill" and e["at_s"] >= stop["at_s"])
     if profile.supports_reverse:

@@ -101,8 +101,10 @@ class Announcer(ControllerCore):
                 elapsed = self._elapsed(self.clock.now())
                 wait = change.at_s - lead_s - elapsed
                 if wait > 1e-6:
-                    # In ticks: a pause holds session time (and so the countdown) still.
-                    await asyncio.sleep(min(self.tick_s, wait))
+                    # Session time never runs faster than the clock: sleeping ``wait`` never
+                    # oversleeps the change, and after a pause (session time held still)
+                    # the wait is judged again.
+                    await asyncio.sleep(wait)
                     continue
                 pending.pop(0)
                 self._announce_now(

@@ -148,7 +148,7 @@ class FTMSClient:
 
     # -- link ----------------------------------------------------------------------------
     async def connect(self) -> None:
-        self.transport.set_notify_handler(self._on_notify)
+        self.transport.set_notify_handler(self.on_notification)
         await self.transport.connect()
         uuids = [ftms.TREADMILL_DATA, ftms.MACHINE_STATUS, ftms.CONTROL_POINT]
         uuids.extend(self.reverse.subscriptions())
@@ -158,7 +158,19 @@ class FTMSClient:
     async def close(self) -> None:
         await self.transport.close()
 
-    def _on_notify(self, uuid: int, value: bytes) -> None:
+    @property
+    def in_flight_opcode(self) -> int | None:
+        """The opcode of the procedure on the wire waiting for its answer, or None (what a
+        stop would pre-empt now)."""
+        inflight = self._inflight
+        if inflight is None or inflight[1].done():
+            return None
+        return inflight[0]
+
+    def on_notification(self, uuid: int, value: bytes) -> None:
+        """The transport's notification handler (``connect()`` installs it): Treadmill Data,
+        Control Point responses, Machine Status, the reverse method's characteristics. A
+        caller that drives the transport itself (a benchmark) installs this one."""
         try:
             if uuid == ftms.TREADMILL_DATA:
                 td = self.telemetry.treadmill_data(value)  # None: part of a split record

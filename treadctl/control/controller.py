@@ -5,13 +5,14 @@ One ``Controller`` per treadmill, long-lived (``treadctl run`` uses one for a si
 session; the daemon builds one per link and hands each the lane's ``SafetyMachine``).
 Every interlock is decided in ``machine.py``: this module feeds the machine its inputs
 (telemetry, machine status, direction read-back, link loss, failed commands, e-stops,
-reset) and carries out each ``Step`` in :meth:`Controller._act`: Stop on the wire first,
+reset); each ``Step`` is carried out in ``loop.py`` (``_act``): Stop on the wire first,
 then the plan dropped, the ``estop`` event, the session cancelled, the escalation.
 Telemetry is judged synchronously inside the notification handler, so a fault frame
 becomes a stop frame within the same call.
 
 Its parts (all deriving from ``core.ControllerCore``, which declares their shared state):
-the program walker (``session.py``), the loop, sender and escalation (``loop.py``), the
+the program walker (``session.py``), the loop, sender, escalation and the carrying out of
+a trip (``loop.py``), the
 machine's inputs (``inputs.py``: telemetry, status, danger, link loss), heart rate
 (``heart.py``: the HR supervisor, the strap, governed segments), and the snapshot and
 recorder interface (``snapshot.py``); docs/architecture.md.
@@ -38,7 +39,6 @@ from treadctl.control.machine import (
     Event,
     SafetyMachine,
     State,
-    Step,
 )
 from treadctl.control.machine_link import LinkFactory, MachineLink, link_factory_for
 from treadctl.control.planner import (
@@ -48,7 +48,7 @@ from treadctl.control.planner import (
     speed_ramp,
 )
 from treadctl.control.reverse import reverse_method
-from treadctl.control.safety import Interlock, Latch, SafetyConfig, Trip
+from treadctl.control.safety import Interlock, Latch, SafetyConfig
 from treadctl.control.session import RAMP_OVERRUN_S, DirectionError, SessionWalker
 from treadctl.control.snapshot import Outcome, SessionRecorder, SessionResult, Snapshot
 from treadctl.hr.strap import HRSource
@@ -151,6 +151,9 @@ class Controller(SessionWalker, ControlLoop, MachineInputs, HeartRateControl):
         self.state_listeners: list[Callable[[Snapshot], None]] = []
         self.telemetry_listeners: list[Callable[[Snapshot], None]] = []
         self.event_listeners: list[Callable[[dict[str, Any]], None]] = []
+        #: Called with the loop's time after every tick (the loop's timer interlocks and
+        #: ramp following done): for measuring the loop, never for decisions.
+        self.tick_listeners: list[Callable[[float], None]] = []
 
         # Measurements
         self.last_rx = -math.inf
@@ -184,6 +187,7 @@ class Controller(SessionWalker, ControlLoop, MachineInputs, HeartRateControl):
         self._stop_reason = STOP_REASON
         self._pause_requested = False
         self._resume = asyncio.Event()
+        self._walker_wake = asyncio.Event()
         self._last_heartbeat = -math.inf
         self._paused_since: float | None = None
         self._session_started = 0.0
@@ -297,23 +301,23 @@ class Controller(SessionWalker, ControlLoop, MachineInputs, HeartRateControl):
         if self._session_task is None or self._session_task.done():
             self.client.stop_now()
             return
-        self._stop_reason = reason
-        self._stop_requested = True
-        self._resume.set()
-        self._want_changed.set()
+        self._request_stop(reason)
 
     def pause(self) -> None:
         self.machine.check_pause()
         self._pause_requested = True
         self._resume.clear()
+        self._wake_walker()
 
     def resume(self) -> None:
         """End a pause, or confirm a rear-facing turn-around (the user faces the way asked)."""
         self.machine.check_resume(pause_requested=self._pause_requested)
         if self._confirm_turn():
+            self._wake_walker()
             return
         self._pause_requested = False
         self._resume.set()
+        self._wake_walker()
 
     def set_manual(self, speed_kmh: float | None = None, incline_pct: float | None = None) -> None:
         """Change speed/incline of the running segment, inside the active limits."""
@@ -402,54 +406,26 @@ class Controller(SessionWalker, ControlLoop, MachineInputs, HeartRateControl):
     def escalation_task(self) -> asyncio.Task[None] | None:
         return self._escalation
 
-    # ====================================================================== trips
-    def _act(self, step: Step, *, stop_sent: bool = False) -> None:
-        """Carry out what the safety machine decided: a trip puts Stop on the wire first
-        (even when already latched: a second trip stops again), then, for the first trip,
-        drops the plan, tells the world, cancels the session and starts the escalation."""
-        trip = step.trip
-        if trip is None:
-            return
-        # Stop goes out first, whatever else is happening (motion is already blocked: the
-        # client reads the machine's latch).
-        if not stop_sent:
-            self.client.stop_now()
-        if not step.first:
-            return
-        self._speed_ramp = self._incline_ramp = None
-        self._want_speed = self._want_incline = None
-        self.commanded_kmh = 0.0
-        self.belt_running = False
-        log.warning("interlock %s: %s", trip.interlock.value, trip.detail)
-        self._show_machine(target_speed_kmh=0.0, phase=None)
-        self._event("estop", interlock=trip.interlock.value, reason=trip.reason)
-        task = self._session_task
-        if (
-            task is not None
-            and self._driving
-            and not task.done()
-            and task is not _current_task()
-        ):
-            task.cancel()
-        self._begin_escalation()
+    @property
+    def wanted_speed(self) -> float | None:
+        """The setpoint the ramp wants now (km/h, on the increment grid), which the sender
+        puts on the wire one step at a time; None when no ramp is followed."""
+        return self._want_speed
 
-    def _trip(self, trip: Trip, *, stop_sent: bool = False) -> None:
-        """An e-stop decided outside the telemetry/timer inputs (kept for the loop's and the
-        session's internal errors; everything else goes through the machine's inputs)."""
-        if trip.interlock is Interlock.INTERNAL_ERROR:
-            self._act(self.machine.error(trip.detail), stop_sent=stop_sent)
-        else:
-            self._act(self.machine.estop(trip.interlock, trip.detail), stop_sent=stop_sent)
+    @property
+    def active_limits(self) -> EffectiveLimits | None:
+        """The limits of the running (or last) session: what ``set_manual`` and the
+        telemetry interlocks judge against; None before the first start."""
+        return self._limits
 
-    def _begin_escalation(self) -> None:
-        if self._escalation is None or self._escalation.done():
-            with contextlib.suppress(RuntimeError):
-                self._escalation = asyncio.get_running_loop().create_task(self._escalate())
-
-
-    def _trip_command(self, exc: CommandError) -> None:
-        """A failed procedure: the machine maps its typed failure to the interlock."""
-        self._act(self.machine.command_failed(exc.failure, str(exc)))
+    def arm_without_session(self, limits: EffectiveLimits) -> None:
+        """Judge telemetry against ``limits`` with no session: the safety machine armed as
+        while a segment runs (benchmarks and tests of the telemetry interlocks). Refused
+        while a session runs: its limits are the ones validated at its start."""
+        if self._session_active():
+            raise ControlError("a session is running: its limits apply")
+        self._limits = limits
+        self.machine.arm()
 
     # ====================================================================== state out
     def _step(self, event: Event, **changes: Any) -> None:
@@ -497,13 +473,6 @@ class Controller(SessionWalker, ControlLoop, MachineInputs, HeartRateControl):
                 self._recorder.event(self, event)
         for listener in self.event_listeners:
             listener(event)
-
-
-def _current_task() -> asyncio.Task[Any] | None:
-    try:
-        return asyncio.current_task()
-    except RuntimeError:
-        return None
 
 
 def _new_session_id(treadmill_id: str, clock: Clock) -> str:

@@ -11,6 +11,7 @@ declaration. Decisions about safety are not here: they are the ``SafetyMachine``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,8 @@ class ControllerCore:
     state_listeners: list[Callable[[Snapshot], None]]
     telemetry_listeners: list[Callable[[Snapshot], None]]
     event_listeners: list[Callable[[dict[str, Any]], None]]
+    #: Called with the tick's time after each of the loop's ticks (benchmarks time it).
+    tick_listeners: list[Callable[[float], None]]
     # Measurements
     last_rx: float
     measured_kmh: float
@@ -86,6 +89,9 @@ class ControllerCore:
     _stop_reason: str
     _pause_requested: bool
     _resume: asyncio.Event
+    #: Set by every command the walker's waits must see at once (stop, pause, resume, a
+    #: turn's confirmation): the walker sleeps until its deadline or this, not in ticks.
+    _walker_wake: asyncio.Event
     _last_heartbeat: float
     _paused_since: float | None
     _session_started: float
@@ -122,6 +128,30 @@ class ControllerCore:
     def _check_stop(self) -> None:
         if self._stop_requested:
             raise StopRequested()
+
+    def _wake_walker(self) -> None:
+        """A command the session walker waits on (stop, pause, resume, turn confirmed)."""
+        self._walker_wake.set()
+
+    def _request_stop(self, reason: str) -> None:
+        """A controlled stop of the running session: the walker sees it at once."""
+        self._stop_reason = reason
+        self._stop_requested = True
+        self._resume.set()
+        self._want_changed.set()
+        self._wake_walker()
+
+    async def _nap(self, timeout_s: float | None) -> None:
+        """The walker's sleep: until ``timeout_s`` passed (None: no limit) or a command
+        woke it (:meth:`_wake_walker`). The caller checks its conditions right before (no
+        await between), so a command in between is never missed; a trip cancels the task."""
+        self._walker_wake.clear()
+        if timeout_s is None:
+            await self._walker_wake.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._walker_wake.wait()
 
     @staticmethod
     def _ramp_value(ramp: Ramp | None, now: float) -> float:

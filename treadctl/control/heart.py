@@ -216,10 +216,7 @@ class HeartRateControl(ControllerCore):
         ):
             return  # only a running segment's belt is governed; nothing after a Stop
         if status.decision is Decision.CONTROLLED_STOP:
-            self._stop_reason = HR_LOSS_STOP_REASON
-            self._stop_requested = True
-            self._resume.set()
-            self._want_changed.set()
+            self._request_stop(HR_LOSS_STOP_REASON)
             return
         if status.decision is not Decision.GOVERN:
             return

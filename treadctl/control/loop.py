@@ -6,7 +6,10 @@
 * the **sender** puts the latest wanted setpoints on the wire, one procedure at a time,
   only when they moved by an increment;
 * the **escalation** follows a trip: resend the Stop, then drop the link for the
-  firmware's own watchdog.
+  firmware's own watchdog;
+* **carrying out a trip** (``_act``): whatever the safety machine decided in its inputs
+  (telemetry, status, timers, failed commands, e-stops), Stop on the wire first, then the
+  plan dropped, the ``estop`` event, the session cancelled and the escalation begun.
 
 Mixed into :class:`~treadctl.control.controller.Controller`, whose state it shares.
 """
@@ -17,10 +20,12 @@ import asyncio
 import contextlib
 import logging
 import math
+from typing import Any
 
 from treadctl import ftms
 from treadctl.control.client import CommandError, MotionBlocked
 from treadctl.control.core import ControllerCore
+from treadctl.control.machine import Step
 from treadctl.control.planner import quantize_toward
 from treadctl.control.safety import Interlock, Trip
 from treadctl.types import Direction
@@ -30,6 +35,54 @@ log = logging.getLogger("treadctl.control.controller")
 
 class ControlLoop(ControllerCore):
     """The loop, sender and escalation tasks' methods (see the module docstring)."""
+
+    # ------------------------------------------------------------ a trip carried out
+    def _act(self, step: Step, *, stop_sent: bool = False) -> None:
+        """Carry out what the safety machine decided: a trip puts Stop on the wire first
+        (even when already latched: a second trip stops again), then, for the first trip,
+        drops the plan, tells the world, cancels the session and starts the escalation."""
+        trip = step.trip
+        if trip is None:
+            return
+        # Stop goes out first, whatever else is happening (motion is already blocked: the
+        # client reads the machine's latch).
+        if not stop_sent:
+            self.client.stop_now()
+        if not step.first:
+            return
+        self._speed_ramp = self._incline_ramp = None
+        self._want_speed = self._want_incline = None
+        self.commanded_kmh = 0.0
+        self.belt_running = False
+        log.warning("interlock %s: %s", trip.interlock.value, trip.detail)
+        self._show_machine(target_speed_kmh=0.0, phase=None)
+        self._event("estop", interlock=trip.interlock.value, reason=trip.reason)
+        task = self._session_task
+        if (
+            task is not None
+            and self._driving
+            and not task.done()
+            and task is not _current_task()
+        ):
+            task.cancel()
+        self._begin_escalation()
+
+    def _trip(self, trip: Trip, *, stop_sent: bool = False) -> None:
+        """An e-stop decided outside the telemetry/timer inputs (kept for the loop's and the
+        session's internal errors; everything else goes through the machine's inputs)."""
+        if trip.interlock is Interlock.INTERNAL_ERROR:
+            self._act(self.machine.error(trip.detail), stop_sent=stop_sent)
+        else:
+            self._act(self.machine.estop(trip.interlock, trip.detail), stop_sent=stop_sent)
+
+    def _begin_escalation(self) -> None:
+        if self._escalation is None or self._escalation.done():
+            with contextlib.suppress(RuntimeError):
+                self._escalation = asyncio.get_running_loop().create_task(self._escalate())
+
+    def _trip_command(self, exc: CommandError) -> None:
+        """A failed procedure: the machine maps its typed failure to the interlock."""
+        self._act(self.machine.command_failed(exc.failure, str(exc)))
 
     async def _escalate(self) -> None:
         """If the belt does not decelerate after a stop: resend, then drop the link."""
@@ -83,13 +136,18 @@ class ControlLoop(ControllerCore):
             step += 1
             if step >= self._keepalives_per_tick:
                 step = 0
+                now = self.clock.now()
                 try:
-                    self._tick(self.clock.now())
+                    self._tick(now)
+                    for listener in self.tick_listeners:
+                        listener(now)
                 except Exception as exc:  # an error in the loop is itself an interlock
                     log.exception("control loop error")
                     self._trip(Trip(Interlock.INTERNAL_ERROR, f"control loop: {exc!r}"))
-            with contextlib.suppress(Exception):
+            try:  # noqa: SIM105 (no context manager object at every keepalive)
                 await self.transport.keepalive()
+            except Exception:  # a lost link is the transport's to report (link-lost)
+                pass
 
     def _tick(self, now: float) -> None:
         step = self.machine.tick(now, self.last_rx, self._last_heartbeat, self._heartbeat_period())
@@ -120,8 +178,10 @@ class ControlLoop(ControllerCore):
 
     def _heartbeat_period(self) -> float | None:
         prog = self._program.heartbeat_s if self._program is not None else None
-        periods = [p for p in (prog, self.site_heartbeat_s) if p is not None]
-        return min(periods) if periods else None
+        site = self.site_heartbeat_s
+        if prog is None or site is None:
+            return site if prog is None else prog
+        return min(prog, site)
 
     async def _sender(self) -> None:
         """Put wanted setpoints on the wire: speed moves one increment per procedure, and no
@@ -199,3 +259,9 @@ class ControlLoop(ControllerCore):
         except CommandError as exc:
             self._trip_command(exc)
 
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None

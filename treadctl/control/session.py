@@ -158,8 +158,10 @@ class SessionWalker(TurnAround):
         return result
 
     async def _wait_session_time(self, end_s: float) -> None:
-        """Until session time (pauses excluded) reaches ``end_s``, in ticks, so stop and
-        pause requests are seen promptly (a pause holds session time still)."""
+        """Until session time (pauses excluded) reaches ``end_s``. It sleeps until that
+        deadline, woken at once by a stop or pause request (``_nap``): session time never
+        runs faster than the clock, so the deadline is never overslept, and a trip cancels
+        the task wherever it waits."""
         while True:
             self._check_stop()
             if self._pause_requested:
@@ -168,7 +170,7 @@ class SessionWalker(TurnAround):
             left = end_s - self._elapsed(self.clock.now())
             if left <= 1e-6:
                 return
-            await asyncio.sleep(min(self.tick_s, left))
+            await self._nap(left)
 
     def _remaining_s(self, now: float) -> float | None:
         """Program time left: listed total minus session time. It reaches 0 only when the

@@ -22,8 +22,6 @@ a pause: the listed durations are what the user walks, however long the turn tak
 
 from __future__ import annotations
 
-import asyncio
-
 from treadctl.control.announce import START, Announcer
 from treadctl.control.machine import Event
 from treadctl.programs.model import Segment
@@ -77,7 +75,7 @@ class TurnAround(Announcer):
             self._step(Event.PAUSED, phase="turn-around")
             while not self._turn_confirmed:
                 self._check_stop()
-                await asyncio.sleep(self.tick_s)
+                await self._nap(None)  # woken by the confirmation (resume) or a stop
             self._turn_pending = None
             self._facing = face
             self._set_snapshot(direction=face)
@@ -91,7 +89,7 @@ class TurnAround(Announcer):
             until = self.clock.now() + lead_s
             while (left := until - self.clock.now()) > 1e-6:
                 self._check_stop()
-                await asyncio.sleep(min(self.tick_s, left))
+                await self._nap(left)  # woken by a stop
             self._check_stop()
         finally:
             self._turn_pending = None

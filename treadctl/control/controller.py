@@ -44,11 +44,10 @@ from treadctl.control.machine_link import LinkFactory, MachineLink, link_factory
 from treadctl.control.planner import (
     Ramp,
     incline_ramp,
-    on_grid,
     speed_ramp,
 )
 from treadctl.control.reverse import reverse_method
-from treadctl.control.safety import Interlock, Latch, SafetyConfig
+from treadctl.control.safety import Interlock, Latch, SafetyConfig, setpoint_refusal
 from treadctl.control.session import RAMP_OVERRUN_S, DirectionError, SessionWalker
 from treadctl.control.snapshot import Outcome, SessionRecorder, SessionResult, Snapshot
 from treadctl.hr.strap import HRSource
@@ -326,28 +325,9 @@ class Controller(SessionWalker, ControlLoop, MachineInputs, HeartRateControl):
             raise ControlError(f"cannot set while {self.machine.state.value}")
         lim = self._limits
         d = self._limit_dir
-        if speed_kmh is not None:
-            cap = lim.reverse_max_speed_kmh if d is Direction.REVERSE else lim.max_speed_kmh
-            if not lim.min_speed_kmh <= speed_kmh <= cap:
-                raise ControlError(
-                    f"speed_kmh {speed_kmh} outside {lim.min_speed_kmh}..{cap} km/h ({d.value})"
-                )
-            if not on_grid(speed_kmh, lim.speed_increment_kmh):
-                raise ControlError(
-                    f"speed_kmh {speed_kmh} is not a multiple of {lim.speed_increment_kmh} km/h"
-                )
-        if incline_pct is not None:
-            lo, hi = (
-                (lim.reverse_min_incline_pct, lim.reverse_max_incline_pct)
-                if d is Direction.REVERSE
-                else (lim.min_incline_pct, lim.max_incline_pct)
-            )
-            if not lo <= incline_pct <= hi:
-                raise ControlError(f"incline_pct {incline_pct} outside {lo}..{hi} %")
-            if not on_grid(incline_pct, lim.incline_increment_pct):
-                raise ControlError(
-                    f"incline_pct {incline_pct} is not a multiple of {lim.incline_increment_pct} %"
-                )
+        refusal = setpoint_refusal(lim, d, speed_kmh, incline_pct)  # refused, never clamped
+        if refusal is not None:
+            raise ControlError(refusal)
         now = self.clock.now()
         if speed_kmh is not None:
             self._speed_ramp = speed_ramp(

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from treadctl.control.planner import on_grid
 from treadctl.profiles import FirmwareProfile
 from treadctl.types import Direction
+
+if TYPE_CHECKING:
+    from treadctl.limits import EffectiveLimits
 
 
 class Interlock(enum.StrEnum):
@@ -191,6 +195,37 @@ def check_heartbeat(last_beat: float, now: float, period_s: float | None) -> Tri
 
 #: Slack on top of the physics in :func:`stop_bound_s` (telemetry period, scheduling).
 STOP_MARGIN_S = 0.5
+
+
+def setpoint_refusal(
+    lim: EffectiveLimits,
+    direction: Direction,
+    speed_kmh: float | None,
+    incline_pct: float | None,
+) -> str | None:
+    """Why a manual setpoint (``Controller.set_manual``) is refused under ``lim`` for a belt
+    (or, rear-facing, a user) going ``direction``, or None. Outside the range or off the
+    increment grid is refused, never clamped (docs/safety.md)."""
+    if speed_kmh is not None:
+        cap = lim.reverse_max_speed_kmh if direction is Direction.REVERSE else lim.max_speed_kmh
+        if not lim.min_speed_kmh <= speed_kmh <= cap:
+            return (
+                f"speed_kmh {speed_kmh} outside {lim.min_speed_kmh}..{cap} km/h "
+                f"({direction.value})"
+            )
+        if not on_grid(speed_kmh, lim.speed_increment_kmh):
+            return f"speed_kmh {speed_kmh} is not a multiple of {lim.speed_increment_kmh} km/h"
+    if incline_pct is not None:
+        lo, hi = (
+            (lim.reverse_min_incline_pct, lim.reverse_max_incline_pct)
+            if direction is Direction.REVERSE
+            else (lim.min_incline_pct, lim.max_incline_pct)
+        )
+        if not lo <= incline_pct <= hi:
+            return f"incline_pct {incline_pct} outside {lo}..{hi} %"
+        if not on_grid(incline_pct, lim.incline_increment_pct):
+            return f"incline_pct {incline_pct} is not a multiple of {lim.incline_increment_pct} %"
+    return None
 
 
 def stop_bound_s(profile: FirmwareProfile, cfg: SafetyConfig, speed_kmh: float) -> float:

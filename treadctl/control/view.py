@@ -131,7 +131,7 @@ class _View:
         self._last_line_t = snap.elapsed_s
         if self.as_json:
             line = {
-                "ts": _now_iso(self.clock),
+                "ts": _now_iso(),
                 "elapsed_s": snap.elapsed_s,
                 "state": snap.state.value,
                 "segment": snap.segment,
@@ -227,7 +227,7 @@ class _View:
             stats["segments_completed"] = result.segments_completed
         line = {
             "summary": True,
-            "ts": _now_iso(self.clock),
+            "ts": _now_iso(),
             "outcome": result.outcome.value,
             "reason": result.reason,
             "session_id": result.session_id,
@@ -358,10 +358,7 @@ def _left(seconds: float | None) -> str:
     return _mmss(math.ceil(max(0.0, seconds) - 1e-9))
 
 
-def _now_iso(clock: Any = None) -> str:
-    """The line's wall stamp: the controller's clock (its record's time base, virtual time
-    under --speedup), or the system's before a controller is attached."""
+def _now_iso() -> str:
     from datetime import UTC, datetime
 
-    now = clock.wall() if clock is not None else datetime.now(UTC)
-    return now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

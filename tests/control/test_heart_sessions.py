@@ -685,3 +685,27 @@ def test_governed_incline_rises_once_the_speed_is_at_its_ceiling() -> None:
     t_incline = next(p.t_s for p in run.sim.trace if p.incline_pct > 0)
     at = [p for p in run.sim.trace if abs(p.t_s - t_incline) < 0.3]
     assert at and all(abs(abs(p.speed_kmh) - 3.0) <= 0.05 for p in at)  # speed first
+
+
+def test_detaching_a_session_strap_on_an_idle_lane_leaves_no_heart_rate_warning() -> None:
+    # Seen through the daemon: after a session with cmd/start's hr_device on a lane with no
+    # strap of its own, the idle lane kept showing strap / lost / hr-unreliable.
+    async def main() -> tuple[Any, Any, Any]:
+        prof = load_profile("treadctl-reference")
+        transport = SimTransport(prof, quirks="short-record")  # no treadmill HR field
+        ctl = Controller(transport, prof)
+        await ctl.open()
+        try:
+            await ctl.attach_strap("sim-hr://")
+            await asyncio.sleep(5)
+            during = (ctl.snapshot.hr_source, ctl.snapshot.hr_quality)
+            await ctl.detach_strap()
+            await asyncio.sleep(10)  # well past the strap's dropout time
+            return during, (ctl.snapshot.hr_source, ctl.snapshot.hr_quality), ctl.snapshot
+        finally:
+            await ctl.close()
+
+    during, after, snap = run_virtual(main)
+    assert during == ("strap", "good")
+    assert after == (None, None)
+    assert not [w for w in snap.warnings if w.startswith("hr-")]

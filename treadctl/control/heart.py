@@ -125,6 +125,11 @@ class HeartRateControl(ControllerCore):
             except Exception as exc:  # closing a strap must never fail a session's end
                 log.error("closing the heart-rate strap %s: %s", source.name, exc)
         self._release_strap()
+        self.hr_supervisor.strap_bound = False
+        if self._session_task is None or self._session_task.done():
+            # Idle: a strap that is gone is no loss to show on the lane until its next start.
+            self.hr_supervisor = self._hr_new_supervisor(None)
+            self._hr_apply(self.hr_supervisor.status)
 
     def _release_strap(self) -> None:
         if self.hr_url is not None:

@@ -111,11 +111,17 @@ class ControlLoop(ControllerCore):
                     self._send_request_control()
                 self.client.stop_now()
                 continue
+            if not self.transport.drop():
+                # No watchdog to hand over to (Biodex, Bertec): the link stays, the driver
+                # keeps repeating the stop; only the machine's own stop switch is left.
+                self._event("escalate", action="keep-link", speed_kmh=self.measured_kmh)
+                log.error("belt not decelerating after stop, and this machine has no"
+                          " watchdog: the stop is repeated; use the machine's stop switch")
+                return
             self._event("escalate", action="drop-link", speed_kmh=self.measured_kmh)
             log.error(
-                "belt not decelerating after stop: dropping the link for the firmware watchdog"
+                "belt not decelerating after stop: dropped the link for the firmware watchdog"
             )
-            self.transport.drop()
             # drop() is deliberate, so the transport reports no loss: we do.
             self.machine.link_dropped()
             self._show_machine()

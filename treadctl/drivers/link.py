@@ -141,7 +141,7 @@ class NativeTransport(Transport):
     ) -> asyncio.Future[None]:
         raise LinkLost(str(self._no_ftms()))
 
-    def drop(self) -> None:
+    def drop(self) -> bool:
         """The escalation's last step. On a machine with its own watchdog
         (``wire.watchdog_ms``): close the link without a word, and the watchdog stops the
         belt. On one without (Biodex, Bertec): cutting the link would leave the belt running
@@ -149,11 +149,12 @@ class NativeTransport(Transport):
         repeating it (its poll, Bertec's setpoint repeat) until the belt stands, so a line
         that comes back carries the stop (docs/protocols.md)."""
         if self.driver is None:
-            return
+            return False
         if self.profile.wire.watchdog_ms > 0:
             self.driver.abort()
-        else:
-            self.driver.stop_now()
+            return True
+        self.driver.stop_now()
+        return False
 
     @property
     def counters(self) -> dict[str, int]:

@@ -116,10 +116,13 @@ class Transport(abc.ABC):
     async def keepalive(self) -> None:  # noqa: B027 - optional for transports without one
         """Tell the firmware the host is alive (serial/TCP/sim). BLE: nothing to do."""
 
-    def drop(self) -> None:  # noqa: B027 - optional
-        """Cut the link abruptly so the firmware's own link watchdog stops the belt.
+    def drop(self) -> bool:
+        """Cut the link abruptly so the firmware's own link watchdog stops the belt; True
+        when the link was cut (a link that cannot be cut, or whose machine has no
+        watchdog, stays up: False).
 
         The last escalation step when a stop is not obeyed (docs/safety.md)."""
+        return False
 
     @property
     def counters(self) -> dict[str, int]:

@@ -449,7 +449,7 @@ class BleTransport(Transport):
                 async with asyncio.timeout(5):
                     await client.disconnect()
 
-    def drop(self) -> None:
+    def drop(self) -> bool:
         """Disconnect now, without waiting; the firmware's supervision timeout stops the belt."""
         self._closing = True
         client, self._client = self._client, None
@@ -458,6 +458,7 @@ class BleTransport(Transport):
             self._bg.add(task)
             task.add_done_callback(self._bg.discard)
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return True
 
     # -- GATT -------------------------------------------------------------------------
 

@@ -121,7 +121,7 @@ class FramedTransport(Transport):
             with contextlib.suppress(BaseException):
                 await reader
 
-    def drop(self) -> None:
+    def drop(self) -> bool:
         """Cut the link at once (TCP: reset, no flush) so the firmware watchdog stops the belt."""
         self._closing = True
         stream = self._stream
@@ -132,6 +132,7 @@ class FramedTransport(Transport):
         self._shutdown(LinkLost(f"{self.name}: link dropped by host"))
         if self._reader is not None:
             self._reader.cancel()
+        return True
 
     def _shutdown(self, exc: TransportError) -> None:
         stream, self._stream = self._stream, None

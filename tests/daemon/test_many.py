@@ -35,7 +35,9 @@ async def test_link_loss_and_crash_in_one_lane_do_not_touch_the_others(
         mark = probe.mark()
 
         # Lane a loses its link: disconnected, then back with a fresh link, idle, not moving.
-        old_a.transport._stream.close()  # the cable is pulled: the peer end goes away
+        stream = old_a.transport.stream
+        assert stream is not None
+        stream.close()  # the cable is pulled: the peer end goes away
         await probe.state("a", lambda s: s["state"] == "disconnected", since=mark)
         await until(lambda: daemon.lanes["a"].controller not in (None, old_a)
                     and daemon.lanes["a"].link_up.is_set(), 15, "a reconnected")

@@ -422,9 +422,14 @@ class Lane:
         if not tripped:
             self.stats.no_effect[kind] += 1
             if running and kind in MUST_TRIP and self.exercised:
+                hr = ""
+                if kind == "hr-spike":
+                    st = ctl.hr_supervisor.status
+                    hr = (f"; heart {sim.truth().hr_bpm:.0f} bpm, the lane's {st.quality}"
+                          f" {st.reason or ''} from {st.source}")
                 self.stats.violation(
                     f"{self.id}: {kind} at t={t_fault:.1f}s on a running belt was not detected "
-                    f"({ctl.snapshot.state.value}, belt {sim.truth().speed_kmh:.2f} km/h)"
+                    f"({ctl.snapshot.state.value}, belt {sim.truth().speed_kmh:.2f} km/h{hr})"
                 )
             # Let the fault window end before anything else happens on this lane.
             if window is not None:

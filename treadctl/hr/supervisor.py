@@ -134,8 +134,12 @@ class Decision(enum.StrEnum):
 #: move by 1 bpm (tau ~30 s); a strap's beat-to-beat wobble never reads flat that long. So
 #: the console's value counts as stuck only 10 s after a 1 MET move, or flat for 5 minutes
 #: (seen: every built-in program on treadctl-reference warned hr-unreliable at each stop).
+#: The workload-following check is the strap's (a strap on somebody else): the console
+#: reads the person on its belt, and a heart that climbs while the belt slows (the soak's
+#: hr-spike) must still reach the ceiling. A console's jump stays unreliable (no check
+#: confirms it) and its stuck value is still caught.
 TREADMILL_STUCK = {"stuck_workload_met": 1.0, "stuck_after_move_s": 10.0,
-                   "stuck_flat_s": 300.0}
+                   "stuck_flat_s": 300.0, "follow_met": math.inf}
 
 
 @dataclass(frozen=True)

@@ -249,20 +249,28 @@ def parse_command(kind: str, payload: bytes, max_bytes: int) -> Command:
     return Command(kind, rid)
 
 
+def _text(obj: dict[str, Any], key: str, kind: str, rid: RequestId,
+          max_chars: int) -> str | None:
+    """An optional non-empty string field of at most ``max_chars`` (stripped)."""
+    if key not in obj:
+        return None
+    value = obj[key]
+    if not isinstance(value, str):
+        raise CommandInvalid(kind, f"{key}: must be a string, got {_json_type(value)}", rid)
+    value = value.strip()
+    if not value:
+        raise CommandInvalid(kind, f"{key}: must not be empty", rid)
+    if len(value) > max_chars:
+        raise CommandInvalid(kind, f"{key}: longer than {max_chars} characters", rid)
+    return value
+
+
 def _hr_device(obj: dict[str, Any], kind: str, rid: RequestId) -> str | None:
     """``hr_device``: a heart-rate strap URL (``ble://...`` or ``sim-hr://...``), checked
     here (pure: nothing connects); whether another lane holds it is the lane's check."""
-    if "hr_device" not in obj:
+    url = _text(obj, "hr_device", kind, rid, MAX_HR_DEVICE_CHARS)
+    if url is None:
         return None
-    url = obj["hr_device"]
-    if not isinstance(url, str):
-        raise CommandInvalid(kind, f"hr_device: must be a string, got {_json_type(url)}", rid)
-    url = url.strip()
-    if not url:
-        raise CommandInvalid(kind, "hr_device: must not be empty", rid)
-    if len(url) > MAX_HR_DEVICE_CHARS:
-        raise CommandInvalid(kind, f"hr_device: longer than {MAX_HR_DEVICE_CHARS} characters",
-                             rid)
     from treadctl.hr.strap import HRURLError, parse_hr_url
 
     try:
@@ -274,17 +282,8 @@ def _hr_device(obj: dict[str, Any], kind: str, rid: RequestId) -> str | None:
 
 def _by(obj: dict[str, Any], kind: str, rid: RequestId) -> str | None:
     """``by``: who gave the command, one line of 1..``MAX_BY_CHARS`` printable characters."""
-    if "by" not in obj:
-        return None
-    by = obj["by"]
-    if not isinstance(by, str):
-        raise CommandInvalid(kind, f"by: must be a string, got {_json_type(by)}", rid)
-    by = by.strip()
-    if not by:
-        raise CommandInvalid(kind, "by: must not be empty", rid)
-    if len(by) > MAX_BY_CHARS:
-        raise CommandInvalid(kind, f"by: longer than {MAX_BY_CHARS} characters", rid)
-    if not by.isprintable():
+    by = _text(obj, "by", kind, rid, MAX_BY_CHARS)
+    if by is not None and not by.isprintable():
         raise CommandInvalid(kind, "by: must be one line of printable characters", rid)
     return by
 

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+# tests/mdwe.py is shared with the other unit's tests (importlib mode: no package).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mdwe import run_under_mdwe
+
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "treadctl.service"
 SYSUSERS = ROOT / "systemd" / "sysusers.d" / "treadctl.conf"
@@ -204,20 +208,10 @@ def test_sysusers_and_tmpfiles_create_user_and_directories(tmp_path: Path) -> No
     assert (state_dir.st_uid, state_dir.st_gid, state_dir.st_mode & 0o777) == (uid, gid, 0o750)
 
 
-# MemoryDenyWriteExecute=yes kills a process that maps writable+executable memory.
-# Linux >= 6.3 offers the same rule per process (prctl PR_SET_MDWE), so the real
-# dependency stack can be exercised under it here instead of guessing.
-_MDWE_CHECK = r"""
-import ctypes, mmap, sys
-libc = ctypes.CDLL(None, use_errno=True)
-if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
-    sys.exit(77)
-try:
-    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-except OSError:
-    pass
-else:
-    sys.exit("W+X mapping was allowed: the check proves nothing")
+# MemoryDenyWriteExecute=yes kills a process that maps writable+executable memory:
+# the daemon's real dependency stack runs under the same rule here (tests/mdwe.py).
+_DAEMON_STACK = r"""
+import ctypes
 import numpy, matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -235,18 +229,7 @@ print("ok")
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux only")
 def test_dependencies_run_without_writable_executable_memory(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", _MDWE_CHECK, str(tmp_path / "plot.png")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"MPLCONFIGDIR": str(tmp_path / "mpl"), "PATH": "/usr/bin:/bin"},
-    )
-    if result.returncode == 77:
-        pytest.skip("kernel has no PR_SET_MDWE (Linux < 6.3)")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
-    assert (tmp_path / "plot.png").stat().st_size > 0
+    run_under_mdwe(_DAEMON_STACK, tmp_path)
 
 
 # --- one install story: the unit, the sysusers/tmpfiles files, the docs, the example

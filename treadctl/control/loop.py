@@ -112,8 +112,8 @@ class ControlLoop(ControllerCore):
                 self.client.stop_now()
                 continue
             if not self.transport.drop():
-                # No watchdog to hand over to (Biodex, Bertec): the link stays, the driver
-                # keeps repeating the stop; only the machine's own stop switch is left.
+                # No watchdog to hand over to (Biodex, Bertec): the link stays and the stop
+                # went out again; beyond that only the machine's own stop switch is left.
                 self._event("escalate", action="keep-link", speed_kmh=self.measured_kmh)
                 log.error("belt not decelerating after stop, and this machine has no"
                           " watchdog: the stop is repeated; use the machine's stop switch")

@@ -145,8 +145,8 @@ class NativeTransport(Transport):
         """The escalation's last step. On a machine with its own watchdog
         (``wire.watchdog_ms``): close the link without a word, and the watchdog stops the
         belt. On one without (Biodex, Bertec): cutting the link would leave the belt running
-        for good, so the link stays open and the stop goes out again; the driver keeps
-        repeating it (its poll, Bertec's setpoint repeat) until the belt stands, so a line
+        for good, so the link stays open and the stop goes out again (Bertec repeats its
+        setpoint every poll, the request drivers resend an unanswered stop), so a line
         that comes back carries the stop (docs/protocols.md)."""
         if self.driver is None:
             return False

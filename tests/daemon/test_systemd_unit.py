@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-# tests/mdwe.py is shared with the other unit's tests (importlib mode: no package).
+# tests/unit_checks.py is shared with the other unit's tests (importlib mode: no package).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mdwe import run_under_mdwe
+from unit_checks import run_under_mdwe, unit_directives
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "treadctl.service"
@@ -26,26 +26,9 @@ needs_analyze = pytest.mark.skipif(
 )
 
 
-def _directives(text: str) -> dict[str, dict[str, list[str]]]:
-    """section -> key -> values in order (systemd allows repeated keys)."""
-    sections: dict[str, dict[str, list[str]]] = {}
-    current: dict[str, list[str]] | None = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            current = sections.setdefault(line[1:-1], {})
-            continue
-        assert current is not None, f"directive outside a section: {line}"
-        key, _, value = line.partition("=")
-        current.setdefault(key.strip(), []).append(value.strip())
-    return sections
-
-
 @pytest.fixture(scope="module")
 def service() -> dict[str, list[str]]:
-    return _directives(UNIT.read_text())["Service"]
+    return unit_directives(UNIT.read_text())["Service"]
 
 
 def _testable_unit(tmp_path: Path, extra: str = "") -> Path:
@@ -136,7 +119,7 @@ def test_runs_as_dedicated_user_with_serial_and_bluetooth_only(
     assert service["UMask"] == ["0027"]
 
 
-def test_hardening_directives(service: dict[str, list[str]]) -> None:
+def test_hardeningunit_directives(service: dict[str, list[str]]) -> None:
     expected = {
         "ProtectSystem": "strict",
         "ProtectHome": "yes",
@@ -209,7 +192,7 @@ def test_sysusers_and_tmpfiles_create_user_and_directories(tmp_path: Path) -> No
 
 
 # MemoryDenyWriteExecute=yes kills a process that maps writable+executable memory:
-# the daemon's real dependency stack runs under the same rule here (tests/mdwe.py).
+# the daemon's real dependency stack runs under the same rule here (tests/unit_checks.py).
 _DAEMON_STACK = r"""
 import ctypes
 import numpy, matplotlib
@@ -387,5 +370,5 @@ def test_example_config_uses_the_daemon_account_of_the_acl() -> None:
 
 
 def service_state_dir() -> str:
-    state = _directives(UNIT.read_text())["Service"]["StateDirectory"]
+    state = unit_directives(UNIT.read_text())["Service"]["StateDirectory"]
     return f"/var/lib/{state[0]}"

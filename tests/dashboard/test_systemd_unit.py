@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-# tests/mdwe.py is shared with the other unit's tests (importlib mode: no package).
+# tests/unit_checks.py is shared with the other unit's tests (importlib mode: no package).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mdwe import run_under_mdwe
+from unit_checks import run_under_mdwe, unit_directives
 
 from treadctl.daemon.config import ConfigError, load_config
 from treadctl.dashboard.cli import DEFAULT_CONFIG
@@ -30,23 +30,7 @@ ANALYZE = shutil.which("systemd-analyze")
 SYSUSERS_BIN = shutil.which("systemd-sysusers")
 
 
-def directives(text: str) -> dict[str, dict[str, list[str]]]:
-    sections: dict[str, dict[str, list[str]]] = {}
-    current: dict[str, list[str]] | None = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            current = sections.setdefault(line[1:-1], {})
-            continue
-        assert current is not None, line
-        key, _, value = line.partition("=")
-        current.setdefault(key.strip(), []).append(value.strip())
-    return sections
-
-
-SERVICE = directives(UNIT.read_text())["Service"]
+SERVICE = unit_directives(UNIT.read_text())["Service"]
 
 
 def unit_copy(tmp_path: Path, extra: str = "") -> Path:
@@ -87,7 +71,7 @@ def test_security_exposure_is_low(tmp_path: Path) -> None:
 
 def test_runs_the_daemons_venv_with_the_default_config() -> None:
     assert SERVICE["ExecStart"] == [f"{VENV}/bin/treadctl dashboard --config {DEFAULT_CONFIG}"]
-    daemon_exec = directives(DAEMON_UNIT.read_text())["Service"]["ExecStart"][0]
+    daemon_exec = unit_directives(DAEMON_UNIT.read_text())["Service"]["ExecStart"][0]
     assert daemon_exec.split()[0] == SERVICE["ExecStart"][0].split()[0]
     assert SERVICE["Type"] == ["exec"] and "WatchdogSec" not in SERVICE
     assert SERVICE["RestartPreventExitStatus"] == ["2"]  # the CLI's config-error exit
@@ -98,7 +82,7 @@ def test_own_user_reads_the_daemons_files_and_writes_none() -> None:
     assert SERVICE["SupplementaryGroups"] == ["treadctl"]
     assert SERVICE["ProtectSystem"] == ["strict"] and SERVICE["CapabilityBoundingSet"] == [""]
     # The daemon's state directory is read only here, and not one of this unit's own.
-    daemon = directives(DAEMON_UNIT.read_text())["Service"]
+    daemon = unit_directives(DAEMON_UNIT.read_text())["Service"]
     assert daemon["StateDirectory"] == ["treadctl"] and "StateDirectory" not in SERVICE
     assert SERVICE["ReadOnlyPaths"] == ["-/var/lib/treadctl"]
     assert SERVICE["RestrictAddressFamilies"][0].split() == ["AF_UNIX", "AF_INET", "AF_INET6"]

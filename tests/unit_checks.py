@@ -1,7 +1,8 @@
-"""Run Python under the kernel's MemoryDenyWriteExecute rule (what a systemd unit's
-``MemoryDenyWriteExecute=yes`` enforces): Linux >= 6.3 offers it per process with
-``prctl(PR_SET_MDWE)``, so a unit's real dependency stack can be exercised under it here.
-Shared by the daemon's and the dashboard's unit tests."""
+"""What the daemon's and the dashboard's systemd unit tests share: reading a unit file
+(:func:`unit_directives`), and running Python under the kernel's MemoryDenyWriteExecute
+rule (what a unit's ``MemoryDenyWriteExecute=yes`` enforces): Linux >= 6.3 offers it per
+process with ``prctl(PR_SET_MDWE)``, so a unit's real dependency stack can be exercised
+under it here (:func:`run_under_mdwe`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,24 @@ import sys
 from pathlib import Path
 
 import pytest
+
+
+def unit_directives(text: str) -> dict[str, dict[str, list[str]]]:
+    """section -> key -> values in order (systemd allows repeated keys)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        assert current is not None, f"directive outside a section: {line}"
+        key, _, value = line.partition("=")
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
 
 _PREAMBLE = r"""
 import ctypes, mmap, sys

@@ -99,6 +99,43 @@ def test_validate_reverse_on_forward_only_profile(capsys: pytest.CaptureFixture[
     )
 
 
+def test_validate_rear_facing(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # Refused without the mode, with a hint naming it; valid with it on forward-only
+    # profiles (FTMS and native); refused on a profile whose belt reverses.
+    rc, _, err = run(capsys, "validate", "reverse-walk-intro", "--profile", "generic-ftms")
+    assert rc == 2 and "hint: on a forward-only treadmill, --rear-facing" in err
+    for profile in ("generic-ftms", "trackmaster-tmx428"):
+        rc, out, _ = run(capsys, "validate", "reverse-walk-intro", "--profile", profile,
+                         "--rear-facing")
+        assert rc == 0, out
+        assert out.endswith(f"valid on profile {profile} in rear-facing mode\n")
+    rc, out, err = run(capsys, "validate", "reverse-walk-intro", "--profile", "biodex-rtm400",
+                       "--rear-facing")
+    assert rc == 2 and out == ""
+    assert "rear-facing mode is for forward-only treadmills" in err
+    # The reverse cap still holds in the mode: a too-fast reverse segment is a violation.
+    fast = tmp_path / "fast.toml"
+    fast.write_text('name = "fast"\n[[segment]]\nduration_s = 60\nspeed_kmh = 7.5\n'
+                    'direction = "reverse"\n')
+    rc, out, err = run(capsys, "validate", str(fast), "--profile", "generic-ftms",
+                       "--rear-facing")
+    assert rc == 2 and "above the reverse cap" in out and "hint" not in err
+
+
+def test_show_prints_the_heart_rate_zone(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(capsys, "show", "backward-walk-hr-zone")
+    assert rc == 0
+    lines = out.splitlines()
+    head = next(line for line in lines if line.lstrip().startswith("#"))
+    assert "HR ZONE" in head
+    governed = next(line for line in lines if "backward walk in the heart-rate zone" in line)
+    assert "100-110 bpm, 2-5 km/h" in governed
+    assert "  -  " in next(line for line in lines if "warm-up walk" in line)
+    # No HR column on a program without a governed segment.
+    rc, out, _ = run(capsys, "show", "quick-demo")
+    assert "HR ZONE" not in out
+
+
 def test_validate_warns_about_loosened_limits(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -14,9 +14,9 @@ import tomllib
 from typing import Any
 
 from treadctl.cli import EXIT_OK, EXIT_USAGE, UsageError
-from treadctl.limits import Limits, LimitsError, limits_from_dict, unit_of
+from treadctl.limits import Limits, LimitsError, limits_from_dict, rear_facing_refusal, unit_of
 from treadctl.profiles import DEFAULT_PROFILE, ProfileError, load_profile
-from treadctl.programs.model import Program, ProgramError, list_builtin, load_program
+from treadctl.programs.model import Program, ProgramError, Segment, list_builtin, load_program
 from treadctl.programs.validate import check_program
 
 
@@ -45,6 +45,11 @@ def register(sub: Any) -> None:
         "--site-limits", metavar="TOML", default=None,
         help="the site layer: a TOML file with a [limits] table, or a daemon config "
         "(its [site_limits] table)",
+    )
+    val.add_argument(
+        "--rear-facing", action="store_true",
+        help="check for rear-facing mode (forward-only profiles: reverse segments run with "
+        "the belt forward, the user facing the rear; docs/safety.md)",
     )
     val.set_defaults(func=_validate)
 
@@ -111,11 +116,27 @@ def _show(args: argparse.Namespace) -> int:
     if program.heartbeat_s is not None:
         print(f"dead-man heartbeat required every {program.heartbeat_s:g} s")
     print()
-    print(f"{'#':>3}  {'DIRECTION':<9}  {'KM/H':>5}  {'INCL %':>6}  {'TIME':>5}  LABEL")
+    # Heart-rate-governed segments (docs/heart-rate.md): the zone held, and the speed range
+    # the governor moves in (KM/H is where it starts). The column only when one is governed.
+    governed = any(seg.governed for seg in program.segments)
+    zone_head = f"  {'HR ZONE':<22}" if governed else ""
+    print(f"{'#':>3}  {'DIRECTION':<9}  {'KM/H':>5}  {'INCL %':>6}  {'TIME':>5}{zone_head}  LABEL")
     for n, seg in enumerate(program.segments, start=1):
+        zone = f"  {_zone(seg):<22}" if governed else ""
         print(f"{n:>3}  {seg.direction.value:<9}  {seg.speed_kmh:>5.1f}  "
-              f"{seg.incline_pct:>6.1f}  {_fmt_duration(seg.duration_s):>5}  {seg.label or ''}")
+              f"{seg.incline_pct:>6.1f}  {_fmt_duration(seg.duration_s):>5}{zone}  "
+              f"{seg.label or ''}")
     return EXIT_OK
+
+
+def _zone(seg: Segment) -> str:
+    if seg.hr_zone_bpm is None:
+        return "-"
+    lo, hi = seg.hr_zone_bpm
+    text = f"{lo:g}-{hi:g} bpm"
+    if seg.min_speed_kmh is not None and seg.max_speed_kmh is not None:
+        text += f", {seg.min_speed_kmh:g}-{seg.max_speed_kmh:g} km/h"
+    return text
 
 
 #: Top-level tables that make a TOML file a daemon config (docs/daemon.md).
@@ -163,6 +184,10 @@ def _validate(args: argparse.Namespace) -> int:
         profile = load_profile(args.profile)
     except ProfileError as exc:
         raise UsageError(str(exc)) from None
+    if args.rear_facing:
+        refusal = rear_facing_refusal(profile)
+        if refusal is not None:
+            raise UsageError(refusal)
     site = _site_limits(args.site_limits)
     label = args.file
     try:
@@ -171,7 +196,7 @@ def _validate(args: argparse.Namespace) -> int:
         for violation in exc.violations:
             print(f"{label}: {violation}")
         return EXIT_USAGE
-    result = check_program(program, profile, site)
+    result = check_program(program, profile, site, rear_facing=args.rear_facing)
     for loose in result.loosened:
         print(f"{label}: warning: {loose}")
     for warning in result.warnings:
@@ -182,8 +207,15 @@ def _validate(args: argparse.Namespace) -> int:
         noun = "violation" if len(result.violations) == 1 else "violations"
         print(f"{label}: {len(result.violations)} {noun} against profile {profile.name}; "
               "nothing would move", file=sys.stderr)
+        if not args.rear_facing and not profile.supports_reverse and any(
+            v.field == "direction" for v in result.violations
+        ):
+            print(f"{label}: hint: on a forward-only treadmill, --rear-facing checks it for "
+                  "rear-facing mode (the belt forward, the user facing the rear; "
+                  "docs/safety.md)", file=sys.stderr)
         return EXIT_USAGE
+    mode = " in rear-facing mode" if args.rear_facing else ""
     print(f"{label}: OK: {program.name}, {len(program.segments)} segments, "
           f"{_fmt_duration(program.total_duration_s)}, "
-          f"{program.reverse_share * 100:.0f}% reverse, valid on profile {profile.name}")
+          f"{program.reverse_share * 100:.0f}% reverse, valid on profile {profile.name}{mode}")
     return EXIT_OK

@@ -32,6 +32,7 @@ from treadctl.ftms.machine_status import (
 )
 from treadctl.ftms.ranges import decode_inclination_range, decode_speed_range
 from treadctl.ftms.training_status import TrainingStatusCode, decode_training_status
+from treadctl.ftms.treadmill_data import decode_treadmill_data, encode_treadmill_data
 from treadctl.ftms.uuids import (
     CONTROL_POINT,
     FEATURE,
@@ -338,6 +339,59 @@ def test_telemetry_rate_and_content(sim_run) -> None:
         assert len(host.directions()) >= len(tel)
 
     sim_run("treadctl-reference", body)
+
+
+@pytest.mark.parametrize("profile", ["treadctl-reference", "kinetic-rx2"])
+def test_every_telemetry_record_is_the_full_encoding_of_the_truth(sim_run, profile) -> None:
+    """The firmware reuses its last Treadmill Data record and rewrites the distance, heart
+    rate and elapsed time in place when only those moved: every record sent must still be
+    the canonical encoding of what it carries, and carry the belt's truth at that tick."""
+    sent: list[tuple[bytes, object]] = []
+
+    async def body(sim, host):
+        inner = sim.notify_target
+
+        def spy(uuid: int, value: bytes) -> None:
+            if uuid == TREADMILL_DATA:
+                sent.append((value, sim.truth()))
+            inner(uuid, value)
+
+        sim.attach(spy)
+        signed = sim.profile.reverse.method == "signed-speed"
+        assert await host.command(RequestControl()) == ResultCode.SUCCESS
+        assert await host.command(StartOrResume()) == ResultCode.SUCCESS
+        assert await host.command(SetTargetSpeed(7.2)) == ResultCode.SUCCESS
+        await until(sim, 40.0)
+        assert await host.command(SetTargetInclination(2.0)) == ResultCode.SUCCESS
+        await until(sim, 70.0)
+        assert await host.command(StopOrPause(pause=True)) == ResultCode.SUCCESS
+        await until(sim, 80.0)
+        if signed:
+            assert await host.command(SetTargetSpeed(-2.5)) == ResultCode.SUCCESS
+        else:
+            assert sim.handle_write(BELT, b"\x01") == 0
+            assert await host.command(SetTargetSpeed(2.5)) == ResultCode.SUCCESS
+        assert await host.command(StartOrResume()) == ResultCode.SUCCESS
+        await until(sim, 130.0)
+        return signed
+
+    signed = sim_run(profile, body, faults="hr-spike@100+10")
+    fmt = load_profile(profile).quirks.pace_format
+    assert len(sent) >= 120 * load_profile(profile).control.telemetry_hz
+    elapsed, hr = [], []
+    for value, truth in sent:
+        td = decode_treadmill_data(value, pace_format=fmt, signed_speed=signed)
+        assert encode_treadmill_data(td, pace_format=fmt, signed_speed=signed) == value
+        speed = truth.speed_kmh if signed else abs(truth.speed_kmh)
+        assert td.speed_kmh == pytest.approx(speed, abs=0.006)
+        assert td.total_distance_m == int(truth.distance_m)
+        assert td.inclination_pct == pytest.approx(truth.incline_pct, abs=0.051)
+        assert abs(td.heart_rate_bpm - truth.hr_bpm) <= 6  # the ~1 bpm wobble
+        elapsed.append(td.elapsed_time_s)
+        hr.append(td.heart_rate_bpm)
+    assert all(0 <= b - a <= 1 for a, b in itertools.pairwise(elapsed))
+    assert 115 <= elapsed[-1] <= 121  # running all but the 10 s pause
+    assert max(hr) >= 185  # the hr-spike fault
 
 
 def test_reverse_vendor_characteristic(sim_run) -> None:

@@ -170,6 +170,26 @@ def _new_truth(fields: tuple[object, ...]) -> BeltTruth:
 
 NotifyFn = Callable[[int, bytes], None]
 
+#: Treadmill Data flags of the simulator's plain record (FTMS 4.9.1.1): bit 0 clear (speed
+#: present), 1 clear (no average speed), 2 set (total distance); 8 set (heart rate), 9 clear
+#: (no MET), 10 set (elapsed time), 11-13 clear (nothing after the elapsed time).
+_PATCH_FLAGS_MASK = 0x3F07
+_PATCH_FLAGS = 0x0504
+
+
+def _patchable_layout(value: bytes, key: tuple[int, int, int, int, int]) -> bool:
+    """Whether ``value`` (the encoding of telemetry ``key``) carries the total distance as
+    the uint24 at bytes 4..6 and ends with the heart rate (uint8) and the elapsed time
+    (uint16), so that a record differing only in those can be made by rewriting them."""
+    if len(value) < 10 or (value[0] | value[1] << 8) & _PATCH_FLAGS_MASK != _PATCH_FLAGS:
+        return False
+    elapsed = min(key[4], 0xFFFF)
+    return (
+        value[4:7] == min(key[1], 0xFFFFFF).to_bytes(3, "little")
+        and value[-3] == key[3]
+        and value[-2:] == elapsed.to_bytes(2, "little")
+    )
+
 
 class SimTreadmill:
     """One simulated treadmill with the firmware behaviour of ``profile``.
@@ -221,6 +241,11 @@ class SimTreadmill:
         self._hr_noise = 0.0
         self._hr_clock = 0.0
         self._hr_rng = random.Random(seed + 1009)  # its own: fault timing keeps its sequence
+        # Caches of the heart model's steady state and lag factor (_integrate).
+        self._hr_workload: tuple[float, float, int] | None = None
+        self._hr_steady = HR_REST_BPM
+        self._hr_lag_dt = 0.0
+        self._hr_lag = 0.0
         self._elapsed_s = 0.0
 
         # Firmware state.
@@ -246,6 +271,7 @@ class SimTreadmill:
         self._td_key: tuple[int, int, int, int, int] | None = None
         self._td_value = b""
         self._td_values: tuple[bytes, ...] = ()
+        self._td_patchable = False  # telemetry_values may rewrite fields of _td_value
         self._fault_listeners: list[Callable[[str, bool], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._timeline: list[asyncio.TimerHandle] = []
@@ -714,12 +740,25 @@ class SimTreadmill:
         # simulated strap (treadctl/simulator/heart.py: ACSM walking/running VO2, reverse +35 %,
         # the fraction of VO2 reserve on the HR reserve), so the console's HR field and a
         # strap agree, and both follow what the HR filter expects of a heart.
+        # This runs once per physics piece (about once per telemetry tick), and the workload
+        # and the piece length rarely change between pieces: the steady state is computed
+        # once per (speed, incline, direction) and the lag factor once per piece length,
+        # giving the same values bit for bit as computing both every time.
         speed_kmh = 0.5 * (v0 + v1) * KMH_PER_MPS
-        direction = Direction.REVERSE if self._dir_actual < 0 else Direction.FORWARD
-        steady = min(HR_MAX_BPM, _HEART.steady_state(speed_kmh, self._incline_pct, direction))
-        if self._fault_at_t("hr-spike"):
+        workload = (speed_kmh, self._incline_pct, self._dir_actual)
+        if workload != self._hr_workload:
+            self._hr_workload = workload
+            direction = Direction.REVERSE if self._dir_actual < 0 else Direction.FORWARD
+            self._hr_steady = min(
+                HR_MAX_BPM, _HEART.steady_state(speed_kmh, self._incline_pct, direction)
+            )
+        steady = self._hr_steady
+        if "hr-spike" in self._planned and self._fault_at_t("hr-spike"):
             steady = max(steady, HR_SPIKE_BPM)
-        self._hr_bpm += (steady - self._hr_bpm) * (1.0 - math.exp(-dt / HR_TAU_S))
+        if dt != self._hr_lag_dt:
+            self._hr_lag_dt = dt
+            self._hr_lag = 1.0 - math.exp(-dt / HR_TAU_S)
+        self._hr_bpm += (steady - self._hr_bpm) * self._hr_lag
         # The console's reading wobbles by ~1 bpm (AR(1), once a second), as a heart does.
         self._hr_clock += dt
         while self._hr_clock >= 1.0:
@@ -809,7 +848,9 @@ class SimTreadmill:
         Encoding is the costliest part of a telemetry tick, and at a steady pace most
         ticks carry the same wire values: the last encoding is reused while every field's
         wire value (speed, distance, incline, heart rate, elapsed time) is unchanged; pace
-        and ramp angle follow from speed and incline."""
+        and ramp angle follow from speed and incline. When only the distance, heart rate
+        or elapsed time changed (without quirks), their bytes are rewritten in the last
+        encoding, which gives the record a full encoding would."""
         speed_cs = round(self._v_mps * (KMH_PER_MPS * 100.0))  # 0.01 km/h, as on the wire
         if self._signed:
             speed_cs *= self._dir_actual
@@ -820,9 +861,31 @@ class SimTreadmill:
             round(self._hr_bpm + self._hr_noise),
             int(self._elapsed_s),
         )
-        if key == self._td_key:
+        last = self._td_key
+        if key == last:
             return self._td_values
         self._td_key = key
+        if (
+            self._td_patchable
+            and last is not None
+            and key[0] == last[0]
+            and key[2] == last[2]
+            and key[1] >= 0
+            and 0 <= key[3] <= 0xFF
+        ):
+            # Only the distance, heart rate or elapsed time moved (each second, each metre,
+            # each wobble of the heart): the same record with those fields' bytes rewritten
+            # is the encoding, byte for byte (the layout was checked when it was encoded).
+            value = self._td_value
+            distance = min(key[1], 0xFFFFFF)
+            elapsed = min(key[4], 0xFFFF)
+            value = b"".join((
+                value[:4], distance.to_bytes(3, "little"), value[7:-3],
+                bytes((key[3], elapsed & 0xFF, elapsed >> 8)),
+            ))  # fmt: skip
+            self._td_value = value
+            self._td_values = (value,)
+            return self._td_values
         speed_kmh = abs(speed_cs) / 100.0
         fmt = self.profile.quirks.pace_format
         if speed_cs == 0:
@@ -852,6 +915,7 @@ class SimTreadmill:
             out = tuple(v[:SHORT_RECORD_BYTES] for v in out)
         self._td_values = out
         self._td_value = out[-1]
+        self._td_patchable = not self.quirks and _patchable_layout(out[-1], key)
         return out
 
     def _quirked(self, td: TreadmillData) -> TreadmillData:

@@ -1,18 +1,18 @@
-"""The daemon's MQTT adapter: the one module that imports aiomqtt and paho.
+"""The daemon's MQTT adapter: the one module (with its client, :mod:`treadctl.daemon.
+mqtt_client`) that imports paho; nothing in treadctl imports aiomqtt.
 
-The rest of the daemon names their types through here (:data:`Client`, :data:`Message`,
-:data:`MqttError`, :data:`MQTTMessage`, :data:`Properties`) and builds what needs paho's
-own classes with these functions (:func:`will`, :func:`subscribe`, :func:`response_to`).
+The rest of the daemon and the dashboard name their types through here (:data:`Client`,
+:data:`Message`, :data:`MqttError`, :data:`MQTTMessage`, :data:`Properties`) and build
+what needs paho's own classes with these functions (:func:`will`, :func:`subscribe`,
+:func:`response_to`).
 
-The e-stop fast path needs three things aiomqtt 2 has no public API for: a per-topic
-callback that runs in paho's socket read callback (before aiomqtt's queue), a synchronous
-fire-and-forget publish (no task per message), and the raw socket (tests check Nagle is
-off). They are reached here (aiomqtt's ``_client``) and nowhere else in the daemon: the
-lane, the e-stop link, the benchmarks and the tests call these functions. TCP_NODELAY
-goes through aiomqtt's public ``socket_options=``.
-
-Why aiomqtt stays below 3: aiomqtt 3 is not published on the registry (2.5.1 is the
-latest); when it is, only this module has to follow it.
+The client is our own small asyncio driver of paho-mqtt 2's public client
+(:mod:`treadctl.daemon.mqtt_client`), so the e-stop fast path needs nothing private: a
+per-topic callback that runs in the socket's read callback, where paho decoded the
+PUBLISH (:func:`on_topic`: paho's ``message_callback_add``), a synchronous fire-and-forget
+publish (:func:`publish_nowait`: no task per message), and the socket (:func:`raw_socket`:
+tests check Nagle is off). The lane, the e-stop link, the dashboard, the benchmarks and
+the tests call these functions. TCP_NODELAY is set on every socket the client opens.
 """
 
 from __future__ import annotations
@@ -22,18 +22,19 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
-import aiomqtt
 from paho.mqtt.client import MQTTMessage
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from treadctl.daemon import mqtt_client
 from treadctl.daemon.config import DaemonConfig
 
-#: The client, a received message, and a lost/failed connection, as aiomqtt has them.
-Client = aiomqtt.Client
-Message = aiomqtt.Message
-MqttError = aiomqtt.MqttError
+#: The client, a received message, a Last Will, and a lost/failed connection.
+Client = mqtt_client.Client
+Message = mqtt_client.Message
+Will = mqtt_client.Will
+MqttError = mqtt_client.MqttError
 
 #: Nagle off on every socket the client opens (a small packet written while an earlier one
 #: is unacknowledged would wait ~40 ms for the peer's delayed ACK).
@@ -43,7 +44,7 @@ NODELAY: tuple[tuple[int, int, int], ...] = ((socket.IPPROTO_TCP, socket.TCP_NOD
 TopicCallback = Callable[[Any, Any, MQTTMessage], None]
 
 
-def client(config: DaemonConfig, identifier: str, will: aiomqtt.Will | None) -> aiomqtt.Client:
+def client(config: DaemonConfig, identifier: str, will: Will | None) -> Client:
     """An MQTT v5 client with the configured broker, credentials and TLS, Nagle off."""
     m = config.mqtt
     tls_context: ssl.SSLContext | None = None
@@ -53,13 +54,12 @@ def client(config: DaemonConfig, identifier: str, will: aiomqtt.Will | None) -> 
             tls_context.load_cert_chain(m.tls.cert_file, m.tls.key_file)
         if m.tls.insecure:
             tls_context.check_hostname = False
-    return aiomqtt.Client(
+    return Client(
         m.host,
         m.port,
         username=m.username,
         password=m.password,
         identifier=identifier,
-        protocol=aiomqtt.ProtocolVersion.V5,
         will=will,
         keepalive=m.keepalive_s,
         timeout=10.0,
@@ -69,12 +69,12 @@ def client(config: DaemonConfig, identifier: str, will: aiomqtt.Will | None) -> 
     )
 
 
-def will(topic: str, payload: str, *, qos: int = 1, retain: bool = True) -> aiomqtt.Will:
+def will(topic: str, payload: str, *, qos: int = 1, retain: bool = True) -> Will:
     """A Last Will (the lane's ``status`` ``offline``)."""
-    return aiomqtt.Will(topic, payload, qos=qos, retain=retain)
+    return Will(topic, payload, qos=qos, retain=retain)
 
 
-async def subscribe(mqtt: aiomqtt.Client, filters: list[str], qos: int = 1) -> Any:
+async def subscribe(mqtt: Client, filters: list[str], qos: int = 1) -> Any:
     """Every filter in one SUBSCRIBE (MQTT v5 subscription options); the broker's codes."""
     opts = SubscribeOptions(qos=qos)
     return await mqtt.subscribe([(f, opts) for f in filters])
@@ -93,29 +93,31 @@ def response_to(request: Properties | None) -> tuple[str, Properties] | None:
     return topic, props
 
 
-def plain_client(host: str, port: int, **kwargs: Any) -> aiomqtt.Client:
-    """A bare MQTT v5 client with Nagle off (benchmarks, tests)."""
-    return aiomqtt.Client(host, port, protocol=aiomqtt.ProtocolVersion.V5,
-                          socket_options=NODELAY, **kwargs)
+def plain_client(host: str, port: int, **kwargs: Any) -> Client:
+    """A bare MQTT v5 client with Nagle off (the dashboard, benchmarks, tests); ``kwargs``
+    as :class:`treadctl.daemon.mqtt_client.Client` takes them (identifier, username,
+    password, keepalive, tls_context, ...)."""
+    kwargs.setdefault("socket_options", NODELAY)
+    return Client(host, port, **kwargs)
 
 
-def on_topic(mqtt: aiomqtt.Client, topic_filter: str, callback: TopicCallback) -> None:
-    """Call ``callback`` for messages on ``topic_filter`` inside paho's socket read
-    callback, before aiomqtt queues them (the e-stop path: nothing waits in between)."""
-    mqtt._client.message_callback_add(topic_filter, callback)
+def on_topic(mqtt: Client, topic_filter: str, callback: TopicCallback) -> None:
+    """Call ``callback`` for messages on ``topic_filter`` inside the socket's read
+    callback, where paho decoded them, instead of queueing them for ``messages`` (the
+    e-stop path: nothing waits in between)."""
+    mqtt.message_callback_add(topic_filter, callback)
 
 
-def publish_nowait(mqtt: aiomqtt.Client, topic: str, payload: bytes | str, qos: int,
+def publish_nowait(mqtt: Client, topic: str, payload: bytes | str, qos: int,
                    retain: bool, properties: Properties | None) -> int:
     """Publish synchronously (paho keeps QoS 1 in flight and in order); returns paho's rc
-    (0: handed to the socket or queued in paho)."""
-    info = mqtt._client.publish(topic, payload, qos, retain, properties)
-    return int(info.rc)
+    (0: queued for the socket)."""
+    return mqtt.publish_nowait(topic, payload, qos, retain, properties)
 
 
-def raw_socket(mqtt: aiomqtt.Client) -> Any:
+def raw_socket(mqtt: Client) -> Any:
     """The client's socket (None when not connected)."""
-    return mqtt._client.socket()
+    return mqtt.socket()
 
 
 __all__ = [
@@ -125,6 +127,7 @@ __all__ = [
     "Message",
     "MqttError",
     "Properties",
+    "Will",
     "client",
     "on_topic",
     "plain_client",

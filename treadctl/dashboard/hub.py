@@ -22,9 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiomqtt
-
-from treadctl.daemon.mqtt import NODELAY, publish_nowait
+from treadctl.daemon import mqtt
 from treadctl.dashboard.config import DashboardConfig, Site
 
 log = logging.getLogger("treadctl.dashboard")
@@ -124,7 +122,7 @@ class Hub:
         self.config = config
         self.lanes: dict[str, Lane] = {}
         self.bridges: dict[str, bool | None] = {s.name: None for s in config.sites}
-        self.client: aiomqtt.Client | None = None
+        self.client: mqtt.Client | None = None
         self.connected = asyncio.Event()
         self.listeners: set[asyncio.Queue[bytes]] = set()
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -323,7 +321,7 @@ class Hub:
         client = self.client
         if client is None or not self.connected.is_set():
             return False
-        return publish_nowait(client, topic, payload, 1, False, None) == 0
+        return mqtt.publish_nowait(client, topic, payload, 1, False, None) == 0
 
     async def command(self, site: Site, lane_id: str, command: str, body: dict[str, Any],
                       wait: bool = True) -> dict[str, Any]:
@@ -350,19 +348,18 @@ class Hub:
             self._pending.pop(key, None)
 
     # ------------------------------------------------------------------ connection
-    def _make_client(self) -> aiomqtt.Client:
+    def _make_client(self) -> mqtt.Client:
         m = self.config.mqtt
         ctx = None
         if m.ca_file or m.cert_file:
             ctx = ssl.create_default_context(cafile=m.ca_file)
             if m.cert_file:
                 ctx.load_cert_chain(m.cert_file, m.key_file)
-        # Nagle off (docs/daemon.md advises back-ends): a click's command must not wait
-        # ~40 ms behind a delayed ACK.
-        return aiomqtt.Client(m.host, m.port, username=m.username, password=m.password,
-                              identifier=m.client_id, keepalive=m.keepalive_s,
-                              protocol=aiomqtt.ProtocolVersion.V5, tls_context=ctx,
-                              socket_options=NODELAY)
+        # MQTT v5, Nagle off (docs/daemon.md advises back-ends): a click's command must not
+        # wait ~40 ms behind a delayed ACK.
+        return mqtt.plain_client(m.host, m.port, username=m.username, password=m.password,
+                                 identifier=m.client_id, keepalive=m.keepalive_s,
+                                 tls_context=ctx)
 
     async def run(self) -> None:
         """Connect, subscribe, read; reconnect with backoff (1 s doubling to 30 s)."""
@@ -388,7 +385,7 @@ class Hub:
                         if not isinstance(payload, bytes):
                             payload = str(payload or "").encode()
                         self.handle(message.topic.value, payload)
-            except aiomqtt.MqttError as exc:
+            except mqtt.MqttError as exc:
                 log.warning("broker %s:%s: %s; retrying in %.0f s", self.config.mqtt.host,
                             self.config.mqtt.port, exc, backoff)
             finally:

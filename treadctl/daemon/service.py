@@ -10,7 +10,8 @@ the code lives in:
   :mod:`~treadctl.daemon.outbound` (controller -> MQTT), :mod:`~treadctl.daemon.sessions`,
   :mod:`~treadctl.daemon.straps` (heart-rate straps) and :mod:`~treadctl.daemon.commands`
   (MQTT -> controller: the e-stop fast path, intake, the command kind -> handler table);
-* :mod:`treadctl.daemon.mqtt` - the adapter: the only module importing aiomqtt and paho.
+* :mod:`treadctl.daemon.mqtt` - the adapter (with its asyncio client over paho,
+  :mod:`~treadctl.daemon.mqtt_client`): the only module importing paho.
 
 What it does, as a whole:
 
@@ -21,7 +22,7 @@ What it does, as a whole:
   ``status`` topic (docs/mqtt.md) and a command flood on one lane cannot slow another.
 * e-stop topics are intercepted in paho's own per-topic callback
   (``message_callback_add``), i.e. synchronously in the socket read callback, *before*
-  aiomqtt builds its message object and before any payload parsing, size check, rate limit
+  the adapter builds its message object and before any payload parsing, size check, rate limit
   or queue: ``controller.estop()`` puts the stop on the wire in that same call. Other
   commands are parsed (:mod:`treadctl.daemon.bridge`), rate limited by a token bucket and
   queued (bounded) for the lane's command worker - except ``cmd/stop``, which is never

@@ -168,8 +168,8 @@ class Lane(LaneCommands):
         m = self.config.mqtt
         client = mqtt.client(self.config, f"{m.client_id}-{self.cfg.id}",
                              mqtt.will(self.topics.status, "offline"))
-        # E-stops bypass aiomqtt's queue entirely: paho calls these for matching topics
-        # (instead of aiomqtt's on_message) right where it decoded the PUBLISH.
+        # E-stops bypass the client's message queue entirely: paho calls these for matching
+        # topics (instead of the client's on_message) right where it decoded the PUBLISH.
         mqtt.on_topic(client, self.topics.estop, self._on_paho_estop)
         mqtt.on_topic(client, self.topics.gym_estop, self._on_paho_gym_estop)
         return client

@@ -13,7 +13,7 @@ The lane is one class built in layers, each a module that uses only the layers b
 * :mod:`treadctl.daemon.lane` - :class:`~treadctl.daemon.lane.Lane`: link supervision and
   the broker connection.
 
-Only :mod:`treadctl.daemon.mqtt` touches aiomqtt and paho.
+Only :mod:`treadctl.daemon.mqtt` (and its client, ``mqtt_client``) touches paho.
 """
 
 from __future__ import annotations

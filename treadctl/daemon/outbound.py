@@ -185,7 +185,7 @@ class LaneOutbound(LaneState):
         if client is None:
             return
         try:
-            # aiomqtt's paho client: its publish is synchronous and loop-safe here (the
+            # The adapter's paho client: its publish is synchronous and loop-safe here (the
             # socket callbacks run in this loop).
             rc = mqtt.publish_nowait(client, topic, payload, qos, retain, properties)
         except Exception as exc:

@@ -142,6 +142,32 @@ def test_an_estop_while_disconnected_latches_and_comes_back_with_the_link() -> N
     assert m.link_up().trip is not None and m.state is State.ESTOPPED
 
 
+def test_an_estop_while_disconnected_after_a_link_loss_outlives_the_link_loss() -> None:
+    # The daemon's order: the link is lost (link-lost latch), the lane closes it, an e-stop
+    # arrives while it is down. The link-lost latch ends with the old link; the e-stop must
+    # not end with it (it was kept behind the link loss's "first reason" and forgotten).
+    m = SafetyMachine()
+    m.link_lost("cable")
+    m.link_dropped()
+    step = m.estop(Interlock.REMOTE_ESTOP, "e-stop (MQTT) while the link was down")
+    assert step.first and m.state is State.DISCONNECTED
+    assert m.trip is not None and m.trip.interlock is Interlock.REMOTE_ESTOP
+    up = m.link_up()
+    assert up.trip is not None and up.trip.interlock is Interlock.REMOTE_ESTOP
+    assert m.state is State.ESTOPPED and m.latched
+    # Any other latch keeps its first reason against a later e-stop.
+    m2 = SafetyMachine()
+    m2.estop(Interlock.REMOTE_ESTOP, "first")
+    assert not m2.estop(Interlock.GYM_ESTOP, "second").first
+    assert m2.trip is not None and m2.trip.detail == "first"
+    # A command failure behind a link-lost latch does not replace it (the link loss ends
+    # with its link: a plain link loss comes back idle).
+    m3 = SafetyMachine()
+    m3.link_lost("cable")
+    m3.command_failed(Failure.TIMEOUT, "no reply")
+    assert m3.link_up().trip is None and m3.state is State.IDLE
+
+
 @pytest.mark.parametrize(("ending", "speed", "age", "refused"), [
     (True, 0.0, 0.0, "session still ending"),
     (False, 3.0, 0.2, "belt still moving"),

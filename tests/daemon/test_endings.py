@@ -281,3 +281,53 @@ async def test_sessions_closed_in_the_store_when_the_daemon_stops(
     with SessionStore(default_db_path(tmp_path)) as store:
         for session_id in ids:
             assert str(store.get_session(session_id).outcome) == "stopped"
+
+
+async def test_the_retained_state_of_a_disconnected_lane_shows_its_latch(
+        mosquitto: Any, tmp_path: Path) -> None:
+    """A link that is down does not hide a latch: the lane's disconnected state shows the
+    machine's (the link loss's own, as the controller's last state did), an e-stop while
+    disconnected takes its place at once with its reason (Home Assistant's "E-stop
+    latched"), and a reset clears it (still disconnected, nothing moves)."""
+    treadmill = await TcpSim("treadctl-reference").start()
+    cable = await TcpCable(int(treadmill.url.rsplit(":", 1)[1])).start()
+    config = make_config(mosquitto, tmp_path, devices={TID: cable.url})
+    try:
+        async with Probe(mosquitto.port) as probe, running_daemon(config):
+            await probe.state(TID, lambda s: s["state"] == "idle", within_s=15)
+            mark = probe.mark()
+            cable.cut()
+            await probe.state(TID, lambda s: s["state"] == "disconnected", since=mark,
+                              within_s=15)
+            # The lane's own disconnected state (after the controller's) agrees with it.
+            await until(lambda: sum(1 for m in probe.messages[mark:]
+                                    if m.topic.endswith("/state")
+                                    and m.json["state"] == "disconnected") >= 2, 10,
+                        "the lane's disconnected state")
+            downs = [m.json for m in probe.messages[mark:] if m.topic.endswith("/state")]
+            assert all(d["latched"] and d["reason"].startswith("link-lost") for d in downs), \
+                downs
+            mark = probe.mark()
+            await probe.send(f"treadctl/{TID}/cmd/estop", {"reason": "belt unplugged"})
+            st = await probe.state(TID, lambda s: s["reason"].startswith("remote-estop"),
+                                   since=mark)
+            assert st["state"] == "disconnected" and st["speed_kmh"] is None, st
+            assert st["latched"] and st["reason"].startswith(
+                "remote-estop: e-stop (MQTT): belt unplugged"), st
+            # At once: published with the e-stop's ack, not at the next reconnect attempt.
+            ack = await probe.wait_for(
+                lambda m: m.topic.endswith("/event") and m.json.get("type") == "ack"
+                and m.json.get("command") == "estop", 10, mark, "the e-stop's ack")
+            shown = next(m for m in probe.messages[mark:] if m.topic.endswith("/state")
+                         and m.json["reason"].startswith("remote-estop"))
+            assert probe.messages.index(shown) < probe.messages.index(ack)
+            assert (await retained_state(mosquitto.port))["latched"] is True
+            mark = probe.mark()
+            reply = await probe.command(TID, "reset", {"reason": "checked"})
+            assert reply["type"] == "ack", reply
+            st = await probe.state(TID, lambda s: not s["latched"], since=mark)
+            assert st["state"] == "disconnected" and not st["reason"].startswith("remote"), st
+            assert treadmill.sim.truth().speed_kmh == 0.0
+    finally:
+        await cable.close()
+        await treadmill.stop()

@@ -304,7 +304,12 @@ class SafetyMachine:
         return Step(trip, self._state, first)
 
     def estop(self, interlock: Interlock, detail: str) -> Step:
-        """An e-stop from outside (operator, gym-wide, broker outage): any state."""
+        """An e-stop from outside (operator, gym-wide, broker outage): any state. It takes
+        the place of a ``link-lost`` latch, which ends with the old link (:meth:`link_up`):
+        an e-stop made while the link is down is applied when it comes back."""
+        held = self._latch.trip
+        if held is not None and held.interlock is Interlock.LINK_LOST:
+            self._latch.reset()
         return self._latch_trip(Trip(interlock, detail))
 
     def error(self, detail: str) -> Step:

@@ -446,12 +446,17 @@ def telemetry_payload(snapshot: dict[str, Any], ts: str | None = None, **extra: 
     return _dumps(out)
 
 
-def disconnected_state(reason: str | None, ts: str | None = None) -> bytes:
+def disconnected_state(reason: str | None, ts: str | None = None, *,
+                       latch_reason: str | None = None) -> bytes:
     """State of a treadmill whose link is down (no controller to ask). Its speed is not
-    known: ``speed_kmh`` is null (the field stays, docs/mqtt.md)."""
+    known: ``speed_kmh`` is null (the field stays, docs/mqtt.md). ``latch_reason``: the
+    lane's machine is latched (a latch kept across the link loss, or an e-stop while the
+    link is down): ``latched`` is true and ``reason`` is the latch's, as on a link."""
     snap: dict[str, Any] = {
-        "state": "disconnected", "latched": False, "reason": reason, "direction": "forward",
-        "target_speed_kmh": 0.0, "speed_kmh": None, "incline_pct": 0.0, "warnings": [],
+        "state": "disconnected", "latched": latch_reason is not None,
+        "reason": latch_reason if latch_reason is not None else reason,
+        "direction": "forward", "target_speed_kmh": 0.0, "speed_kmh": None,
+        "incline_pct": 0.0, "warnings": [],
     }
     return state_payload(snap, ts)
 

@@ -60,6 +60,16 @@ class LaneCommands(LaneStraps):
             for lane in self.daemon.lanes.values():
                 lane.emergency("gym-wide e-stop handling failed")
 
+    def show_disconnected(self) -> None:
+        """Publish the retained state of a lane whose link is down: the link's reason, or
+        the machine's latch when there is one (the link loss's own, kept across the loss, or
+        set by an e-stop while down), as the controller's last state showed it, so the
+        front desk and Home Assistant see an e-stop made while disconnected at once."""
+        trip = self.machine.trip
+        self._last_state = bridge.disconnected_state(
+            self._link_reason, latch_reason=trip.reason if trip is not None else None)
+        self._publish_raw_state()
+
     def stop_first(self) -> bool:
         """Put a Stop on the wire now (no latch yet); False when the link is down."""
         ctrl = self.controller
@@ -83,6 +93,7 @@ class LaneCommands(LaneStraps):
             ctrl.estop(detail, interlock, stop_sent=stop_sent)
         else:
             self.machine.estop(interlock, detail + " while the link was down")
+            self.show_disconnected()  # the retained state shows the latch at once
         self.stats["estops"] += 1
 
     def estop_now(self, payload: Any = b"", properties: mqtt.Properties | None = None, *,
@@ -221,6 +232,7 @@ class LaneCommands(LaneStraps):
             # The same rule as on a link (the belt's speed is unknown: nothing to check).
             self.machine.reset(session_ending=bool(self._closing), speed_kmh=None,
                                telemetry_age_s=math.inf)
+            self.show_disconnected()
             return bridge.ack("reset", rid, reason=cmd.reason)
         if ctrl is None or not self.link_up.is_set():
             raise ControlError(f"treadmill is disconnected ({self._link_reason or 'link down'})")

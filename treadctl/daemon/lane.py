@@ -131,8 +131,7 @@ class Lane(LaneCommands):
                     except Exception as exc:
                         self._link_reason = f"link: {exc}"
                         log.warning("%s: cannot open %s: %s", self.cfg.id, self.cfg.device, exc)
-                        self._last_state = bridge.disconnected_state(self._link_reason)
-                        self._publish_raw_state()
+                        self.show_disconnected()
                         await asyncio.sleep(backoff.next())
                         continue
                 up_since = self.now()
@@ -140,8 +139,7 @@ class Lane(LaneCommands):
                 log.warning("%s: link lost (%s); reconnecting", self.cfg.id, reason)
                 await self.close_link(f"link lost ({reason or 'link closed'})")
                 self._link_reason = reason or "link lost"
-                self._last_state = bridge.disconnected_state(self._link_reason)
-                self._publish_raw_state()
+                self.show_disconnected()
                 if self.now() - up_since >= STABLE_LINK_S:
                     backoff.reset()
                 await asyncio.sleep(backoff.next())

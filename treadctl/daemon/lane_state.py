@@ -161,8 +161,10 @@ class LaneState:
         #: for that session, released at its end (then the lane's strap is used again).
         self.session_strap: str | None = None
         self._strap_restore: asyncio.Task[None] | None = None
-        #: Heart-rate fields in the last encoded state (source, quality, zone).
+        #: Heart-rate fields in the last encoded state (source, quality, zone, reading or
+        #: none) and its ``hr_bpm`` (outbound.STATE_HR_STEP_BPM).
         self._state_hr: tuple[Any, ...] | None = None
+        self._state_bpm: int | None = None
 
     def now(self) -> float:
         """The lane's clock: the daemon's (injected; the event loop's by default), which

@@ -21,9 +21,15 @@ from treadctl.transport import Transport
 LINK_TELEMETRY_S = 10.0
 #: How often the link counters are checked for new drops (logged as a warning).
 LINK_CHECK_S = 1.0
-#: The retained ``state`` follows the measured belt (speed, incline, direction) at most
-#: this often between state changes; reaching standstill is published at once.
+#: The retained ``state`` follows the measured belt (speed, incline, direction) and the heart
+#: rate at most this often between state changes; reaching standstill is published at once.
 STATE_REFRESH_S = 1.0
+#: ``hr_bpm`` in the retained state follows the heart rate in steps: a refresh for the heart
+#: rate alone waits until it has moved this far from the one shown (bpm). The moving number
+#: is telemetry's (4 Hz, every value; Home Assistant's "Heart rate" reads it there); the
+#: state shows a reading within this of it, and at once whether there is one at all (a
+#: change of source, quality or zone, or ``hr_bpm`` becoming null or a number).
+STATE_HR_STEP_BPM = 5
 
 
 def _link_counters(transport: Transport) -> dict[str, int]:
@@ -34,13 +40,14 @@ def _link_counters(transport: Transport) -> dict[str, int]:
 
 
 def _measured(snap: Snapshot) -> tuple[Any, ...]:
-    """What the retained state follows between changes: the belt and the heart rate."""
-    return (snap.speed_kmh, snap.incline_pct, str(snap.direction), snap.hr_bpm)
+    """What the retained state follows between changes: the measured belt."""
+    return (snap.speed_kmh, snap.incline_pct, snap.direction)
 
 
 def _hr_picture(snap: Snapshot) -> tuple[Any, ...]:
-    """Heart-rate fields the retained state shows at once when they change."""
-    return (snap.hr_source, snap.hr_quality, snap.hr_zone_bpm)
+    """Heart-rate fields the retained state shows at once when they change: the source, the
+    quality, the zone, and whether there is a trusted reading at all."""
+    return (snap.hr_source, snap.hr_quality, snap.hr_zone_bpm, snap.hr_bpm is None)
 
 
 class LaneOutbound(LaneState):
@@ -58,6 +65,10 @@ class LaneOutbound(LaneState):
         if self.client is None:
             self._last_state = self._encode_state(snap)
             return
+        # One state in flight at a time: the belt and heart-rate follow (_follow_belt) waits
+        # until this one is encoded (a change of state and a telemetry frame in the same
+        # step would otherwise publish the same picture twice).
+        self._state_measured = None
         asyncio.get_running_loop().call_soon(self._publish_state_now, snap)
 
     def _publish_state_now(self, snap: Snapshot) -> None:
@@ -82,24 +93,33 @@ class LaneOutbound(LaneState):
             fields["speed_kmh"] = None  # the link is gone: the speed is not known
         self._state_measured = _measured(snap)
         self._state_hr = _hr_picture(snap)
+        self._state_bpm = snap.hr_bpm
         self._state_at = self.now()
         return bridge.state_payload(fields, link=self.link)
 
     def _follow_belt(self, snap: Snapshot) -> None:
         """Keep the retained state's measured fields true between state changes: after an
         e-stop the belt still runs down, and a state taken at the latch would go on saying
-        so. Republished at most every ``STATE_REFRESH_S``, and at once at standstill; the
-        heart rate likewise, and at once when its source, quality or zone changes."""
+        so. Republished at most every ``STATE_REFRESH_S`` when the belt moved, and at once
+        at standstill. The heart rate: at once when its source, quality or zone changes or
+        the reading comes or goes; its number only once it moved ``STATE_HR_STEP_BPM`` (a
+        heart's wobble of a bpm or two is telemetry's, not a reason to rewrite the retained
+        state of every lane once a second)."""
         last = self._state_measured
         if last is None:
             return
         hr = _hr_picture(snap)
-        if _measured(snap) == last and hr == self._state_hr:
-            return
-        at_once = (snap.speed_kmh == 0.0 and last[0] != 0.0) or hr != self._state_hr
+        if hr != self._state_hr:
+            at_once = True
+        else:
+            shown, bpm = self._state_bpm, snap.hr_bpm
+            hr_moved = (bpm is not None and shown is not None
+                        and abs(bpm - shown) >= STATE_HR_STEP_BPM)
+            if not hr_moved and _measured(snap) == last:
+                return
+            at_once = snap.speed_kmh == 0.0 and last[0] != 0.0
         if not at_once and self.now() - self._state_at < STATE_REFRESH_S:
             return
-        self._state_measured = None  # one refresh in flight at a time (set when encoded)
         self._publish_state(snap)
 
     def _publish_raw_state(self) -> None:

@@ -13,12 +13,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from treadctl.daemon.discovery import (
     COMMAND_SUFFIXES,
+    HR_QUALITIES,
+    HR_SOURCES,
     STATES,
     birth_topic,
     discovery_messages,
@@ -203,6 +205,21 @@ def test_every_command_topic_is_a_contract_topic(configs: dict[str, dict[str, An
         assert config["qos"] == 1
         seen.add(suffix)
     assert seen == {"start", "stop", "estop", "pause", "resume"}
+
+
+def test_entity_options_are_the_registries(configs: dict[str, dict[str, Any]]) -> None:
+    """The heart-rate sources and qualities and the directions Home Assistant is offered are
+    the supervisor's and the controller's own (tests/daemon/test_registry.py: commands and
+    states), so a new value cannot be left out of Home Assistant's enum by a copied list."""
+    from treadctl.hr.filter import QUALITIES
+    from treadctl.hr.supervisor import Source
+    from treadctl.types import Direction
+
+    assert get_args(Source) == HR_SOURCES
+    assert QUALITIES == HR_QUALITIES
+    assert _by_unique_suffix(configs, "_hr_source")["options"] == list(get_args(Source))
+    assert _by_unique_suffix(configs, "_hr_quality")["options"] == list(QUALITIES)
+    assert _by_unique_suffix(configs, "_direction")["options"] == [d.value for d in Direction]
 
 
 def test_there_is_no_reset_entity(configs: dict[str, dict[str, Any]]) -> None:

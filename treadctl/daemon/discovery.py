@@ -1,28 +1,16 @@
 """Home Assistant MQTT discovery for treadctl treadmills.
 
-This module owns the discovery payloads only: pure functions from a treadmill id
-and its program names to ``(topic, JSON payload)`` pairs. The MQTT bridge
-publishes them (QoS :data:`DISCOVERY_QOS`, retained), publishes them again when
-Home Assistant announces itself on :func:`birth_topic`, and publishes
-:func:`removal_messages` (empty retained payloads) for a treadmill that leaves
-the config.
+This module owns the discovery messages only: pure functions from a treadmill id and its
+program names to ``(topic, JSON payload)`` pairs. What each entity reads or sends is the
+table in :mod:`treadctl.daemon.ha_entities`; here it becomes one retained config message
+per entity (topic, unique id, device, origin, availability), after checking what it is
+given. The MQTT bridge publishes them (QoS :data:`DISCOVERY_QOS`, retained), publishes them
+again when Home Assistant announces itself on :func:`birth_topic`, and publishes
+:func:`removal_messages` (empty retained payloads) for a treadmill that leaves the config.
 
-One Home Assistant *device* per treadmill; its entities read the contract's
-topics (docs/mqtt.md) and never need anything the daemon does not already
-publish:
-
-* sensors from the retained ``<base>/<id>/state`` JSON: state, stop reason,
-  program, segment, direction, target speed, session id;
-* sensors from ``<base>/<id>/telemetry``: speed, incline, distance, elapsed time,
-  heart rate;
-* heart-rate sensors from the retained state: its source (strap / treadmill), its quality
-  (good / unreliable / lost) and a governed segment's zone (low and high, bpm, so Home
-  Assistant's history draws the band next to the heart rate); binary sensor "Heart rate
-  unreliable" (the ``hr-unreliable`` warning: the reading is not trusted, nothing moves
-  because of it);
-* binary sensor "E-stop latched";
-* buttons stop, e-stop, pause, resume;
-* a select that starts a program (``cmd/start``).
+One Home Assistant *device* per treadmill. Availability follows ``<base>/<id>/status``
+(``online`` / ``offline``, the daemon's Last Will), so every entity shows "unavailable"
+when the daemon is gone.
 
 There is deliberately **no reset button**. A latch is cleared by a deliberate act
 of staff who can see the machine (or by the gym back-end, which owns that
@@ -30,12 +18,6 @@ procedure), never by a tap on a dashboard that may be in another room: EN 957-6
 says a stop device never resets automatically and IEC 60204-1 that a reset must
 not be able to restart the machine, and a one-tap reset next to a one-tap
 program start would make both of those easy to defeat from afar.
-
-Keys are Home Assistant's full names (no abbreviations), checked against the
-MQTT sensor / binary sensor / button / select documentation. Availability follows
-``<base>/<id>/status`` (``online`` / ``offline``, the daemon's Last Will), so every
-entity shows "unavailable" when the daemon is gone. Templates render JSON
-``null`` and missing keys as ``None``, which Home Assistant shows as "unknown".
 """
 
 from __future__ import annotations
@@ -46,8 +28,15 @@ import re
 from typing import Any, Final
 
 from treadctl import __version__
-from treadctl.control.machine import State
-from treadctl.daemon.bridge import CommandKind
+from treadctl.daemon.ha_entities import (
+    ALL_KEYS,
+    COMMAND_SUFFIXES,
+    HR_QUALITIES,
+    HR_SOURCES,
+    STATES,
+    Topic,
+    entities,
+)
 
 __all__ = [
     "COMMAND_SUFFIXES",
@@ -66,74 +55,12 @@ DISCOVERY_QOS: Final = 1
 # the daemon republishes on the birth message.
 DISCOVERY_RETAIN: Final = True
 
-# Command topics of docs/mqtt.md (relative to <base>/<id>/cmd/). Discovery only ever
-# points Home Assistant at a subset of these; "reset" is intentionally not used.
-COMMAND_SUFFIXES: Final = frozenset(k.value for k in CommandKind)
-
-# state.state values of docs/mqtt.md, the options of the "State" enum sensor.
-STATES: Final = tuple(s.value for s in State)
-_DIRECTIONS: Final = ("forward", "reverse")
-# Snapshot.hr_source / hr_quality values (docs/mqtt.md, "Heart rate"); null = no source.
-HR_SOURCES: Final = ("strap", "treadmill")
-HR_QUALITIES: Final = ("good", "unreliable", "lost")
-
 # Home Assistant's discovery topic: <prefix>/<component>/[<node_id>/]<object_id>/config,
 # node_id and object_id limited to this alphabet.
 _TOPIC_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]+")
 # Program names go verbatim into the select's command template and a Jinja list
 # literal; these characters would need escaping there, so they are refused.
 _BAD_PROGRAM_CHARS_RE: Final = re.compile(r'["\\{}%\x00-\x1f\x7f]')
-
-
-# --- templates --------------------------------------------------------------------------
-
-
-def _text_template(key: str) -> str:
-    # .get(): a missing key renders None (-> "unknown") instead of an undefined-variable
-    # warning and an ignored empty payload.
-    return f"{{{{ value_json.get('{key}') }}}}"
-
-
-def _number_template(key: str, digits: int) -> str:
-    # Rounding keeps Home Assistant from writing a new state for every telemetry
-    # message (it only records changes); null/non-numbers become "unknown".
-    return (
-        f"{{% set v = value_json.get('{key}') %}}"
-        f"{{{{ v | round({digits}) if v is number and v is not boolean else None }}}}"
-    )
-
-
-def _choice_template(key: str, options: list[str]) -> str:
-    # A value outside the options would make Home Assistant log an error and keep the
-    # previous value; show "unknown" instead (e.g. a program sent inline by the back-end).
-    literal = json.dumps(options, ensure_ascii=False)
-    return f"{{% set v = value_json.get('{key}') %}}{{{{ v if v in {literal} else None }}}}"
-
-
-def _zone_template(index: int) -> str:
-    # hr_zone_bpm is [low, high] during a governed segment, null otherwise (-> unknown).
-    return (
-        "{% set z = value_json.get('hr_zone_bpm') %}"
-        "{{ z[" + str(index) + "] | round(0) if z is iterable and z is not string "
-        "and z is not mapping and z | length == 2 and z[" + str(index) + "] is number "
-        "and z[" + str(index) + "] is not boolean else None }}"
-    )
-
-
-_HR_UNRELIABLE_TEMPLATE: Final = (
-    "{% set w = value_json.get('warnings') %}"
-    "{{ ('ON' if 'hr-unreliable' in w else 'OFF') if w is iterable and w is not string "
-    "and w is not mapping else None }}"
-)
-
-_LATCHED_TEMPLATE: Final = (
-    "{% set v = value_json.get('latched') %}"
-    "{{ 'ON' if v is sameas true else ('OFF' if v is sameas false else None) }}"
-)
-
-# The command template given by the daemon's contract: cmd/start takes
-# {"program": NAME}; names are checked by _check_programs so this stays valid JSON.
-_START_COMMAND_TEMPLATE: Final = '{"program": "{{ value }}"}'
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -179,249 +106,12 @@ def _check_programs(programs: list[str]) -> list[str]:
     return out
 
 
-# --- entities ------------------------------------------------------------------------------
+# --- messages -----------------------------------------------------------------------------
 
 
-def _heart_rate_entities(state_topic: str) -> list[tuple[str, str, dict[str, Any]]]:
-    """Next to "Heart rate", from the retained state: its source, its quality, the zone of a
-    governed segment, and the ``hr-unreliable`` warning."""
-
-    def enum(key: str, name: str, options: tuple[str, ...], icon: str) -> dict[str, Any]:
-        return {"name": name, "state_topic": state_topic,
-                "value_template": _choice_template(key, list(options)),
-                "device_class": "enum", "options": list(options), "icon": icon}
-
-    def zone(index: int, name: str, icon: str) -> dict[str, Any]:
-        return {"name": name, "state_topic": state_topic,
-                "value_template": _zone_template(index), "state_class": "measurement",
-                "unit_of_measurement": "bpm", "icon": icon}
-
-    unreliable = {"name": "Heart rate unreliable", "state_topic": state_topic,
-                  "value_template": _HR_UNRELIABLE_TEMPLATE, "payload_on": "ON",
-                  "payload_off": "OFF", "device_class": "problem", "icon": "mdi:heart-broken"}
-    return [
-        ("sensor", "hr_source", enum("hr_source", "Heart rate source", HR_SOURCES,
-                                     "mdi:heart-cog")),
-        ("sensor", "hr_quality", enum("hr_quality", "Heart rate quality", HR_QUALITIES,
-                                      "mdi:heart-flash")),
-        ("sensor", "hr_zone_low", zone(0, "Heart rate zone low", "mdi:heart-minus")),
-        ("sensor", "hr_zone_high", zone(1, "Heart rate zone high", "mdi:heart-plus")),
-        ("binary_sensor", "hr_unreliable", unreliable),
-    ]
-
-
-def _entities(
-    state_topic: str, telemetry_topic: str, cmd_topic: str, programs: list[str]
-) -> list[tuple[str, str, dict[str, Any]]]:
-    """(component, key, component-specific config) for every entity of one treadmill."""
-
-    def command(suffix: str) -> str:
-        assert suffix in COMMAND_SUFFIXES
-        return f"{cmd_topic}/{suffix}"
-
-    def button(name: str, suffix: str, payload: dict[str, str], icon: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "command_topic": command(suffix),
-            "payload_press": json.dumps(payload, separators=(",", ":")),
-            "qos": 1,
-            # A retained command would fire again on every reconnect of the daemon.
-            "retain": False,
-            "icon": icon,
-        }
-
-    entities: list[tuple[str, str, dict[str, Any]]] = [
-        (
-            "sensor",
-            "state",
-            {
-                "name": "State",
-                "state_topic": state_topic,
-                "value_template": _choice_template("state", list(STATES)),
-                "device_class": "enum",
-                "options": list(STATES),
-                # Every field of the state message (reason, session id, ...) as attributes.
-                "json_attributes_topic": state_topic,
-                "icon": "mdi:run",
-            },
-        ),
-        (
-            "sensor",
-            "reason",
-            {
-                "name": "Stop reason",
-                "state_topic": state_topic,
-                "value_template": _text_template("reason"),
-                "icon": "mdi:alert-circle-outline",
-            },
-        ),
-        (
-            "sensor",
-            "current_program",
-            {
-                "name": "Current program",
-                "state_topic": state_topic,
-                "value_template": _text_template("program"),
-                "icon": "mdi:format-list-numbered",
-            },
-        ),
-        (
-            "sensor",
-            "segment",
-            {
-                "name": "Segment",
-                "state_topic": state_topic,
-                "value_template": _number_template("segment", 0),
-                "icon": "mdi:debug-step-over",
-            },
-        ),
-        (
-            "sensor",
-            "session",
-            {
-                "name": "Session",
-                "state_topic": state_topic,
-                "value_template": _text_template("session_id"),
-                "entity_category": "diagnostic",
-                "icon": "mdi:identifier",
-            },
-        ),
-        (
-            "sensor",
-            "direction",
-            {
-                "name": "Direction",
-                "state_topic": state_topic,
-                "value_template": _choice_template("direction", list(_DIRECTIONS)),
-                "device_class": "enum",
-                "options": list(_DIRECTIONS),
-                "icon": "mdi:swap-horizontal",
-            },
-        ),
-        (
-            "sensor",
-            "target_speed",
-            {
-                "name": "Target speed",
-                "state_topic": state_topic,
-                "value_template": _number_template("target_speed_kmh", 1),
-                "device_class": "speed",
-                "state_class": "measurement",
-                "unit_of_measurement": "km/h",
-                "suggested_display_precision": 1,
-            },
-        ),
-        (
-            "sensor",
-            "speed",
-            {
-                "name": "Speed",
-                "state_topic": telemetry_topic,
-                "value_template": _number_template("speed_kmh", 1),
-                "device_class": "speed",
-                "state_class": "measurement",
-                "unit_of_measurement": "km/h",
-                "suggested_display_precision": 1,
-            },
-        ),
-        (
-            "sensor",
-            "incline",
-            {
-                "name": "Incline",
-                "state_topic": telemetry_topic,
-                "value_template": _number_template("incline_pct", 1),
-                "state_class": "measurement",
-                "unit_of_measurement": "%",
-                "suggested_display_precision": 1,
-                "icon": "mdi:slope-uphill",
-            },
-        ),
-        (
-            "sensor",
-            "distance",
-            {
-                "name": "Distance",
-                "state_topic": telemetry_topic,
-                "value_template": _number_template("distance_m", 0),
-                "device_class": "distance",
-                # Restarts at 0 with each session; total_increasing reads a drop as a reset.
-                "state_class": "total_increasing",
-                "unit_of_measurement": "m",
-                "suggested_display_precision": 0,
-            },
-        ),
-        (
-            "sensor",
-            "elapsed",
-            {
-                "name": "Elapsed",
-                "state_topic": telemetry_topic,
-                "value_template": _number_template("elapsed_s", 0),
-                "device_class": "duration",
-                "unit_of_measurement": "s",
-                "suggested_display_precision": 0,
-            },
-        ),
-        (
-            "sensor",
-            "heart_rate",
-            {
-                "name": "Heart rate",
-                "state_topic": telemetry_topic,
-                "value_template": _number_template("hr_bpm", 0),
-                "state_class": "measurement",
-                "unit_of_measurement": "bpm",
-                "icon": "mdi:heart-pulse",
-            },
-        ),
-        *_heart_rate_entities(state_topic),
-        (
-            "binary_sensor",
-            "latched",
-            {
-                "name": "E-stop latched",
-                "state_topic": state_topic,
-                "value_template": _LATCHED_TEMPLATE,
-                "payload_on": "ON",
-                "payload_off": "OFF",
-                "device_class": "problem",
-                "icon": "mdi:alert-octagon",
-            },
-        ),
-        ("button", "stop", button("Stop", "stop", {}, "mdi:stop")),
-        (
-            "button",
-            "estop",
-            button("Emergency stop", "estop", {"reason": "home-assistant"}, "mdi:alert-octagon"),
-        ),
-        ("button", "pause", button("Pause", "pause", {}, "mdi:pause")),
-        ("button", "resume", button("Resume", "resume", {}, "mdi:play")),
-    ]
-    if programs:
-        # A select needs at least one option; with none there is nothing to start.
-        entities.append(
-            (
-                "select",
-                "program",
-                {
-                    "name": "Program",
-                    "command_topic": command("start"),
-                    "command_template": _START_COMMAND_TEMPLATE,
-                    "options": programs,
-                    "state_topic": state_topic,
-                    "value_template": _choice_template("program", programs),
-                    "qos": 1,
-                    "retain": False,
-                    "icon": "mdi:play-box-multiple",
-                },
-            )
-        )
-    return entities
-
-
-# Every (component, key) discovery_messages can produce, for removal.
-_ALL_KEYS: Final = tuple((component, key) for component, key, _ in _entities("s", "t", "c", ["x"]))
+def _resolved(config: dict[str, Any], root: str) -> dict[str, Any]:
+    """An entity's config with its contract topics in full (``<base>/<id>/...``)."""
+    return {k: f"{root}/{v.name}" if isinstance(v, Topic) else v for k, v in config.items()}
 
 
 def _discovery_topic(prefix: str, component: str, node_id: str, object_id: str) -> str:
@@ -484,12 +174,10 @@ def discovery_messages(
         }
     ]
     messages: list[tuple[str, str]] = []
-    for component, key, config in _entities(
-        f"{root}/state", f"{root}/telemetry", f"{root}/cmd", offered
-    ):
-        object_id = f"{safe_id}_{key}"
+    for entity in entities(offered):
+        object_id = f"{safe_id}_{entity.key}"
         payload = {
-            **config,
+            **_resolved(entity.config, root),
             "unique_id": f"{node_id}_{object_id}",
             "availability": availability,
             "device": device,
@@ -497,7 +185,7 @@ def discovery_messages(
         }
         messages.append(
             (
-                _discovery_topic(prefix, component, node_id, object_id),
+                _discovery_topic(prefix, entity.component, node_id, object_id),
                 json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
             )
         )
@@ -524,5 +212,5 @@ def removal_messages(
     node_id = _topic_safe_id(node_id)
     return [
         (_discovery_topic(prefix, component, node_id, f"{safe_id}_{key}"), "")
-        for component, key in _ALL_KEYS
+        for component, key in ALL_KEYS
     ]

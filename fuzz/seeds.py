@@ -15,6 +15,7 @@ from fuzz import targets as _targets
 from fuzz.hr import hr_seeds
 from fuzz.targets import FTMS_DECODERS, MQTT_KINDS
 from treadctl import ftms
+from treadctl.daemon import bridge
 from treadctl.transport.framing import Frame, FrameType, encode_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,12 +79,24 @@ def mqtt_seeds() -> list[bytes]:
         "heartbeat": [{}],
     }
     out: list[bytes] = []
-    for kind, bodies in payloads.items():
-        k = MQTT_KINDS.index(kind)
-        for body in bodies:
+    # Every command of the registry gets seeds, hand-made bodies or not: each field it
+    # accepts set to a plausible value, and the empty payload (a new command is fuzzed from
+    # its SPECS entry alone).
+    for kind in bridge.CommandKind:
+        fields = sorted(bridge.SPECS[kind].fields)
+        generic = {f: _PLAUSIBLE.get(f, "x") for f in fields}
+        k = MQTT_KINDS.index(kind.value)
+        for body in [*payloads.get(kind.value, []), generic]:
             out.append(bytes([k]) + json.dumps(body).encode())
         out.append(bytes([k]))  # empty payload
     return out
+
+
+#: A plausible value per payload field, for the generic seed of every command.
+_PLAUSIBLE: dict[str, object] = {
+    "request_id": "g1", "program": "quick-demo", "speed_kmh": 3.0, "incline_pct": 0.5,
+    "reason": "seed", "by": "staff", "hr_device": "sim-hr://strap",
+}
 
 
 SEEDS = {"ftms": ftms_seeds, "framing": framing_seeds, "mqtt": mqtt_seeds, "lane": mqtt_seeds,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from treadctl.daemon.bridge import RequestId, iso_utc
+from treadctl.daemon.bridge import SPECS, RequestId, iso_utc
 from treadctl.store.model import Event
 from treadctl.store.recorder import SessionRecorder
 
@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("treadctl.daemon.audit")
 
-#: Commands recorded by the lane itself (``set`` is recorded by the controller, tagged).
-AUDITED = frozenset({"start", "stop", "pause", "resume", "reset", "estop"})
+#: Commands recorded by the lane itself (``set`` is recorded by the controller, tagged):
+#: the registry's ``audited`` commands (:data:`treadctl.daemon.bridge.SPECS`).
+AUDITED = frozenset(kind.value for kind, spec in SPECS.items() if spec.audited)
 
 
 def command_event(command: str, *, by: str | None, reason: str | None,

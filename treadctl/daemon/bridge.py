@@ -41,6 +41,9 @@ class CommandSpec:
     fields: frozenset[str]  # the payload fields it accepts
     empty_ok: bool = False  # an empty payload means {} (``mosquitto_pub -n``)
     superseded_by_stop: bool = False  # still queued when a cmd/stop arrives: dropped
+    #: recorded by the lane as a ``command`` event (who pressed what); ``set`` is recorded
+    #: by the controller (with the setpoints), ``heartbeat`` is not a person's action
+    audited: bool = True
 
 
 #: Who gave a command and why (docs/daemon.md, "Who pressed what"): optional on every
@@ -56,10 +59,11 @@ SPECS: dict[CommandKind, CommandSpec] = {
     CommandKind.RESUME: CommandSpec(frozenset({"request_id"}) | OPERATOR, empty_ok=True,
                                     superseded_by_stop=True),
     CommandKind.SET: CommandSpec(frozenset({"speed_kmh", "incline_pct", "request_id"})
-                                 | OPERATOR, superseded_by_stop=True),
+                                 | OPERATOR, superseded_by_stop=True, audited=False),
     CommandKind.ESTOP: CommandSpec(frozenset({"reason", "request_id"}) | OPERATOR),
     CommandKind.RESET: CommandSpec(frozenset({"reason", "request_id"}) | OPERATOR),
-    CommandKind.HEARTBEAT: CommandSpec(frozenset({"request_id"}), empty_ok=True),
+    CommandKind.HEARTBEAT: CommandSpec(frozenset({"request_id"}), empty_ok=True,
+                                       audited=False),
 }
 
 #: Commands a treadmill accepts, by name (in the registry's order).

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from treadctl.control.controller import SHUTDOWN_REASON, Controller
 from treadctl.control.safety import Interlock
-from treadctl.daemon import bridge, info, mqtt
+from treadctl.daemon import info, mqtt
 from treadctl.daemon.commands import LaneCommands
 from treadctl.daemon.config import TreadmillConfig
 from treadctl.daemon.lane_state import log, merge_limits

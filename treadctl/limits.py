@@ -238,7 +238,7 @@ def profile_limits(profile: FirmwareProfile, *, rear_facing: bool = False) -> Ef
         if refusal is not None:
             raise LimitsError(refusal)
     rev = profile.reverse
-    reverse_allowed = profile.reverse.method != "none" or rear_facing
+    reverse_allowed = profile.supports_reverse or rear_facing
     # A profile without reverse still gets well-defined reverse fields (nothing will use
     # them: reverse_allowed is False), kept inside the forward envelope.
     base = EffectiveLimits(

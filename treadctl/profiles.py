@@ -19,7 +19,11 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
-ReverseMethod = Literal["none", "vendor-characteristic", "signed-speed", "direction-command"]
+#: A reverse method's name: one registered in :mod:`treadctl.control.reverse` (the loader
+#: checks it there, with the protocols it may run over and the fields it needs).
+ReverseMethod = str
+#: The forward-only method's name.
+NO_REVERSE = "none"
 #: Which driver talks to the machine: FTMS (the default) or a maker's own remote protocol
 #: (docs/protocols.md).
 Protocol = Literal["ftms", "biodex", "woodway", "bertec", "trackmaster"]
@@ -150,7 +154,7 @@ class FirmwareProfile:
 
     @property
     def supports_reverse(self) -> bool:
-        return self.reverse.method != "none"
+        return self.reverse.method != NO_REVERSE
 
 
 _SECTIONS: dict[str, type] = {
@@ -163,7 +167,6 @@ _SECTIONS: dict[str, type] = {
     "wire": WireSpec,
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "reverse.method": ("none", "vendor-characteristic", "signed-speed", "direction-command"),
     "wire.speed_unit": ("0.1mph", "0.1kmh"),
     "quirks.pace_format": ("uint8-0.1kmpmin", "uint16-s-per-km"),
     "quirks.speed_rounding": ("nearest", "down"),
@@ -183,8 +186,8 @@ REQUIRED_FOR_REVERSE: tuple[str, ...] = (
     "reverse.max_speed_kmh", "reverse.accel_mps2", "reverse.decel_mps2",
     "reverse.min_incline_pct", "reverse.max_incline_pct", "reverse.standstill_dwell_s",
 )  # fmt: skip
-#: ... and for ``vendor-characteristic``: which characteristic.
-REQUIRED_FOR_VENDOR_CHARACTERISTIC: tuple[str, ...] = ("reverse.characteristic",)
+#: ... and what the method itself needs (``required_fields`` of its class in
+#: :mod:`treadctl.control.reverse`: ``vendor-characteristic`` names its characteristic).
 
 
 def _field_type(cls: type, key: str) -> type:
@@ -211,6 +214,8 @@ def _section(src: str, name: str, cls: type, raw: Any) -> dict[str, Any]:
             )
         if where in _CHOICES and value not in _CHOICES[where]:
             raise ProfileError(f"{src}: {where} must be one of {', '.join(_CHOICES[where])}")
+        if where == "reverse.method" and _reverse().method_class(value) is None:
+            raise ProfileError(f"{src}: {where} must be one of {', '.join(_reverse().methods())}")
         if isinstance(value, float | int) and not isinstance(value, bool):
             negative_ok = where in ("incline.min_pct", "reverse.min_incline_pct")
             if value < 0 and not negative_ok:
@@ -222,10 +227,11 @@ def _section(src: str, name: str, cls: type, raw: Any) -> dict[str, Any]:
 def _missing(src: str, values: dict[str, dict[str, Any]]) -> None:
     required = list(REQUIRED_FIELDS)
     method = values.get("reverse", {}).get("method")
-    if method not in (None, "none"):
+    if method not in (None, NO_REVERSE):
         required += REQUIRED_FOR_REVERSE
-    if method == "vendor-characteristic":
-        required += REQUIRED_FOR_VENDOR_CHARACTERISTIC
+    cls = _reverse().method_class(method) if isinstance(method, str) else None
+    if cls is not None:
+        required += cls.required_fields
     missing = []
     for where in required:
         section, _, key = where.partition(".")
@@ -274,14 +280,12 @@ def _check(src: str, p: FirmwareProfile) -> None:
     _check_protocol(src, p)
 
 
-#: Reverse methods each protocol can carry.
-_PROTOCOL_REVERSE: dict[str, tuple[str, ...]] = {
-    "ftms": ("none", "vendor-characteristic", "signed-speed"),
-    "biodex": ("none", "direction-command"),
-    "woodway": ("none", "signed-speed"),
-    "bertec": ("none", "signed-speed"),
-    "trackmaster": ("none",),
-}
+def _reverse() -> Any:
+    """The reverse-method registry (imported when a profile is checked: it builds on this
+    module's types)."""
+    from treadctl.control import reverse
+
+    return reverse
 
 
 def _check_protocol(src: str, p: FirmwareProfile) -> None:
@@ -289,7 +293,7 @@ def _check_protocol(src: str, p: FirmwareProfile) -> None:
         if not cond:
             raise ProfileError(f"{src}: {msg}")
 
-    allowed = _PROTOCOL_REVERSE[p.protocol]
+    allowed = _reverse().methods_over(p.protocol)
     need(
         p.reverse.method in allowed,
         f"reverse.method {p.reverse.method!r} is not possible over protocol {p.protocol!r}"

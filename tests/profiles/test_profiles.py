@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from treadctl.cli import main
+from treadctl.control import reverse
+from treadctl.control.reverse import VendorCharacteristic
 from treadctl.profiles import (
     REQUIRED_FIELDS,
     REQUIRED_FOR_REVERSE,
-    REQUIRED_FOR_VENDOR_CHARACTERISTIC,
     ProfileError,
     list_profiles,
     load_profile,
@@ -139,7 +140,7 @@ def test_a_profile_with_only_a_name_is_refused_naming_every_missing_field(
 
 
 @pytest.mark.parametrize("where", [*REQUIRED_FIELDS, *REQUIRED_FOR_REVERSE,
-                                   *REQUIRED_FOR_VENDOR_CHARACTERISTIC])  # fmt: skip
+                                   *VendorCharacteristic.required_fields])  # fmt: skip
 def test_each_required_field_is_required(tmp_path: Path, where: str) -> None:
     section, _, key = where.partition(".")
     # Without reverse.method the other reverse fields are not required: it alone is named.
@@ -182,8 +183,9 @@ def test_shipped_profiles_state_every_required_field() -> None:
         required = list(REQUIRED_FIELDS)
         if method != "none":
             required += REQUIRED_FOR_REVERSE
-        if method == "vendor-characteristic":
-            required += REQUIRED_FOR_VENDOR_CHARACTERISTIC
+        cls = reverse.method_class(method)
+        assert cls is not None, (f.name, method)
+        required += cls.required_fields
         for where in required:
             section, _, key = where.partition(".")
             assert key in data.get(section, {}), (f.name, where)
@@ -272,3 +274,38 @@ def test_bad_native_settings_name_the_field(
     with pytest.raises(ProfileError) as err:
         load_profile_file(path)
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
+
+
+def test_a_registered_reverse_method_is_usable_in_a_profile(tmp_path: Path) -> None:
+    """Adding a reverse method is its class and ``register``: the profile loader takes the
+    names, the protocols a method may run over and the fields it needs from the registry."""
+    from treadctl.control.reverse import ReverseMethod, register, reverse_method
+
+    src = (shipped_profiles_dir() / "kinetic-rx2.toml").read_text(encoding="utf-8")
+    path = tmp_path / "flip.toml"
+    path.write_text(src.replace('method = "signed-speed"', 'method = "belt-flip"'))
+    with pytest.raises(ProfileError, match=r"reverse\.method must be one of none, "):
+        load_profile_file(path)
+
+    class BeltFlip(ReverseMethod):
+        name = "belt-flip"
+        protocols = frozenset({"ftms"})
+        required_fields = ("reverse.characteristic",)
+        writes_direction = True
+
+    register(BeltFlip)
+    try:
+        with pytest.raises(ProfileError, match=r"missing required field reverse\.characteristic"):
+            load_profile_file(path)
+        path.write_text(src.replace('method = "signed-speed"',
+                                    'method = "belt-flip"\ncharacteristic = 0xFF01'))
+        profile = load_profile_file(path)
+        assert profile.supports_reverse and isinstance(reverse_method(profile), BeltFlip)
+        native = (shipped_profiles_dir() / "biodex-rtm400.toml").read_text(encoding="utf-8")
+        path.write_text(native.replace('method = "direction-command"',
+                                       'method = "belt-flip"\ncharacteristic = 0xFF01'))
+        with pytest.raises(ProfileError, match="not possible over protocol 'biodex'"):
+            load_profile_file(path)
+    finally:
+        reverse.unregister("belt-flip")
+    assert "belt-flip" not in reverse.methods()

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from treadctl.profiles import FirmwareProfile, ReverseSpec
+from treadctl.profiles import NO_REVERSE, FirmwareProfile, ReverseSpec
 
 
 class ReverseMethod:
     """Forward-only firmware (``method = "none"``); the base of every method."""
 
-    name: ClassVar[str] = "none"
+    name: ClassVar[str] = NO_REVERSE
+    #: The protocols a profile may use the method over (None: every protocol). The profile
+    #: loader reads this: a new method is usable in a profile once it is registered.
+    protocols: ClassVar[frozenset[str] | None] = None
+    #: Profile fields the method needs beyond every reversing profile's (the loader's).
+    required_fields: ClassVar[tuple[str, ...]] = ()
     #: Reverse is a negative Set Target Speed, read back as the sign of the measured speed.
     signed_speed: ClassVar[bool] = False
     #: Reverse is a write to a vendor characteristic, read back from it before a start.
@@ -33,7 +38,7 @@ class ReverseMethod:
 
     @property
     def supports_reverse(self) -> bool:
-        return self.name != "none"
+        return self.name != NO_REVERSE
 
     @property
     def direction_uuid(self) -> int | None:
@@ -59,6 +64,8 @@ class VendorCharacteristic(ReverseMethod):
     """Belt Direction written at standstill to a vendor characteristic (0xFF01), read back."""
 
     name = "vendor-characteristic"
+    protocols = frozenset({"ftms"})
+    required_fields = ("reverse.characteristic",)
     vendor_characteristic = True
     writes_direction = True
 
@@ -67,6 +74,7 @@ class SignedSpeed(ReverseMethod):
     """A negative Set Target Speed runs the belt backward; the reported speed is signed."""
 
     name = "signed-speed"
+    protocols = frozenset({"ftms", "woodway", "bertec"})
     signed_speed = True
 
 
@@ -77,6 +85,7 @@ class DirectionCommand(ReverseMethod):
     to or sign (the driver's link carries signed speeds)."""
 
     name = "direction-command"
+    protocols = frozenset({"biodex"})
     writes_direction = True
 
 
@@ -93,11 +102,29 @@ def register(method: type[ReverseMethod]) -> type[ReverseMethod]:
 
 for _m in (ReverseMethod, VendorCharacteristic, SignedSpeed, DirectionCommand):
     register(_m)
+_BUILT_IN = frozenset(_METHODS)
+
+
+def unregister(name: str) -> None:
+    """Remove a method added with :func:`register` (the built-in ones stay)."""
+    if name in _BUILT_IN:
+        raise ValueError(f"reverse method {name!r} is built in")
+    _METHODS.pop(name, None)
 
 
 def methods() -> tuple[str, ...]:
     """Every registered method name."""
     return tuple(_METHODS)
+
+
+def method_class(name: str) -> type[ReverseMethod] | None:
+    """The registered method called ``name`` (None: no such method)."""
+    return _METHODS.get(name)
+
+
+def methods_over(protocol: str) -> tuple[str, ...]:
+    """The method names a profile over ``protocol`` may name."""
+    return tuple(n for n, m in _METHODS.items() if m.protocols is None or protocol in m.protocols)
 
 
 def reverse_method(profile: FirmwareProfile) -> ReverseMethod:
@@ -107,7 +134,7 @@ def reverse_method(profile: FirmwareProfile) -> ReverseMethod:
     wire does (the profile's ``method`` says that, e.g. Bertec's signed speeds): the
     driver's direction change at standstill, confirmed by read-back (DirectionCommand)."""
     name: str = profile.reverse.method
-    if profile.protocol != "ftms" and name != "none":
+    if profile.protocol != "ftms" and name != NO_REVERSE:
         name = DirectionCommand.name
     try:
         cls = _METHODS[name]
@@ -123,7 +150,10 @@ __all__ = [
     "ReverseMethod",
     "SignedSpeed",
     "VendorCharacteristic",
+    "method_class",
     "methods",
+    "methods_over",
     "register",
     "reverse_method",
+    "unregister",
 ]

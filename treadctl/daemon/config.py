@@ -319,7 +319,7 @@ def _treadmills(data: Any, where: str) -> tuple[TreadmillConfig, ...]:
                 f"{t.where}.device: profile {profile!r} speaks the {loaded.protocol} protocol "
                 "over serial:// or tcp:// (sim:// for its simulator), not Bluetooth")
         rear_facing = t.bool_("rear_facing", False)
-        if rear_facing and loaded.reverse.method != "none":
+        if rear_facing and loaded.supports_reverse:
             raise ConfigError(
                 f"{t.where}.rear_facing: refused: profile {profile!r} runs the belt in reverse "
                 f"itself (reverse.method = {loaded.reverse.method!r}); rear-facing is only for "

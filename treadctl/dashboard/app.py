@@ -421,7 +421,7 @@ def _profile_caps(profile_name: str) -> tuple[str | None, bool]:
         profile = load_profile(profile_name)
     except Exception:
         return None, False
-    return profile.protocol, profile.reverse.method != "none"
+    return profile.protocol, profile.supports_reverse
 
 
 def _esc(text: str) -> str:

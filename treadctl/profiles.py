@@ -19,6 +19,8 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
+from treadctl.ftms.treadmill_data import DEFAULT_PACE_FORMAT, PACE_FORMATS, PaceFormat
+
 #: A reverse method's name: one registered in :mod:`treadctl.control.reverse` (the loader
 #: checks it there, with the protocols it may run over and the fields it needs).
 ReverseMethod = str
@@ -29,7 +31,6 @@ NO_REVERSE = "none"
 Protocol = Literal["ftms", "biodex", "woodway", "bertec", "trackmaster"]
 PROTOCOLS: tuple[str, ...] = ("ftms", "biodex", "woodway", "bertec", "trackmaster")
 SpeedUnit = Literal["0.1mph", "0.1kmh"]
-PaceFormat = Literal["uint8-0.1kmpmin", "uint16-s-per-km"]
 
 #: 16-bit alias of the treadctl reference firmware's Belt Direction characteristic
 #: (full UUID 0000ff01-0000-1000-8000-00805f9b34fb); see docs/reference-firmware.md.
@@ -107,7 +108,7 @@ class ControlSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class Quirks:
-    pace_format: PaceFormat = "uint8-0.1kmpmin"  # the FTMS standard
+    pace_format: PaceFormat = DEFAULT_PACE_FORMAT  # the FTMS standard
     speed_rounding: Literal["nearest", "down"] = "nearest"
 
 
@@ -168,7 +169,7 @@ _SECTIONS: dict[str, type] = {
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "wire.speed_unit": ("0.1mph", "0.1kmh"),
-    "quirks.pace_format": ("uint8-0.1kmpmin", "uint16-s-per-km"),
+    "quirks.pace_format": PACE_FORMATS,
     "quirks.speed_rounding": ("nearest", "down"),
 }
 #: Fields every profile file states, whatever the machine.

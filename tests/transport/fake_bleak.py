@@ -29,6 +29,7 @@ from typing import Any
 
 from bleak.exc import BleakDBusError, BleakError, BleakGATTProtocolError
 
+from treadctl.control.reverse import reverse_method
 from treadctl.ftms.uuids import (
     BELT_DIRECTION,
     CONTROL_POINT,
@@ -129,7 +130,7 @@ def gatt_of(sim: SimTreadmill, without: tuple[int, ...] = ()) -> FakeServiceColl
              if u not in without],
         )
     ]
-    if sim.profile.reverse.method == "vendor-characteristic":
+    if reverse_method(sim.profile).vendor_characteristic:
         services.append(
             FakeService(
                 full_uuid(VENDOR_SERVICE),

@@ -476,7 +476,7 @@ class Lane:
     def _ask_speed_change(self, ctl: Controller) -> bool:
         """Ask for a speed 2 km/h away (down if possible, else up) inside the limits of the
         running program; False when no such change is allowed right now."""
-        lim = getattr(ctl, "_limits", None) or ctl.limits_for(None)
+        lim = ctl.active_limits or ctl.limits_for(None)
         reverse = ctl.commanded_dir.value == "reverse"
         cap = lim.reverse_max_speed_kmh if reverse else min(lim.max_speed_kmh, 8.0)
         now = ctl.commanded_kmh

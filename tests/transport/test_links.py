@@ -16,6 +16,7 @@ import pytest
 from treadctl.transport.base import LinkLost, TransportError
 from treadctl.transport.framing import Frame, FrameDecoder, FrameType, encode_frame
 from treadctl.transport.serial import SerialTransport, open_serial_stream
+from treadctl.transport.stream import AsyncioByteStream
 from treadctl.transport.tcp import TcpTransport
 
 CP = 0x2AD9
@@ -77,8 +78,9 @@ async def test_tcp_roundtrip_and_nodelay(tcp_device: TcpDevice) -> None:
     w.write(encode_frame(Frame(FrameType.NOTIFY, TD, b"\x00\x00\xe8\x03", 0)))
     await asyncio.wait_for(task, 5)
     assert await asyncio.wait_for(got.get(), 5) == (TD, b"\x00\x00\xe8\x03")
-    assert t._stream is not None
-    sock = t._stream._writer.get_extra_info("socket")  # type: ignore[attr-defined]
+    assert isinstance(t.stream, AsyncioByteStream)
+    sock = t.stream.get_extra_info("socket")
+    assert isinstance(sock, socket.socket | asyncio.trsock.TransportSocket)
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     await t.close()
     assert await asyncio.wait_for(r.read(), 5) == b""

@@ -48,6 +48,10 @@ class AsyncioByteStream:
     def closed(self) -> bool:
         return self._writer.is_closing()
 
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        """The connection's ``asyncio`` transport info (``"socket"``, ``"peername"``...)."""
+        return self._writer.get_extra_info(name, default)
+
 
 class _PipeEnd:
     def __init__(self) -> None:

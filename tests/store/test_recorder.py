@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from treadctl.clock import run_virtual
 from treadctl.store.db import SessionStore
-from treadctl.store.model import Outcome
+from treadctl.store.model import Outcome, as_utc
 from treadctl.store.recorder import Event, Sample, SessionRecorder, StoreWriter, summarize
 from treadctl.types import Direction
 
@@ -72,6 +73,73 @@ def test_bad_row_does_not_cost_the_batch(store: SessionStore) -> None:
     assert [s.t_s for s in store.samples(rec.session_id)] == [0.0, 0.5]
     assert rec.writer.stats().rows_rejected == 1
     assert store.events(rec.session_id)[0].data["obj"].startswith("<object")
+
+
+def test_rows_store_every_field_and_null_in_recording_order(store: SessionStore) -> None:
+    """The writer leaves None heart-rate columns out of a row and inserts runs of rows of
+    one shape together: what is stored is still every field of every sample (NULL for
+    None), with rowids in the order the samples were recorded and ``ts`` the session's
+    start + t_s to the millisecond (truncated), across second and day boundaries."""
+    hr_variants = [
+        (None, None, None),
+        (131, None, None),
+        (131, "strap", None),
+        (131, "strap", "good"),
+        (None, "treadmill", "lost"),
+        (None, None, "unreliable"),
+        (0, "treadmill", "unreliable"),
+    ]
+    t_values = [0.0, 0.0005, 0.9995, 0.999_999_9, 1.0, 59.75, 3599.999, 86_399.9996, 90_000.125]
+    rec = SessionRecorder.start(store, synth.META)
+    recorded: list[Sample] = []
+    k = 0
+    for t_s in t_values:
+        # Runs of one shape and single rows of another, interleaved.
+        for hr, source, quality in [*hr_variants, hr_variants[0], hr_variants[0]]:
+            k += 1
+            sample = Sample(
+                t_s=t_s + k * 1e-3,
+                target_speed_kmh=None if k % 5 == 0 else 3.0,
+                speed_kmh=2.5 + k / 100,
+                direction=Direction.REVERSE if k % 2 else Direction.FORWARD,
+                incline_pct=None if k % 7 == 0 else 1.5,
+                target_incline_pct=None if k % 3 == 0 else 1.5,
+                distance_m=float(k),
+                hr_bpm=hr,
+                state="running" if k % 4 else "paused",
+                segment=None if k % 6 == 0 else k,
+                hr_source=source,
+                hr_quality=quality,
+            )
+            recorded.append(sample)
+            rec.record_sample(sample)
+    rec.finish("finished")
+    started = as_utc(rec.started_at).replace(tzinfo=None)
+    with store.connection() as conn:
+        rows = conn.execute(
+            "SELECT t_s, ts, target_speed_kmh, speed_kmh, direction, incline_pct,"
+            " target_incline_pct, distance_m, hr_bpm, state, segment, hr_source, hr_quality"
+            " FROM samples ORDER BY rowid"
+        ).fetchall()
+    expected = [
+        (
+            s.t_s,
+            (started + timedelta(seconds=s.t_s)).isoformat(timespec="milliseconds") + "Z",
+            s.target_speed_kmh,
+            s.speed_kmh,
+            str(s.direction),
+            s.incline_pct,
+            s.target_incline_pct,
+            s.distance_m,
+            s.hr_bpm,
+            s.state,
+            s.segment,
+            s.hr_source,
+            s.hr_quality,
+        )
+        for s in recorded
+    ]
+    assert rows == expected
 
 
 def test_finish_flushes_and_is_idempotent(store: SessionStore) -> None:

@@ -15,6 +15,7 @@ bound so a late e-stop event is not crowded out by samples.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sqlite3
@@ -244,16 +245,29 @@ class StoreWriter:
 
 
 def _ts_text(target: _Target, t_s: float, ts: datetime | None) -> str:
-    base = (
-        as_utc(ts).replace(tzinfo=None)
-        if ts is not None
-        else (target.started_naive_utc + timedelta(seconds=t_s))
-    )
-    return base.isoformat(timespec="milliseconds") + "Z"
+    """``ts`` (else the session's start + ``t_s``) as ISO 8601 UTC to the millisecond
+    (truncated, as ``isoformat(timespec="milliseconds")``), with a ``Z``."""
+    if ts is not None:
+        return as_utc(ts).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+    # start + t_s, to the microsecond as timedelta rounds it; the text of the whole second
+    # is cached (a lane's 4 Hz samples share one), the milliseconds are formatted here.
+    offset = timedelta(seconds=t_s)
+    us = target.started_naive_utc.microsecond + offset.microseconds
+    second = offset.days * 86_400 + offset.seconds + us // 1_000_000
+    return f"{_second_text(target.started_naive_utc, second)}.{us % 1_000_000 // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second_text(started: datetime, second: int) -> str:
+    """``started`` without its microseconds, plus ``second`` seconds, to the second."""
+    whole = started.replace(microsecond=0) + timedelta(seconds=second)
+    return whole.isoformat(timespec="seconds")
 
 
 def _sample_row(target: _Target, s: Sample) -> SampleRow:
-    return (
+    """The row in the writer's column order (:data:`~treadctl.store.db.SampleRow`), ending
+    before the heart-rate columns that are None (the store writes those as NULL)."""
+    row = (
         target.ref,
         s.t_s,
         _ts_text(target, s.t_s, s.ts),
@@ -263,12 +277,17 @@ def _sample_row(target: _Target, s: Sample) -> SampleRow:
         s.incline_pct,
         s.target_incline_pct,
         s.distance_m,
-        s.hr_bpm,
         s.state,
         s.segment,
-        s.hr_source,
-        s.hr_quality,
     )
+    hr, source, quality = s.hr_bpm, s.hr_source, s.hr_quality
+    if quality is not None:
+        return (*row, hr, source, quality)
+    if source is not None:
+        return (*row, hr, source)
+    if hr is not None:
+        return (*row, hr)
+    return row
 
 
 def _event_row(target: _Target, e: Event) -> EventRow:

@@ -8,10 +8,13 @@ The belt walks at 2.0 km/h until t = 90 s, then at 5.5 km/h (a workload step of 
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from tests.hr.loop import Loop, Step
 from treadctl.hr.codec import HeartRateMeasurement
 from treadctl.hr.filter import CeilingMonitor, HRFilter, HRReading
+from treadctl.hr.workload import met
 from treadctl.types import Direction
 
 DIRECTIONS = [Direction.FORWARD, Direction.REVERSE]
@@ -203,3 +206,42 @@ def test_a_slow_workload_drift_followed_by_the_heart_stays_good(direction: Direc
     assert {s.reading.quality for s in loop.steps} == {"good"}, [
         (s.t, s.reading.reason) for s in loop.steps if s.reading.quality != "good"][:3]
     good_hr_is_true(loop.steps)
+
+
+class _ScanningFilter(HRFilter):
+    """The filter as it was before its running maximum and minimum: every workload update
+    looks through the whole follow_window_s history for a move of follow_met."""
+
+    def _hist_may_move(self, w: float) -> bool:
+        return True
+
+
+#: A belt that walks on faster, a heart that does not follow (it wobbles by 1 bpm).
+_NOT_FOLLOWING = ([(1.0, 2.0, (-1) ** i, True) for i in range(60)]
+                  + [(0.02 if i % 5 else 1.0, 5.5, (-1) ** i, i % 5 == 0) for i in range(800)])
+
+
+@settings(max_examples=100, deadline=None)
+@example(_NOT_FOLLOWING)
+@given(st.lists(st.tuples(st.sampled_from([0.02, 0.1, 0.1, 0.5, 1.0, 2.0]),
+                          st.sampled_from([0.0, 1.0, 2.0, 2.01, 2.05, 3.0, 5.5, 9.0]),
+                          st.integers(-1, 1), st.booleans()),
+                min_size=1, max_size=600))
+def test_the_running_extremes_answer_as_the_full_scan(
+        steps: list[tuple[float, float, int, bool]]) -> None:
+    """Ticks at 50..0.5 Hz and readings, the workload stepping, creeping and jumping, a heart
+    that mostly does not follow it: the same readings, one by one, as a filter that scans
+    its whole history at every update."""
+    fast, slow = HRFilter(), _ScanningFilter()
+    now, hr = 0.0, 90
+    for dt, speed, dhr, reading in steps:
+        now += dt
+        w = met(speed, 0.0, Direction.FORWARD)
+        if reading:
+            hr = min(200, max(40, hr + dhr))
+            assert fast.update_bpm(hr, now, workload_met=w) == slow.update_bpm(
+                hr, now, workload_met=w)
+        else:
+            assert fast.tick(now, w) == slow.tick(now, w)
+    if steps is _NOT_FOLLOWING:  # the example does reach the check
+        assert slow.reading(now).reason == "not-following-workload"

@@ -141,6 +141,14 @@ class HRFilter:
         # (t, workload) over the last follow_window_s: what the follow check measures a
         # workload move from.
         self._wl_hist: deque[tuple[float, float]] = deque()
+        # Its running maximum and minimum (monotonic deques of (entry number, workload);
+        # entry numbers count appends, _hist_first is the number of _wl_hist[0]): a move of
+        # follow_met is looked for in the history only when one is there, so a tick costs
+        # the same with 600 entries as with one.
+        self._hist_hi: deque[tuple[int, float]] = deque()
+        self._hist_lo: deque[tuple[int, float]] = deque()
+        self._hist_first = 0
+        self._hist_next = 0
         # The workload as a heart sees it (first-order lag, follow_lag_s): what decides
         # which way a heart must go after a move.
         self._wl_lag: tuple[float, float] | None = None  # (t, lagged workload)
@@ -273,9 +281,9 @@ class HRFilter:
                 self._wl.popleft()
         hist = self._wl_hist
         if not hist or abs(w - hist[-1][1]) >= 0.02 or now - hist[-1][0] >= 1.0:
-            hist.append((now, w))
+            self._hist_append(now, w)
         while len(hist) > 1 and now - hist[0][0] > cfg.follow_window_s:
-            hist.popleft()
+            self._hist_popleft()
         f = self._follow
         if f is not None:
             if f.sign * (w - f.w_from) >= cfg.follow_met / 2:
@@ -283,6 +291,8 @@ class HRFilter:
             # The workload went back (a stop, then walking on): the armed check no longer
             # says which way the heart should go. Drop it; the new move arms its own.
             self._follow = None
+        if not self._hist_may_move(w):
+            return  # no entry is follow_met away from w (the loop below would find none)
         for _t, w_ref in hist:
             if abs(w - w_ref) >= cfg.follow_met:
                 # A move of follow_met within follow_window_s: from here on the HR must
@@ -294,9 +304,41 @@ class HRFilter:
                 agrees = sign * (w - w_lag) >= cfg.follow_met / 2
                 if hr is not None and self._quality != "lost" and agrees:
                     self._follow = _Follow(sign, hr, now + cfg.follow_s, w_ref)
-                hist.clear()
-                hist.append((now, w))
+                self._hist_clear()
+                self._hist_append(now, w)
                 return
+
+    def _hist_may_move(self, w: float) -> bool:
+        """Whether an entry of the history may be ``follow_met`` or more away from ``w``
+        (False: certainly none is), from its running maximum and minimum."""
+        fm = self.cfg.follow_met
+        return self._hist_hi[0][1] - w >= fm or w - self._hist_lo[0][1] >= fm
+
+    def _hist_append(self, now: float, w: float) -> None:
+        self._wl_hist.append((now, w))
+        n = self._hist_next
+        self._hist_next = n + 1
+        hi, lo = self._hist_hi, self._hist_lo
+        while hi and hi[-1][1] <= w:
+            hi.pop()
+        hi.append((n, w))
+        while lo and lo[-1][1] >= w:
+            lo.pop()
+        lo.append((n, w))
+
+    def _hist_popleft(self) -> None:
+        self._wl_hist.popleft()
+        first = self._hist_first = self._hist_first + 1
+        if self._hist_hi[0][0] < first:
+            self._hist_hi.popleft()
+        if self._hist_lo[0][0] < first:
+            self._hist_lo.popleft()
+
+    def _hist_clear(self) -> None:
+        self._wl_hist.clear()
+        self._hist_hi.clear()
+        self._hist_lo.clear()
+        self._hist_first = self._hist_next
 
     def _check_follow(self, now: float) -> None:
         f = self._follow

@@ -111,14 +111,19 @@ class Controller(SessionWalker, ControlLoop, MachineInputs, HeartRateControl):
         self.cfg = safety or SafetyConfig()
         self.tick_s = 1.0 / tick_hz
         # Keepalives go out from the loop (a hung loop must starve the firmware watchdog), at
-        # least KEEPALIVES_PER_LINK_TIMEOUT per link_timeout_ms and at least once per tick:
-        # the link then survives losing every host frame for 7/8 of the timeout (a noise
-        # burst), with margin, instead of racing the deadline (docs/soak.md, soak-3).
+        # least KEEPALIVES_PER_LINK_TIMEOUT per link_timeout_ms: the link then survives
+        # losing every host frame for 7/8 of the timeout (a noise burst), with margin,
+        # instead of racing the deadline (docs/soak.md, soak-3). A tick longer than that
+        # spacing has the loop wake more often than it ticks; a shorter one sends a
+        # keepalive only every few ticks (at 50 Hz on treadctl-reference: every 3rd tick,
+        # 60 ms against 62.5 ms), not at every tick: more would buy no margin.
         link_timeout_s = profile.control.link_timeout_ms / 1000
-        self._keepalives_per_tick = max(
-            1, math.ceil(self.tick_s * KEEPALIVES_PER_LINK_TIMEOUT / link_timeout_s - 1e-9)
-        )
-        self.keepalive_s = self.tick_s / self._keepalives_per_tick
+        #: The longest a keepalive may wait after the last one, on a loop that is on time.
+        self.keepalive_every_s = link_timeout_s / KEEPALIVES_PER_LINK_TIMEOUT
+        self._keepalives_per_tick = max(1, math.ceil(self.tick_s / self.keepalive_every_s - 1e-9))
+        #: The loop's wake-up period: a tick, or a fraction of it when the link timeout is
+        #: short (a keepalive is due more often than a tick).
+        self.wake_s = self.tick_s / self._keepalives_per_tick
         self.treadmill_id = treadmill_id
         self.site_heartbeat_s = heartbeat_s
         self.recorder_factory = recorder_factory

@@ -42,7 +42,10 @@ class ControllerCore:
     site_limits: Limits | None
     cfg: SafetyConfig
     tick_s: float
-    keepalive_s: float
+    #: A keepalive at least this often (link_timeout_ms / KEEPALIVES_PER_LINK_TIMEOUT).
+    keepalive_every_s: float
+    #: The loop wakes this often: a tick, or a fraction of one (short link timeouts).
+    wake_s: float
     _keepalives_per_tick: int
     treadmill_id: str
     site_heartbeat_s: float | None

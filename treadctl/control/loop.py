@@ -128,12 +128,17 @@ class ControlLoop(ControllerCore):
             return
 
     async def _loop(self) -> None:
-        """Fixed-rate loop: timer interlocks and ramp following every tick, a keepalive
-        every ``keepalive_s`` (a tick, or a fraction of it when the link timeout is short)."""
+        """Fixed-rate loop: timer interlocks and ramp following every tick; a keepalive
+        whenever waiting for the next wake-up would leave more than ``keepalive_every_s``
+        since the last one (every wake-up when the link timeout is short, every few ticks
+        when the tick is short; and at the first wake-up after the loop ran late)."""
         next_t = self.clock.now()
         step = 0
+        last_keepalive = -math.inf
+        # Float noise may only make a keepalive go out early, never late.
+        due_after = self.keepalive_every_s - self.wake_s - 1e-9
         while True:
-            next_t += self.keepalive_s
+            next_t += self.wake_s
             delay = next_t - self.clock.now()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -150,6 +155,10 @@ class ControlLoop(ControllerCore):
                 except Exception as exc:  # an error in the loop is itself an interlock
                     log.exception("control loop error")
                     self._trip(Trip(Interlock.INTERNAL_ERROR, f"control loop: {exc!r}"))
+            now = self.clock.now()
+            if now - last_keepalive <= due_after:
+                continue
+            last_keepalive = now
             try:  # noqa: SIM105 (no context manager object at every keepalive)
                 await self.transport.keepalive()
             except Exception:  # a lost link is the transport's to report (link-lost)

@@ -45,6 +45,9 @@ _NOTIFY = FrameType.NOTIFY
 _WRITE_RESPONSE = FrameType.WRITE_RESPONSE
 _READ_RESPONSE = FrameType.READ_RESPONSE
 _EXPECTED = {FrameType.WRITE: _WRITE_RESPONSE, FrameType.READ: _READ_RESPONSE}
+#: The KEEPALIVE frame of every sequence number, encoded once (the same bytes as
+#: ``encode_frame`` gives; the loop sends one several times a second).
+_KEEPALIVES = tuple(encode_frame(Frame(FrameType.KEEPALIVE, 0, b"", seq)) for seq in range(256))
 
 
 class _Pending:
@@ -304,7 +307,7 @@ class FramedTransport(Transport):
         if stream is None or self._closing:
             raise LinkLost(f"{self.name}: not connected")
         self._seq = (self._seq + 1) & 0xFF
-        stream.write(encode_frame(Frame(FrameType.KEEPALIVE, 0, b"", self._seq)))
+        stream.write(_KEEPALIVES[self._seq])
         self._frames_sent += 1
 
     @property

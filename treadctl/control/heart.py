@@ -15,8 +15,9 @@ does with its answer (docs/heart-rate.md, docs/safety.md).
   199, a spike or a stuck value shows as the ``hr-unreliable`` warning and event, never as
   an e-stop. A strap reading reaches the interlock inside its notification callback.
 * **governed segments** (``hr_zone_bpm``): the walker calls :meth:`_hr_begin_segment` once
-  the segment runs and :meth:`_hr_end_segment` when it ends (or pauses); every loop tick
-  asks the supervisor, and a new wanted speed/incline becomes a ramp of the planner
+  the segment runs and :meth:`_hr_end_segment` when it ends (or pauses); the loop's tick
+  asks the supervisor (at most every :data:`HR_TICK_S`), and a new wanted speed/incline
+  becomes a ramp of the planner
   (``speed_ramp``/``incline_ramp`` within the effective limits), which the sender puts on
   the wire one increment at a time at no more than the ramp's rate. ``CONTROLLED_STOP``
   (HR lost and not back in time) is a stop request with :data:`HR_LOSS_STOP_REASON`: the
@@ -28,6 +29,7 @@ does with its answer (docs/heart-rate.md, docs/safety.md).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -35,6 +37,7 @@ from typing import Any
 from treadctl.control.core import ControllerCore
 from treadctl.control.machine import State
 from treadctl.control.planner import incline_ramp, speed_ramp
+from treadctl.control.snapshot import Snapshot
 from treadctl.hr.registry import STRAPS
 from treadctl.hr.strap import HRSource, HRURLError, open_hr_source, parse_hr_url
 from treadctl.hr.supervisor import Decision, HRStatus, HRSupervisor, SupervisorConfig
@@ -47,6 +50,12 @@ log = logging.getLogger("treadctl.control.controller")
 #: The ``finished`` reason when a governed segment's heart rate did not come back in time.
 HR_LOSS_STOP_REASON = "heart rate lost in a governed segment: not recovered in time"
 
+#: The supervisor's tick (workload, dropouts, governor) runs at most this often: every loop
+#: tick up to 10 Hz, every few ticks above (50 Hz: every 5th). Its timers are seconds (5 s
+#: dropout, 3 s failover, a 1 s governor), and a strap reading reaches the HR ceiling in
+#: its own callback, not here.
+HR_TICK_S = 0.1
+
 
 class HeartRateControl(ControllerCore):
     """The supervisor's inputs and outputs in the controller (see the module docstring)."""
@@ -58,6 +67,9 @@ class HeartRateControl(ControllerCore):
     _hr_source_factory: Callable[..., HRSource] | None
     _hr_segment: Segment | None
     _hr_wanted: tuple[float | None, float | None]
+    _hr_ticked: float
+    #: The picture _hr_apply last put into the snapshot, and that snapshot.
+    _hr_shown: tuple[tuple[Any, ...] | None, Snapshot | None]
 
     def _hr_init(self, hr_url: str | None, hr_source: HRSource | None,
                  hr_config: SupervisorConfig | None) -> None:
@@ -71,6 +83,8 @@ class HeartRateControl(ControllerCore):
             STRAPS.bind(hr_url, self.treadmill_id)
         self._hr_segment = None
         self._hr_wanted = (None, None)
+        self._hr_ticked = -math.inf
+        self._hr_shown = (None, None)
         self.hr_supervisor = self._hr_new_supervisor(None)
 
     @property
@@ -175,7 +189,11 @@ class HeartRateControl(ControllerCore):
         return self.measured_dir or self.commanded_dir
 
     def _hr_tick(self, now: float) -> None:
-        """The loop's tick: the workload, dropouts, the governor (and its decision)."""
+        """The loop's tick, at most every HR_TICK_S: the workload, dropouts, the governor
+        (and its decision)."""
+        if now - self._hr_ticked < HR_TICK_S - self.tick_s / 2:
+            return
+        self._hr_ticked = now
         status = self.hr_supervisor.tick(now, self.measured_kmh, self.snapshot.incline_pct,
                                          self._hr_direction())
         self._hr_apply(status)
@@ -243,14 +261,18 @@ class HeartRateControl(ControllerCore):
     # ------------------------------------------------------------------ out
     def _hr_apply(self, status: HRStatus) -> None:
         """The supervisor's picture into the snapshot; its events out (once each)."""
+        key = (status.bpm, status.source, status.quality, status.zone_bpm, status.warnings)
+        if not status.events and key == self._hr_shown[0] and self.snapshot is self._hr_shown[1]:
+            return  # the snapshot already shows this picture (the steady case)
         fields: dict[str, Any] = status.fields()
         if list(status.warnings) != self.snapshot.warnings:
             fields["warnings"] = list(status.warnings)
         if any(getattr(self.snapshot, k) != v for k, v in fields.items()):
             self._set_snapshot(**fields)
+        self._hr_shown = (key, self.snapshot)
         for event in status.events:
             data = {k: v for k, v in event.items() if k != "type"}
             self._event(str(event["type"]), **data)
 
 
-__all__ = ["HR_LOSS_STOP_REASON", "HeartRateControl"]
+__all__ = ["HR_LOSS_STOP_REASON", "HR_TICK_S", "HeartRateControl"]

@@ -38,6 +38,13 @@ class MachineInputs(ControllerCore):
             self.measured_kmh = speed
         if td.heart_rate_bpm is not None:
             self._hr_treadmill(td.heart_rate_bpm, now)  # the supervisor judges it first
+        # The interlocks judge the frame before anything else is done with it, and a trip's
+        # Stop leaves at once; the snapshot below still shows the frame that tripped.
+        step = None
+        if self.machine.armed and self._limits is not None:
+            step = self.machine.telemetry(self._reading(now, td, self._limits))
+            if step.trip is not None:
+                self.client.stop_now()
         snap = self.snapshot
         changes: dict[str, Any] = {"speed_kmh": round(self.measured_kmh, 2)}
         if td.inclination_pct is not None:
@@ -56,8 +63,8 @@ class MachineInputs(ControllerCore):
             changes["elapsed_s"] = round(self._elapsed(now), 2)
             changes["remaining_s"] = self._remaining_s(now)
         self.snapshot = replace(snap, **changes)
-        if self.machine.armed and self._limits is not None:
-            self._act(self.machine.telemetry(self._reading(now, td, self._limits)))
+        if step is not None:
+            self._act(step, stop_sent=True)
         self._telemetry_seen.set()
         if self._recorder is not None:
             with contextlib.suppress(Exception):

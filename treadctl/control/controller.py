@@ -180,6 +180,8 @@ class Controller(SessionWalker, ControlLoop, MachineInputs, HeartRateControl):
         self._incline_ramp: Ramp | None = None
         self._want_speed: float | None = None
         self._want_incline: float | None = None
+        self._ramp_settled: tuple[Ramp, EffectiveLimits, float] | None = None
+        self._incline_settled: tuple[Ramp, EffectiveLimits, float] | None = None
         self._want_changed = asyncio.Event()
 
         self._program: Program | None = None

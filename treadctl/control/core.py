@@ -81,6 +81,9 @@ class ControllerCore:
     _incline_ramp: Ramp | None
     _want_speed: float | None
     _want_incline: float | None
+    #: (ramp, limits, wanted) once a ramp has ended and its end is the wanted setpoint.
+    _ramp_settled: tuple[Ramp, EffectiveLimits, float] | None
+    _incline_settled: tuple[Ramp, EffectiveLimits, float] | None
     _want_changed: asyncio.Event
     # Session
     _program: Program | None

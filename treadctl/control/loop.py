@@ -170,26 +170,32 @@ class ControlLoop(ControllerCore):
         self._hr_tick(now)  # heart rate: workload, dropouts, the governor (heart.py)
         if self.machine.latched:
             return
-        if self._speed_ramp is not None and self._limits is not None:
-            want = self._ramp_value(self._speed_ramp, now)
-            q = quantize_toward(
-                want, self._limits.speed_increment_kmh, self._speed_ramp.v0, self._speed_ramp.v1
-            )
-            q = max(q, self._limits.min_speed_kmh) if q > 0 else 0.0
+        lim = self._limits
+        ramp = self._speed_ramp
+        # A ramp that has ended wants its end value for good: once that is the wanted
+        # setpoint (same ramp, same limits), there is nothing to work out at every tick.
+        if ramp is not None and lim is not None and (
+            self._ramp_settled != (ramp, lim, self._want_speed)
+        ):
+            want = ramp.at(now)
+            q = quantize_toward(want, lim.speed_increment_kmh, ramp.v0, ramp.v1)
+            q = max(q, lim.min_speed_kmh) if q > 0 else 0.0
             if q != self._want_speed:
                 self._want_speed = q
                 self._want_changed.set()
-        if self._incline_ramp is not None and self._limits is not None:
-            want_i = self._ramp_value(self._incline_ramp, now)
-            qi = quantize_toward(
-                want_i,
-                self._limits.incline_increment_pct,
-                self._incline_ramp.v0,
-                self._incline_ramp.v1,
-            )
+            if ramp.done(now):
+                self._ramp_settled = (ramp, lim, q)
+        iramp = self._incline_ramp
+        if iramp is not None and lim is not None and (
+            self._incline_settled != (iramp, lim, self._want_incline)
+        ):
+            want_i = iramp.at(now)
+            qi = quantize_toward(want_i, lim.incline_increment_pct, iramp.v0, iramp.v1)
             if qi != self._want_incline:
                 self._want_incline = qi
                 self._want_changed.set()
+            if iramp.done(now):
+                self._incline_settled = (iramp, lim, qi)
 
     def _heartbeat_period(self) -> float | None:
         prog = self._program.heartbeat_s if self._program is not None else None

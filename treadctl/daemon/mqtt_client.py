@@ -198,6 +198,7 @@ class Client:
         self._down = asyncio.Event()
         self._down.set()  # not connected yet
         self._lost: BaseException | None = None
+        self._closing = False  # our own DISCONNECT is on its way
 
     # ------------------------------------------------------------------ public surface
     @property

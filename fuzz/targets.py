@@ -50,6 +50,7 @@ from typing import Any
 from fuzz.hr import fuzz_hr
 from treadctl import ftms
 from treadctl.daemon import bridge
+from treadctl.daemon.ratelimit import TokenBucket
 from treadctl.transport import framing
 
 
@@ -418,7 +419,7 @@ class LaneHarness:
         self.lane = Lane(self.daemon, config.treadmills[0])
         # The fuzzer sends far faster than any broker would: no token bucket here (the
         # rate limit answers with an error event, which the oracle would accept anyway).
-        self.lane.bucket = bridge.TokenBucket(1e12)
+        self.lane.bucket = TokenBucket(1e12)
         self.replies: list[dict[str, Any]] = []
         self.lane.reply = self._record  # type: ignore[method-assign]
         self.loop.run_until_complete(self.lane.open_link())

@@ -8,6 +8,7 @@ import pytest
 
 from treadctl.daemon import bridge
 from treadctl.daemon.bridge import CommandInvalid, Topics, parse_command
+from treadctl.daemon.ratelimit import TokenBucket
 
 MAX = 16384
 
@@ -129,7 +130,7 @@ def test_payload_shapes() -> None:
 
 
 def test_token_bucket() -> None:
-    b = bridge.TokenBucket(2.0, burst=2)
+    b = TokenBucket(2.0, burst=2)
     assert b.take(0.0) and b.take(0.0) and not b.take(0.0)
     assert not b.take(0.4) and b.take(0.5)
 

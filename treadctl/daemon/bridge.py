@@ -407,12 +407,16 @@ def estop_details(payload: bytes, max_bytes: int) -> tuple[str | None, RequestId
 
 def iso_utc(when: datetime | None = None) -> str:
     """``2024-05-01T12:00:00.123Z``: the ``ts`` of every outgoing payload."""
-    when = when or datetime.now(UTC)
-    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    when = datetime.now(UTC) if when is None else when.astimezone(UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+#: One encoder for every payload (``json.dumps`` with options builds a new one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 def _dumps(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), default=str).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 #: The heart-rate fields of ``state`` and ``telemetry`` (docs/mqtt.md, "Heart rate"):
@@ -482,25 +486,3 @@ def ack(kind: str, request_id: RequestId, **data: Any) -> dict[str, Any]:
 
 def error(kind: str, request_id: RequestId, message: str) -> dict[str, Any]:
     return {"type": "error", "command": kind, "request_id": request_id, "error": message}
-
-
-# --------------------------------------------------------------------------- rate limit
-
-
-class TokenBucket:
-    """``rate_per_s`` commands per second on average, bursts up to ``burst``."""
-
-    def __init__(self, rate_per_s: float, burst: float | None = None) -> None:
-        self.rate_per_s = rate_per_s
-        self.burst = burst if burst is not None else max(1.0, rate_per_s)
-        self._tokens = self.burst
-        self._t: float | None = None
-
-    def take(self, now: float) -> bool:
-        if self._t is not None:
-            self._tokens = min(self.burst, self._tokens + (now - self._t) * self.rate_per_s)
-        self._t = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False

@@ -30,6 +30,7 @@ from treadctl.control.machine import SafetyMachine
 from treadctl.daemon import bridge, info, mqtt
 from treadctl.daemon.bridge import Command, Topics
 from treadctl.daemon.config import TreadmillConfig
+from treadctl.daemon.ratelimit import TokenBucket
 from treadctl.limits import FIELD_BOUNDS, Limits
 from treadctl.profiles import load_profile
 from treadctl.programs.model import Program
@@ -117,7 +118,7 @@ class LaneState:
         # cmd/stop runs at once, not queued: the stops waiting for their one run, and the run.
         self._stop_waiters: list[Queued] = []
         self.stop_task: asyncio.Task[None] | None = None
-        self.bucket = bridge.TokenBucket(self.config.daemon.command_rate_per_s)
+        self.bucket = TokenBucket(self.config.daemon.command_rate_per_s)
         self.telemetry_period_s = 1.0 / self.config.daemon.telemetry_hz
         self._last_telemetry = -math.inf
         self._last_state: bytes = bridge.disconnected_state("connecting")

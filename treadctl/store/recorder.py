@@ -251,10 +251,11 @@ def _ts_text(target: _Target, t_s: float, ts: datetime | None) -> str:
         return as_utc(ts).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
     # start + t_s, to the microsecond as timedelta rounds it; the text of the whole second
     # is cached (a lane's 4 Hz samples share one), the milliseconds are formatted here.
-    offset = timedelta(seconds=t_s)
-    us = target.started_naive_utc.microsecond + offset.microseconds
+    start = target.started_naive_utc
+    offset = timedelta(0, t_s)  # (days, seconds): positional is cheaper than seconds=
+    us = start.microsecond + offset.microseconds
     second = offset.days * 86_400 + offset.seconds + us // 1_000_000
-    return f"{_second_text(target.started_naive_utc, second)}.{us % 1_000_000 // 1000:03d}Z"
+    return f"{_second_text(start, second)}.{us % 1_000_000 // 1000:03d}Z"
 
 
 @functools.lru_cache(maxsize=4096)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_helpers import TcpCable, make_config, mosquitto_passwd, response_properties
+from daemon_helpers import TcpCable, make_config, mosquitto_passwd, response_properties, until
 
 from treadctl.daemon import mqtt
 
@@ -73,6 +73,27 @@ async def test_publish_nowait_keeps_qos1_order(mosquitto: Any) -> None:
             assert m.qos == 1 and not m.retain
             got.append(int(m.payload))
         assert got == list(range(n))
+
+
+async def test_a_backlog_in_messages_yields_to_the_loop_per_message(mosquitto: Any) -> None:
+    """A command flood can queue hundreds of messages in one read; handing them all out in
+    one step of the consumer would hold up every other callback of the loop (the e-stop
+    connection's reads among them) until the backlog is done."""
+    n = 50
+    async with mqtt.plain_client("127.0.0.1", mosquitto.port, identifier=_id()) as sub, \
+            mqtt.plain_client("127.0.0.1", mosquitto.port, identifier=_id()) as pub:
+        await sub.subscribe("backlog/x", qos=1)
+        for i in range(n):
+            await pub.publish("backlog/x", str(i).encode(), qos=1)
+        await until(lambda: len(sub.messages) == n, what="the backlog queued")
+        consumed = 0
+        ran_at: list[int] = []
+        asyncio.get_running_loop().call_soon(lambda: ran_at.append(consumed))
+        it = aiter(sub.messages)
+        for _ in range(n):
+            await anext(it)
+            consumed += 1
+        assert ran_at == [0]  # the other callback ran before the first message was handed out
 
 
 async def test_connect_failure_is_mqtt_error(mosquitto_factory: Any, tmp_path: Path) -> None:

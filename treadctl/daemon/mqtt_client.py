@@ -139,6 +139,10 @@ class _Messages:
         c = self._client
         while True:
             if c._queue:
+                # One message per pass of the loop, as aiomqtt's queue gave them: one read
+                # can queue hundreds (a command flood), and handling them all in one step
+                # would hold up every socket's read callback - the e-stops' - until done.
+                await asyncio.sleep(0)
                 return c._queue.popleft()
             if c._down.is_set():
                 raise MqttError("Disconnected during message iteration") from c._lost

@@ -86,6 +86,32 @@ stop_bound_s = _safety.stop_bound_s
 is_motion_write = _client.is_motion_write
 
 
+#: hr-spike must trip once the true heart rate was above the ceiling (by more than the
+#: console's whole-bpm rounding) for the interlock's hold plus this much (the filter's lag),
+#: all of it while the session still drove a moving belt.
+HR_TRIP_MARGIN_S = 2.0
+
+
+class _HeartOverCeiling:
+    """Ground truth for hr-spike: the longest stretch (s) the runner's heart stayed above
+    the ceiling while ``task`` (the session) was still running and the belt moved. A heart
+    that crosses the ceiling after the program ended is not on a driven belt: nothing to
+    stop, and the next start is judged afresh."""
+
+    def __init__(self, sim: Any, task: asyncio.Task[SessionResult]) -> None:
+        self.sim, self.task = sim, task
+        self.since: float | None = None
+        self.longest_s = 0.0
+
+    def poll(self) -> None:
+        truth = self.sim.truth()
+        if truth.hr_bpm > MAX_HR_BPM + 1 and truth.speed_kmh != 0.0 and not self.task.done():
+            self.since = truth.t_s if self.since is None else self.since
+            self.longest_s = max(self.longest_s, truth.t_s - self.since)
+        else:
+            self.since = None
+
+
 def _undo_hr_jump(sim: Any) -> None:
     """``hr-spike`` jumps the firmware's heart rate to 190 at once, which the controller's
     heart-rate supervisor rightly treats as unreliable (a warning, never an e-stop). Undo
@@ -417,19 +443,34 @@ class Lane:
                 return None
             self.stats.no_effect[kind] += 1
             return task
-        tripped = await wait_until(lambda: ctl.latch.latched, horizon, step_s=0.05)
+        # hr-spike is judged by the heart, not the clock: the ceiling is owed only while
+        # the session drives the belt (SafetyMachine.telemetry judges an armed machine).
+        heart = _HeartOverCeiling(sim, task) if kind == "hr-spike" else None
+
+        def latched() -> bool:
+            if heart is not None:
+                heart.poll()
+            return ctl.latch.latched
+
+        tripped = await wait_until(latched, horizon, step_s=0.05)
         self.beating = True
         if not tripped:
             self.stats.no_effect[kind] += 1
-            if running and kind in MUST_TRIP and self.exercised:
+            owed = running and kind in MUST_TRIP and self.exercised
+            if heart is not None:
+                owed = owed and heart.longest_s >= self.cfg.hr_hold_s + HR_TRIP_MARGIN_S
+            if owed:
                 hr = ""
-                if kind == "hr-spike":
+                if heart is not None:
                     st = ctl.hr_supervisor.status
-                    hr = (f"; heart {sim.truth().hr_bpm:.0f} bpm, the lane's {st.quality}"
-                          f" {st.reason or ''} from {st.source}")
+                    hr = (
+                        f"; heart above {MAX_HR_BPM} bpm for {heart.longest_s:.1f} s on the"
+                        f" session's moving belt, now {sim.truth().hr_bpm:.0f} bpm, the"
+                        f" lane's {st.quality} {st.reason or ''} from {st.source}"
+                    )
                 self.stats.violation(
                     f"{self.id}: {kind} at t={t_fault:.1f}s on a running belt was not detected "
-                    f"({ctl.snapshot.state.value}, belt {sim.truth().speed_kmh:.2f} km/h{hr})"
+                    f"(now {ctl.snapshot.state.value}, belt {sim.truth().speed_kmh:.2f} km/h{hr})"
                 )
             # Let the fault window end before anything else happens on this lane.
             if window is not None:

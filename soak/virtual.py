@@ -669,7 +669,6 @@ async def soak_virtual(
     inside a virtual-time loop (see :func:`run_soak`)."""
     indices = tuple(range(treadmills)) if lanes_of is None else lanes_of
     stats = SoakStats(sim_hours=hours, treadmills=len(indices))
-    deck = _Deck(random.Random(seed * 1000 + indices[0]))
     store = SessionStore(data_dir / f"soak-{indices[0] + 1}.sqlite")
     loop = asyncio.get_running_loop()
     end_t = loop.time() + hours * 3600.0
@@ -678,7 +677,9 @@ async def soak_virtual(
             i,
             PROFILES[i % len(PROFILES)],
             rng=random.Random(seed * 7919 + i),
-            deck=deck,
+            # One deck per lane: a lane's faults depend on the seed and its index, not on
+            # how the lanes are spread over processes (--workers, the CPU count).
+            deck=_Deck(random.Random(seed * 1000 + i)),
             store=store,
             stats=stats,
             end_t=end_t,

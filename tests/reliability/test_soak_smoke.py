@@ -35,3 +35,19 @@ def test_garbage_alone_never_trips(tmp_path: Path) -> None:
     stats = _soak(tmp_path)
     assert stats.injected["garbage"] > 0
     assert [v for v in stats.violations if "garbage alone tripped" in v] == []
+
+
+def test_the_faults_do_not_depend_on_the_worker_count(tmp_path: Path) -> None:
+    """A lane's faults come from the seed and its index alone: one process or one per lane,
+    the same faults at the same virtual times, so the same counts. (The number of samples
+    recorded is not compared: it differs by a couple between the two layouts, 2195 vs 2197
+    here, and is the same run to run for each.)"""
+    runs = [run_soak(hours=0.05, treadmills=2, seed=3, data_dir=tmp_path / f"w{w}",
+                     gap_s=(3.0, 20.0), workers=w) for w in (1, 2)]
+    for r in runs:
+        assert r.violations == [] and sum(r.injected.values()) > 2
+    one, two = (r.as_dict() for r in runs)
+    for key in ("faults_injected", "faults_tripped", "faults_without_trip",
+                "trips_per_interlock", "stops_checked", "worst_stop_s", "sessions_recorded",
+                "spontaneous_trips"):
+        assert one[key] == two[key], key

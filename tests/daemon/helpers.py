@@ -1,6 +1,6 @@
 """Helpers for the daemon tests (loaded by conftest.py as the module ``daemon_helpers``).
 
-A ``Probe`` is an MQTT v5 client of its own (:func:`treadctl.daemon.mqtt.plain_client`) that
+A ``Probe`` is an independent MQTT v5 client (aiomqtt, like any back-end would use) that
 records everything under ``treadctl/#`` and lets a test wait for a message matching a
 predicate, within a deadline (``within_s``; a failure names what was awaited).
 ``running_daemon`` runs a :class:`Daemon` in the test's loop; ``virtual_daemon`` and
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -84,13 +85,17 @@ class Probe:
         self.messages: list[Msg] = []
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
-        self.client: mqtt.Client | None = None
+        self.client: aiomqtt.Client | None = None
 
     async def __aenter__(self) -> Probe:
         # Nagle off, as docs/daemon.md advises back-ends: otherwise every reply waits ~40 ms
         # for a delayed ACK.
-        self.client = mqtt.plain_client("127.0.0.1", self.port,
-                                        identifier=f"probe-{uuid.uuid4().hex[:6]}", **self.kw)
+        self.client = aiomqtt.Client("127.0.0.1", self.port, protocol=aiomqtt.ProtocolVersion.V5,
+                                     socket_options=mqtt.NODELAY,
+                                     identifier=f"probe-{uuid.uuid4().hex[:6]}", **self.kw)
+        # One probe may carry the commands of many lanes at once (tests/daemon/
+        # test_user_actions.py): that many QoS 1 publishes in flight are expected.
+        self.client.pending_calls_threshold = 1000
         await self.client.__aenter__()
         for f in self.filters:
             await self.client.subscribe(f, qos=1)

@@ -110,3 +110,25 @@ def test_a_tripping_frame_puts_the_stop_out_before_anything_else() -> None:
         await ctl.close()
 
     run_virtual(main)
+
+
+def test_a_frame_before_the_session_task_runs_counts_from_this_session() -> None:
+    """Soak finding (8 h, seed 1, soak-3): a session's first sample had t_s 38.73, the
+    previous session's clock, because a Treadmill Data frame arrived between start() and
+    the session task's first step. The time base is now set by start() itself."""
+
+    async def scenario(ctl: Controller, sim: Any) -> None:
+        task = ctl.start(program((6, 3.0, "forward")))
+        await task
+        assert await ctl.wait_stopped(20)
+        await asyncio.sleep(5.0)
+        samples: list[float] = []
+        ctl.telemetry_listeners.append(lambda s: samples.append(s.elapsed_s))
+        task = ctl.start(program((3, 3.0, "forward")))
+        frame = ftms.encode_treadmill_data(ftms.TreadmillData(speed_kmh=0.0))
+        ctl.client.on_notification(ftms.TREADMILL_DATA, frame)  # before the task's first step
+        assert samples == [0.0]
+        await task
+        assert all(b >= a for a, b in itertools.pairwise(samples)), samples
+
+    with_sim(scenario)

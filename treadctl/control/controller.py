@@ -297,6 +297,11 @@ class Controller(SessionWalker, ControlLoop, MachineInputs, HeartRateControl):
         )
         self._distance_base_m = None
         self._last_heartbeat = self.clock.now()
+        # The session's time base is set here, not in its task: a Treadmill Data frame that
+        # arrives before the task's first step counts from this session, not the last one.
+        self._session_started = self.clock.now()
+        self._paused_total = 0.0
+        self._paused_since = None
         self._step(Event.START)
         self._session_task = asyncio.create_task(self._session(program, limits, session_id))
         return self._session_task

@@ -45,8 +45,6 @@ class SessionWalker(TurnAround):
 
     async def _session(self, program: Program, limits: EffectiveLimits, session_id: str
     ) -> SessionResult:
-        self._session_started = self.clock.now()
-        self._paused_total = 0.0
         completed = 0
         outcome = Outcome.FINISHED
         reason: str | None = None

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from treadctl.clock import run_virtual
+from treadctl.control.reverse import reverse_method
 from treadctl.ftms.belt_direction import decode_belt_direction
 from treadctl.ftms.control_point import (
     ControlPointRequest,
@@ -33,7 +34,7 @@ class Host:
 
     def __init__(self, sim: SimTreadmill) -> None:
         self.sim = sim
-        self.signed = sim.profile.reverse.method == "signed-speed"
+        self.signed = reverse_method(sim.profile).signed_speed
         self.notes: list[tuple[float, int, bytes]] = []
         self._changed = asyncio.Event()
         self.keepalive = True

@@ -10,6 +10,7 @@ import math
 
 import pytest
 
+from treadctl.control.reverse import reverse_method
 from treadctl.ftms.belt_direction import decode_belt_direction
 from treadctl.ftms.control_point import (
     RequestControl,
@@ -357,7 +358,7 @@ def test_every_telemetry_record_is_the_full_encoding_of_the_truth(sim_run, profi
             inner(uuid, value)
 
         sim.attach(spy)
-        signed = sim.profile.reverse.method == "signed-speed"
+        signed = reverse_method(sim.profile).signed_speed
         assert await host.command(RequestControl()) == ResultCode.SUCCESS
         assert await host.command(StartOrResume()) == ResultCode.SUCCESS
         assert await host.command(SetTargetSpeed(7.2)) == ResultCode.SUCCESS

@@ -18,6 +18,7 @@ import os
 import sys
 from typing import Any
 
+from treadctl.control.reverse import DirectionCommand, VendorCharacteristic
 from treadctl.drivers.base import KMH_PER_MPH
 from treadctl.ftms import (
     RequestControl,
@@ -47,8 +48,8 @@ def firmware_profile(profile: FirmwareProfile) -> FirmwareProfile:
     # profile's km/h grid: the firmware model only keeps FTMS's 0.01 km/h resolution.
     speed = dataclasses.replace(profile.speed, increment_kmh=0.01)
     reverse = profile.reverse
-    if reverse.method == "direction-command":
-        reverse = dataclasses.replace(reverse, method="vendor-characteristic")
+    if reverse.method == DirectionCommand.name:  # the wire's own method, not the driver's
+        reverse = dataclasses.replace(reverse, method=VendorCharacteristic.name)
     return dataclasses.replace(
         profile, control=control, reverse=reverse, speed=speed, protocol="ftms"
     )

@@ -304,7 +304,8 @@ async def test_the_retained_state_of_a_disconnected_lane_shows_its_latch(
                                     if m.topic.endswith("/state")
                                     and m.json["state"] == "disconnected") >= 2, 10,
                         "the lane's disconnected state")
-            downs = [m.json for m in probe.messages[mark:] if m.topic.endswith("/state")]
+            downs = [m.json for m in probe.messages[mark:] if m.topic.endswith("/state")
+                     and m.json["state"] == "disconnected"]
             assert all(d["latched"] and d["reason"].startswith("link-lost") for d in downs), \
                 downs
             mark = probe.mark()

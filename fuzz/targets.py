@@ -49,7 +49,7 @@ from typing import Any
 
 from fuzz.hr import fuzz_hr
 from treadctl import ftms
-from treadctl.daemon import bridge
+from treadctl.daemon import bridge, mqtt
 from treadctl.daemon.ratelimit import TokenBucket
 from treadctl.transport import framing
 
@@ -450,10 +450,7 @@ class LaneHarness:
         else:
             # on_message is synchronous and needs no running loop: the common case (a
             # refused payload) is checked right here, with nothing else running in between.
-            import aiomqtt
-
-            msg = aiomqtt.Message(f"{lane.topics.prefix}/cmd/{kind}", payload, 1, retain, 1,
-                                  None)
+            msg = mqtt.Message(f"{lane.topics.prefix}/cmd/{kind}", payload, 1, retain, 1, None)
             before = self._observe()
             n = len(self.replies)
             lane.on_message(msg)
@@ -474,10 +471,8 @@ class LaneHarness:
     async def _stop(self, payload: bytes, retain: bool) -> None:
         # cmd/stop is neither rate limited nor queued: ``on_message`` starts it at once (a
         # task), so it needs the running loop; a refused one is answered right there.
-        import aiomqtt
-
         lane = self.lane
-        msg = aiomqtt.Message(f"{lane.topics.prefix}/cmd/stop", payload, 1, retain, 1, None)
+        msg = mqtt.Message(f"{lane.topics.prefix}/cmd/stop", payload, 1, retain, 1, None)
         before = self._observe()
         n = len(self.replies)
         lane.on_message(msg)

@@ -528,7 +528,7 @@ ACL_USERS = ("treadctl-daemon", "gym-backend", "staff-tablet", "homeassistant")
 def acl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     if MOSQUITTO is None or MOSQUITTO_PASSWD is None:
         pytest.skip("mosquitto is not installed (apt-get install mosquitto mosquitto-clients)")
-    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt (aiomqtt's dependency) missing")
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt missing")
     d = tmp_path_factory.mktemp("broker")
     passwd = d / "passwd"
     for index, user in enumerate(ACL_USERS):

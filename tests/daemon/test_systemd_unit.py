@@ -201,8 +201,8 @@ import matplotlib.pyplot as plt
 fig, ax = plt.subplots()
 ax.plot(numpy.arange(50), numpy.sin(numpy.arange(50) / 5))
 fig.savefig(sys.argv[1])
-import serial, aiomqtt, bleak, ssl, sqlite3
-import treadctl.cli, treadctl.daemon.discovery, treadctl.daemon.sdnotify
+import serial, paho.mqtt.client, bleak, ssl, sqlite3
+import treadctl.cli, treadctl.daemon.discovery, treadctl.daemon.sdnotify, treadctl.daemon.service
 treadctl.cli.build_parser()
 callback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(lambda x: x + 1)
 assert callback(41) == 42

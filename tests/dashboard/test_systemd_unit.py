@@ -141,7 +141,7 @@ def test_its_broker_account_is_the_documented_one() -> None:
 
 
 _DASHBOARD_STACK = r"""
-import asyncio, aiohttp.web, aiomqtt, sqlite3, ssl
+import asyncio, aiohttp.web, paho.mqtt.client, sqlite3, ssl
 from treadctl.dashboard.auth import hash_password, verify_password
 h = hash_password("front-desk")
 assert verify_password(h, "front-desk") and not verify_password(h, "nope")

@@ -210,3 +210,55 @@ def test_run_json_shows_the_countdown(tmp_path: Path, capsys: pytest.CaptureFixt
     assert first == {"what": "speed-increase", "direction": "forward", "speed_kmh": 5.0,
                      "in_s": 5}
     assert all(line["upcoming"] is None for line in lines[:-1] if line["segment"] == 2)
+
+
+def _pause_and_resume(profile: str, *, stop_in_countdown: bool = False) -> Any:
+    prof = load_profile(profile)
+    prog = program((120, 3.0, "reverse"))
+
+    async def run() -> Any:
+        transport = SimTransport(prof)
+        ctl = Controller(transport, prof)
+        events: list[tuple[float, dict[str, Any]]] = []
+        ctl.event_listeners.append(lambda e: events.append((transport.sim.now_s(), e)))
+        await ctl.open()
+        try:
+            task = ctl.start(prog)
+            await wait_for(lambda: abs(transport.sim.truth().speed_kmh) > 2.9, 120)
+            ctl.pause()
+            await wait_for(lambda: ctl.snapshot.state.value == "paused", 60)
+            t_resume = transport.sim.now_s()
+            ctl.resume()
+            if stop_in_countdown:
+                await wait_for(lambda: transport.sim.now_s() >= t_resume + 2.0, 10)
+                await ctl.stop("changed my mind")
+            return await task, events, list(transport.sim.trace), t_resume
+        finally:
+            await ctl.close()
+
+    return run_virtual(run)
+
+
+@pytest.mark.parametrize("profile", ["treadctl-reference", "kinetic-rx2"])
+def test_a_resume_is_announced_before_the_belt_starts_again(profile: str) -> None:
+    """A resume (an operator's cmd/resume too) starts the belt only announce_s after its
+    ``upcoming`` start event: nobody on a standing belt is surprised by it moving."""
+    result, events, trace, t_resume = _pause_and_resume(profile)
+    assert result.outcome is Outcome.FINISHED
+    lead = load_profile(profile).motion.announce_s
+    starts = [(t, e) for t, e in events if e["type"] == "upcoming" and t >= t_resume]
+    assert len(starts) == 1, starts
+    t_event, event = starts[0]
+    assert event["what"] == "start" and event["in_s"] == lead
+    assert event["direction"] == "reverse" and event["speed_kmh"] == 3.0
+    moving = next(p for p in trace if p.t_s > t_event and p.accel_mps2 > 0)
+    assert moving.t_s - t_event >= lead - 1e-6
+    # The listed duration still holds: the countdown is paused time, not program time.
+    assert result.elapsed_s == pytest.approx(120, abs=1.0)
+
+
+def test_a_stop_during_the_resume_countdown_never_moves_the_belt() -> None:
+    result, events, trace, t_resume = _pause_and_resume("treadctl-reference",
+                                                        stop_in_countdown=True)
+    assert result.outcome is Outcome.STOPPED
+    assert not any(p.t_s > t_resume and p.accel_mps2 > 0 for p in trace)

@@ -15,6 +15,7 @@ import contextlib
 import logging
 
 from treadctl import ftms
+from treadctl.control.announce import START
 from treadctl.control.client import CommandError
 from treadctl.control.core import StopRequested
 from treadctl.control.machine import Event, Failure
@@ -212,6 +213,7 @@ class SessionWalker(TurnAround):
         self._event("paused")
         try:
             await self._resume.wait()
+            await self._resume_countdown(resume_speed)
         finally:
             if self._paused_since is not None:
                 self._paused_total += self.clock.now() - self._paused_since
@@ -227,6 +229,24 @@ class SessionWalker(TurnAround):
         self._step(Event.RUNNING, phase=None, target_speed_kmh=resume_speed)
         self._event("resumed")
         self._hr_resume_segment(resume_speed, self._limits, governed)
+
+    async def _resume_countdown(self, speed_kmh: float) -> None:
+        """A resume (an operator's ``cmd/resume`` as well as the user's own) starts the belt
+        only ``motion.announce_s`` after its ``upcoming`` event (``what = "start"``, phase
+        ``countdown``), as after a rear-facing turn: the person on the belt hears it coming.
+        Session time stands still meanwhile (still paused); a stop ends it, nothing moves."""
+        if speed_kmh <= 0:
+            return  # a stand-still segment: nothing starts
+        self._check_stop()
+        self._step(Event.BELT_STARTING, phase="countdown")
+        lead_s = self.profile.motion.announce_s
+        self._announce_now(START, lead_s, self.commanded_dir, speed_kmh,
+                           segment=self.snapshot.segment)
+        until = self.clock.now() + lead_s
+        while (left := until - self.clock.now()) > 1e-6:
+            self._check_stop()
+            await self._nap(left)  # woken by a stop
+        self._check_stop()
 
     async def _run_segment(
         self,

@@ -258,7 +258,7 @@ def test_a_resume_is_announced_before_the_belt_starts_again(profile: str) -> Non
 
 
 def test_a_stop_during_the_resume_countdown_never_moves_the_belt() -> None:
-    result, events, trace, t_resume = _pause_and_resume("treadctl-reference",
-                                                        stop_in_countdown=True)
+    result, _events, trace, t_resume = _pause_and_resume("treadctl-reference",
+                                                         stop_in_countdown=True)
     assert result.outcome is Outcome.STOPPED
     assert not any(p.t_s > t_resume and p.accel_mps2 > 0 for p in trace)

@@ -209,7 +209,9 @@ def test_controller_failure_types_map_to_their_interlocks() -> None:
     assert MotionBlocked("x").failure is Failure.BLOCKED
     assert Preempted("x").failure is Failure.PREEMPTED
     assert DirectionError("x").failure is Failure.DIRECTION
-    assert CommandError("x").failure is Failure.REJECTED
+    with pytest.raises(TypeError):
+        CommandError("x")  # no default: every raise says how the command failed
+    assert CommandError("x", failure=Failure.REJECTED).failure is Failure.REJECTED
     assert CommandError("x", failure=Failure.NOT_STOPPED).failure is Failure.NOT_STOPPED
 
 

@@ -63,7 +63,10 @@ class CommandError(Exception):
     """A control-point procedure did not succeed; ``failure`` says how (typed, so the
     safety machine never has to guess the interlock from the exception's class)."""
 
-    failure: Failure = Failure.REJECTED
+    #: Set by the raise (``failure=``) or, for a subclass that is one kind of failure
+    #: (:class:`CommandTimeout`, ``DirectionError``), by its class. There is no default:
+    #: a guessed ``rejected`` would mislabel a timeout or a failed write.
+    failure: Failure
 
     def __init__(
         self,
@@ -78,6 +81,8 @@ class CommandError(Exception):
         self.att_status = att_status
         if failure is not None:
             self.failure = failure
+        elif not hasattr(type(self), "failure"):
+            raise TypeError(f"{type(self).__name__} needs failure= (how the command failed)")
 
 
 class CommandTimeout(CommandError):
@@ -334,7 +339,9 @@ class FTMSClient:
             finally:
                 self._inflight = None
         if result != ftms.ResultCode.SUCCESS:
-            raise CommandError(f"{type(request).__name__}: {result.name.lower()}", result)
+            raise CommandError(
+                f"{type(request).__name__}: {result.name.lower()}", result, failure=Failure.REJECTED
+            )
         if opcode == ftms.OpCode.REQUEST_CONTROL:
             self.in_control = True
 
@@ -370,8 +377,13 @@ class FTMSClient:
             except ResponseTimeout:  # lost write-response: the write is idempotent, once more
                 self.retries += 1
                 await self.transport.write(uuid, value, timeout_s=self._ack_timeout_s)
-        except TransportError as exc:
-            raise CommandError(f"direction write: {exc}") from None
+        except ResponseTimeout as exc:  # no reply after every send
+            raise CommandTimeout(f"direction write: {exc}") from None
+        except TransportError as exc:  # the link refused the bytes
+            att_status = exc.status if isinstance(exc, WriteRejected) else None
+            raise CommandError(
+                f"direction write: {exc}", att_status=att_status, failure=Failure.WRITE_FAILED
+            ) from None
 
     async def read_direction(self) -> Direction:
         uuid = self.profile.reverse.characteristic
@@ -382,8 +394,14 @@ class FTMSClient:
                 self.retries += 1
                 value = await self.transport.read(uuid, timeout_s=self._ack_timeout_s)
             reverse = ftms.decode_belt_direction(value).reverse
-        except (TransportError, ftms.FTMSDecodeError) as exc:
-            raise CommandError(f"direction read-back: {exc}") from None
+        except ResponseTimeout as exc:  # no reply after every send
+            raise CommandTimeout(f"direction read-back: {exc}") from None
+        except ftms.FTMSDecodeError as exc:  # a read-back that cannot be decoded
+            raise CommandError(f"direction read-back: {exc}", failure=Failure.DIRECTION) from None
+        except TransportError as exc:  # the link refused the read
+            raise CommandError(
+                f"direction read-back: {exc}", failure=Failure.WRITE_FAILED
+            ) from None
         return Direction.REVERSE if reverse else Direction.FORWARD
 
 

@@ -44,7 +44,9 @@ from treadctl.transport.stream import ByteStream, memory_pipe
 from treadctl.transport.url import DeviceURL
 from treadctl.types import Direction
 
-#: How each driver error is a typed command failure for the safety machine.
+#: How each driver error is a typed command failure for the safety machine. The table
+#: stays here, in the adapter, rather than as a ``failure`` on the driver exceptions: the
+#: drivers sit below control/ and import nothing from it. Most specific class first.
 _FAILURE: tuple[tuple[type[drv.DriverError], Failure], ...] = (
     (drv.NoReply, Failure.TIMEOUT),
     (drv.MachineRefused, Failure.REJECTED),

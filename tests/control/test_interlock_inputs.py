@@ -84,7 +84,7 @@ def _heart_rate() -> Step:
 STIMULI: dict[tuple[Interlock, str], Callable[[], Step]] = {
     (I.REMOTE_ESTOP, "estop"): lambda: _running().estop(I.REMOTE_ESTOP, "operator"),
     (I.GYM_ESTOP, "estop"): lambda: _running().estop(I.GYM_ESTOP, "fire alarm"),
-    (I.BROKER_LOST, "estop"): lambda: _running().estop(I.BROKER_LOST, "broker gone"),
+    (I.BROKER_LOST, "broker_unreachable"): lambda: _running().broker_unreachable("broker gone"),
     (I.SAFETY_KEY, "status"): lambda: _status(ftms.StoppedBySafetyKey()),
     (I.SAFETY_KEY, "danger"): lambda: _danger(I.SAFETY_KEY),
     (I.MACHINE_STOP, "status"): lambda: _status(ftms.StoppedOrPausedByUser(paused=False)),

@@ -106,6 +106,44 @@ def test_every_state_event_pair(state: State, event: Event, expected: str) -> No
         assert _apply(m, event) is State(expected)
 
 
+# broker_unreachable in each state (by hand): the state after it, and whether broker-lost
+# tripped. It trips only while a session drives the belt (paused too).
+BROKER_UNREACHABLE = {
+    State.IDLE: (State.IDLE, False),
+    State.STARTING: (State.ESTOPPED, True),
+    State.RUNNING: (State.ESTOPPED, True),
+    State.STOPPING: (State.ESTOPPED, True),
+    State.PAUSED: (State.ESTOPPED, True),
+    State.ESTOPPED: (State.ESTOPPED, False),
+    State.FAULT: (State.FAULT, False),
+    State.DISCONNECTED: (State.DISCONNECTED, False),
+}
+
+
+@pytest.mark.parametrize("state", list(State))
+def test_broker_unreachable_trips_only_while_a_session_drives_the_belt(state: State) -> None:
+    m = _in(state)
+    held = m.trip
+    after, trips = BROKER_UNREACHABLE[state]
+    step = m.broker_unreachable("broker gone for 10 s")
+    assert step.state is after is m.state
+    assert step.first is trips
+    if trips:
+        assert step.trip is not None and step.trip.interlock is Interlock.BROKER_LOST
+        assert m.latched
+    else:
+        assert step.trip is None and m.trip == held
+
+
+@pytest.mark.parametrize("interlock", sorted(set(Interlock) - {Interlock.REMOTE_ESTOP,
+                                                               Interlock.GYM_ESTOP}))
+def test_estop_takes_only_the_operator_estops(interlock: Interlock) -> None:
+    m = _in(State.RUNNING)
+    with pytest.raises(ValueError, match="not an operator e-stop"):
+        m.estop(interlock, "x")
+    assert not m.latched and m.state is State.RUNNING
+
+
 def test_latch_is_cleared_only_by_reset_and_survives_a_new_link() -> None:
     m = SafetyMachine()
     step = m.estop(Interlock.REMOTE_ESTOP, "operator")

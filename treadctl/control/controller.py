@@ -366,6 +366,19 @@ class Controller(SessionWalker, ControlLoop, MachineInputs, HeartRateControl):
         same synchronous step (a gym-wide fan-out sends every Stop first, then latches)."""
         self._act(self.machine.estop(interlock, reason), stop_sent=stop_sent)
 
+    def broker_unreachable(self, detail: str) -> bool:
+        """The daemon's broker stayed unreachable past its grace: the machine decides
+        whether ``broker-lost`` trips (only while a session drives the belt). True when it
+        latched now."""
+        step = self.machine.broker_unreachable(detail)
+        self._act(step)
+        return step.first
+
+    def fault(self, detail: str) -> None:
+        """An unexpected error outside the controller (the daemon's lane): ``internal-error``,
+        Stop on the wire first."""
+        self._act(self.machine.error(detail))
+
     def reset(self, reason: str = "reset") -> None:
         """Clear the latch (the machine's one reset rule). Never moves the belt: it sends
         nothing, and a new start is needed afterwards."""

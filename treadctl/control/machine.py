@@ -108,7 +108,7 @@ TRIP_STATE: dict[Interlock, State] = {
 INTERLOCK_INPUT: dict[Interlock, str] = {
     Interlock.REMOTE_ESTOP: "estop",
     Interlock.GYM_ESTOP: "estop",
-    Interlock.BROKER_LOST: "estop",
+    Interlock.BROKER_LOST: "broker_unreachable",
     Interlock.SAFETY_KEY: "status, danger",
     Interlock.MACHINE_STOP: "status, danger",
     Interlock.MACHINE_FAULT: "danger",
@@ -192,6 +192,9 @@ TRANSITIONS: dict[State, dict[Event, State]] = {
 
 #: States a session drives the belt in (a start is refused, a reset waits).
 ACTIVE = frozenset({State.STARTING, State.RUNNING, State.PAUSED, State.STOPPING})
+
+#: The interlocks :meth:`SafetyMachine.estop` takes: an operator's e-stop.
+OPERATOR_ESTOPS = frozenset({Interlock.REMOTE_ESTOP, Interlock.GYM_ESTOP})
 
 
 class ControlError(Exception):
@@ -304,13 +307,26 @@ class SafetyMachine:
         return Step(trip, self._state, first)
 
     def estop(self, interlock: Interlock, detail: str) -> Step:
-        """An e-stop from outside (operator, gym-wide, broker outage): any state. It takes
-        the place of a ``link-lost`` latch, which ends with the old link (:meth:`link_up`):
-        an e-stop made while the link is down is applied when it comes back."""
+        """An operator's e-stop (``remote-estop``, ``gym-estop``): any state. It takes the
+        place of a ``link-lost`` latch, which ends with the old link (:meth:`link_up`): an
+        e-stop made while the link is down is applied when it comes back. Other interlocks
+        have their own inputs (a broker outage is :meth:`broker_unreachable`, an error
+        :meth:`error`): anything else is a ValueError."""
+        if interlock not in OPERATOR_ESTOPS:
+            raise ValueError(f"{interlock} is not an operator e-stop")
         held = self._latch.trip
         if held is not None and held.interlock is Interlock.LINK_LOST:
             self._latch.reset()
         return self._latch_trip(Trip(interlock, detail))
+
+    def broker_unreachable(self, detail: str) -> Step:
+        """The MQTT broker stayed unreachable past its grace (policy ``stop``): the remote
+        e-stop is gone, so ``broker-lost`` trips, but only while a session drives the belt
+        (:data:`ACTIVE`, paused and a rear-facing turn-around's waits included); idle, latched
+        or disconnected, nothing trips."""
+        if self._state not in ACTIVE:
+            return Step(None, self._state)
+        return self._latch_trip(Trip(Interlock.BROKER_LOST, detail))
 
     def error(self, detail: str) -> Step:
         """An unexpected error in the loop, the session or the daemon."""
@@ -479,6 +495,7 @@ __all__ = [
     "DANGER_INTERLOCK",
     "FAILURE_INTERLOCK",
     "INTERLOCK_INPUT",
+    "OPERATOR_ESTOPS",
     "TRANSITIONS",
     "TRIP_STATE",
     "ControlError",

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from treadctl.control.controller import SHUTDOWN_REASON, Controller
-from treadctl.control.safety import Interlock
 from treadctl.daemon import info, mqtt
 from treadctl.daemon.commands import LaneCommands
 from treadctl.daemon.config import TreadmillConfig
@@ -226,11 +225,13 @@ class Lane(LaneCommands):
     def _grace_expired(self) -> None:
         self._grace_timer = None
         ctrl = self.controller
-        if ctrl is not None and self.session_active:
-            grace = self.config.daemon.broker_grace_s
+        if ctrl is None:
+            return
+        # The safety machine decides: broker-lost trips only while a session drives the belt.
+        grace = self.config.daemon.broker_grace_s
+        if ctrl.broker_unreachable(f"MQTT broker unreachable for {grace:g} s"):
             log.error("%s: broker unreachable for %g s during a session: stopping", self.cfg.id,
                       grace)
-            ctrl.estop(f"MQTT broker unreachable for {grace:g} s", Interlock.BROKER_LOST)
 
     async def supervise(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
         """Run ``fn`` forever: an exception stops this lane's belt and restarts ``fn``."""

@@ -11,7 +11,6 @@ import contextlib
 from typing import Any
 
 from treadctl.control.controller import Snapshot, State
-from treadctl.control.safety import Interlock
 from treadctl.daemon import bridge, info, mqtt
 from treadctl.daemon.lane_state import _ACTIVE, LaneState, log
 from treadctl.programs import builtin_names
@@ -260,7 +259,7 @@ class LaneOutbound(LaneState):
         ctrl = self.controller
         if ctrl is not None:
             with contextlib.suppress(Exception):
-                ctrl.estop(f"daemon: {detail}", Interlock.INTERNAL_ERROR)
+                ctrl.fault(f"daemon: {detail}")
         else:
             self.machine.error(f"daemon: {detail}")
         with contextlib.suppress(Exception):

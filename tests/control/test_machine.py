@@ -287,6 +287,28 @@ def test_telemetry_direction_tracking_and_heart_rate() -> None:
     assert step.trip is not None and step.trip.interlock is Interlock.HEART_RATE
 
 
+def test_the_heart_rate_hold_starts_over_with_each_arming() -> None:
+    hold = SafetyConfig().hr_hold_s
+    m = SafetyMachine()
+    m.arm()
+    # Session 1 ends with the heart above the ceiling, short of the hold.
+    assert m.heart_rate(180, 150, 10.0).trip is None
+    assert m.heart_rate(180, 150, 10.0 + hold / 2).trip is None
+    m.disarm()
+    # Session 2: its first sample above the ceiling starts a new hold.
+    m.arm()
+    assert m.heart_rate(180, 150, 100.0).trip is None
+    assert m.telemetry(_reading(5.0, hr=180, now=100.0 + hold / 2)).trip is None
+    # Re-arming within the session (a segment's start) keeps the hold running.
+    m.arm()
+    step = m.heart_rate(180, 150, 100.0 + hold)
+    assert step.trip is not None and step.trip.interlock is Interlock.HEART_RATE
+    # Arming after a trip and reset (not disarmed in between) starts over too.
+    m.reset(session_ending=False, speed_kmh=0.0, telemetry_age_s=0.0)
+    m.arm()
+    assert m.heart_rate(180, 150, 200.0).trip is None
+
+
 def test_status_and_tick_interlocks() -> None:
     m = _in(State.IDLE)
     step = m.status(ftms.StoppedBySafetyKey(), belt_may_move=False, stop_is_ours=False)

@@ -286,11 +286,17 @@ class SafetyMachine:
         return self._go(event)
 
     def arm(self) -> None:
-        """A session drives the belt: telemetry and timer interlocks judge it."""
+        """A session drives the belt: telemetry and timer interlocks judge it. Arming from
+        disarmed starts the heart-rate hold over (a heart above the ceiling at the end of
+        the last session is not held against this one); re-arming within a session (each
+        segment's start) keeps it."""
+        if not self._armed:
+            self._hr_above_since = None
         self._armed = True
 
     def disarm(self) -> None:
         self._armed = False
+        self._hr_above_since = None
 
     def track_reset(self) -> None:
         """A large setpoint step (or a fresh start): the tracking error starts over."""

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from treadctl import ftms
 from treadctl.clock import run_virtual, wait_until
-from treadctl.control import client as _client
+from treadctl.control.client import is_motion_write
 from treadctl.control.controller import Controller
 from treadctl.control.safety import SafetyConfig
 from treadctl.limits import Limits
@@ -16,12 +16,6 @@ from treadctl.programs.model import Program, program_from_dict
 from treadctl.transport.sim import SimTransport
 
 T = TypeVar("T")
-
-#: A profile with no direction characteristic: is_motion_write's FTMS part only.
-FORWARD_ONLY = load_profile("generic-ftms")
-
-#: The client's one definition of a motion opcode (treadctl.control.client).
-MOTION_OPCODES = _client.MOTION_OPCODES
 
 
 def program(
@@ -64,16 +58,13 @@ def with_sim(
 wait_for = wait_until
 
 
-def is_motion_write(uuid: int, value: bytes, profile_dir_uuid: int = 0xFF01) -> bool:
-    """The client's rule (treadctl.control.client.is_motion_write), with any write to the
-    direction characteristic counted, whatever the profile (stricter)."""
-    return uuid == profile_dir_uuid or _client.is_motion_write(FORWARD_ONLY, uuid, value)
-
-
 def motion_writes_after(sim: Any, t_s: float) -> list[tuple[float, int, bytes]]:
     """Host writes that could move the belt, received by the simulated firmware after t_s
-    (simulator session time)."""
-    return [(t, u, v) for (t, u, v) in sim.wire_log if t > t_s and is_motion_write(u, v)]
+    (simulator session time), by the client's one rule for the simulated profile
+    (:func:`treadctl.control.client.is_motion_write`)."""
+    return [
+        (t, u, v) for (t, u, v) in sim.wire_log if t > t_s and is_motion_write(sim.profile, u, v)
+    ]
 
 
 def first_stop_after(sim: Any, t_s: float) -> float:

@@ -16,6 +16,7 @@ from test_fault_matrix import _phase_reached, stop_bound_s
 
 from treadctl import ftms
 from treadctl.clock import run_virtual
+from treadctl.control.client import is_motion_write
 from treadctl.control.controller import ControlError, Controller, Outcome, State
 from treadctl.control.safety import Interlock
 from treadctl.profiles import load_profile
@@ -23,7 +24,7 @@ from treadctl.simulator import SimTreadmill
 from treadctl.simulator.ble import VirtualLink
 from treadctl.transport.ble import BleTransport
 
-from harness import is_motion_write, motion_writes_after, program, wait_for
+from harness import motion_writes_after, program, wait_for
 
 T = TypeVar("T")
 STOP = ftms.encode_control_point(ftms.StopOrPause(pause=False))
@@ -116,7 +117,7 @@ def test_estop_preempts_a_setpoint_waiting_for_its_ack_over_ble() -> None:
         # ...and the Stop arrives within two connection events of the e-stop.
         assert after[stop_index][0] - t_estop <= 2 * CONNECTION_INTERVAL_MS / 1000 + 1e-6
         assert await wait_for(lambda: sim.truth().speed_kmh == 0.0, 15)
-        assert not [w for w in after[stop_index:] if is_motion_write(w[1], w[2])]
+        assert not [w for w in after[stop_index:] if is_motion_write(sim.profile, *w[1:])]
         assert ctl.latch.latched
 
     # kinetic-rx2 acknowledges slowly (150 ms), so an outstanding ack is easy to catch.

@@ -24,7 +24,7 @@ from treadctl import ftms
 from treadctl.clock import LoopClock, run_virtual
 from treadctl.control.controller import ControlError, Controller, Outcome, SessionResult, Snapshot
 from treadctl.control.heart import HR_LOSS_STOP_REASON
-from treadctl.control.safety import Interlock
+from treadctl.control.safety import Interlock, SafetyConfig, stop_bound_s
 from treadctl.hr.governor import GovernorConfig
 from treadctl.hr.registry import STRAPS, StrapInUse
 from treadctl.hr.strap import StrapSource
@@ -420,7 +420,8 @@ def test_a_plausible_rise_over_the_ceiling_latches_and_the_belt_stops(
         assert any(p.hr_bpm > 100 for p in run.belt(trip["sim_t"] - 3.5, trip["sim_t"]))
     assert run.sim.truth().speed_kmh == 0.0
     stood = next(p.t_s for p in run.sim.trace if p.t_s > trip["sim_t"] and p.speed_kmh == 0)
-    assert stood - trip["sim_t"] <= speed / 3.6 / 0.5 + 2
+    # The one stop bound (treadctl.control.safety): escalation, watchdog, deceleration.
+    assert stood - trip["sim_t"] <= stop_bound_s(load_profile(run.profile), SafetyConfig(), speed)
 
 
 # ------------------------------------------------------------------ the BLE transport

@@ -10,13 +10,13 @@ import pytest
 
 from treadctl import ftms
 from treadctl.clock import LoopClock, run_virtual
-from treadctl.control.client import FTMSClient, Preempted
+from treadctl.control.client import FTMSClient, Preempted, is_motion_write
 from treadctl.control.controller import Controller
 from treadctl.profiles import load_profile
 from treadctl.transport.framed import FramedTransport
 from treadctl.transport.sim import SimTransport
 
-from harness import is_motion_write, program, wait_for, with_sim
+from harness import program, wait_for, with_sim
 
 STOP = ftms.encode_control_point(ftms.StopOrPause(pause=False))
 
@@ -41,7 +41,8 @@ def test_stop_is_next_on_the_wire_while_an_ack_is_outstanding() -> None:
         after = sim.wire_log[received_before:]
         assert after[0][1] == ftms.CONTROL_POINT and after[0][2] == STOP, after[:3]
         await wait_for(lambda: sim.truth().speed_kmh == 0.0, 15)
-        assert not [w for w in sim.wire_log[received_before:] if is_motion_write(w[1], w[2])]
+        moved = [w for w in sim.wire_log[received_before:] if is_motion_write(sim.profile, *w[1:])]
+        assert not moved
 
     # kinetic-rx2 acknowledges slowly (150 ms), so an outstanding ack is easy to catch.
     with_sim(scenario, profile="kinetic-rx2")
@@ -112,7 +113,8 @@ def test_retry_of_a_setpoint_never_follows_a_stop_queued_behind_it(profile: str)
             assert lost  # the answer really was lost, so the setpoint was due for a retry
             await asyncio.sleep(2 * prof.control.ack_timeout_ms / 1000)
             i_stop = next(i for i, w in enumerate(sim.wire_log) if w[2] == STOP and i >= n)
-            assert not [w for w in sim.wire_log[i_stop:] if is_motion_write(w[1], w[2])]
+            moved = [w for w in sim.wire_log[i_stop:] if is_motion_write(sim.profile, *w[1:])]
+            assert not moved
         finally:
             await client.close()
             await transport.close()

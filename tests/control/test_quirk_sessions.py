@@ -19,7 +19,7 @@ import pytest
 
 from treadctl.clock import run_virtual
 from treadctl.control.controller import ControlError, Controller, Outcome, State
-from treadctl.control.safety import Interlock
+from treadctl.control.safety import Interlock, SafetyConfig, stop_bound_s
 from treadctl.profiles import load_profile
 from treadctl.simulator.firmware import QUIRKS
 from treadctl.transport.sim import SimTransport
@@ -123,13 +123,6 @@ def test_run_view_prints_a_deviation_once_as_a_note(capsys: pytest.CaptureFixtur
     assert out == f"note: this machine sends {DEVIATIONS['step-count']} (read tolerantly)\n"
 
 
-def _stop_bound_s(profile: Any) -> float:
-    # Trip to standing belt: stop confirm/resend, then the link drop and firmware watchdog,
-    # then the slowest configured deceleration from 4 km/h (as in test_fault_matrix).
-    decel = min(profile.motion.stop_decel_mps2, profile.reverse.decel_mps2)
-    return 3.0 + profile.control.link_timeout_ms / 1000 + (4.0 / 3.6) / decel + 1.0
-
-
 @pytest.mark.parametrize("fault", ["runaway", "stuck-belt"])
 @pytest.mark.parametrize("direction", ["forward", "reverse"])
 @pytest.mark.parametrize("quirks", QUIRK_SETS, ids=QUIRK_IDS)
@@ -157,7 +150,10 @@ def test_interlocks_work_from_quirky_telemetry(quirks: str, direction: str, faul
         assert trip is not None
         assert trip.interlock in (Interlock.OVERSPEED, Interlock.TRACKING_ERROR), trip
         t_trip = sim.now_s()
-        stopped = await wait_for(lambda: sim.truth().speed_kmh == 0.0, _stop_bound_s(prof))
+        # The one stop bound (treadctl.control.safety), from the faster of the segment's
+        # speed and the belt's at the trip (a runaway is past its target by then).
+        bound = stop_bound_s(prof, SafetyConfig(), max(target, abs(sim.truth().speed_kmh)))
+        stopped = await wait_for(lambda: sim.truth().speed_kmh == 0.0, bound)
         assert stopped, f"belt still at {sim.truth().speed_kmh} km/h after the trip"
         result = await asyncio.wait_for(session, 30)
         assert result.outcome in (Outcome.ESTOPPED, Outcome.ERROR)

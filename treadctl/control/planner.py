@@ -8,8 +8,8 @@ within one telemetry period. Limits are separate for forward and reverse and com
 profile ∩ site ∩ program (``treadctl.limits.effective_limits``).
 
 The runner follows :class:`Ramp` objects live (direction changes wait on the measured
-standstill). Pure floats, no numpy: the control path stays light to import (numpy lives
-where there are arrays: the store's traces and plots, the soak's oracles).
+standstill). Pure floats, no numpy: the control path stays light to import. Nothing in
+treadctl or the soak imports numpy; it is installed for matplotlib (the store's plots).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ paho's :class:`paho.mqtt.client.Client` does the protocol (packets, QoS 1 in fli
 order, keepalive); asyncio drives its socket through paho's documented external-loop hooks
 (``on_socket_open`` / ``on_socket_close`` / ``on_socket_register_write`` /
 ``on_socket_unregister_write`` with ``loop_read`` / ``loop_write`` / ``loop_misc``, as in
-paho's ``examples/loop_asyncio.py``):
+the asyncio example that ships with paho's sources):
 
 * the socket's reader calls ``loop_read``, so paho decodes each PUBLISH in the loop's own
   read callback; a per-topic callback (:meth:`Client.message_callback_add`) runs right

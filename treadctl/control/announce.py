@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass
 
 from treadctl.control.core import ControllerCore
+from treadctl.control.machine import Event
 from treadctl.control.safety import Interlock, Trip
 from treadctl.programs.model import Program
 from treadctl.types import Direction
@@ -89,6 +90,21 @@ class Announcer(ControllerCore):
             speed_kmh=speed_kmh,
             **extra,
         )
+
+    async def _count_down_to_start(
+        self, direction: Direction, speed_kmh: float, segment: int | None
+    ) -> None:
+        """The belt stands and is about to start (after a rear-facing turn, or a resume):
+        ``upcoming`` (``what = "start"``, phase ``countdown``), then ``motion.announce_s``
+        of waiting; a stop during it ends the session with nothing moved."""
+        self._step(Event.BELT_STARTING, phase="countdown")
+        lead_s = self.profile.motion.announce_s
+        self._announce_now(START, lead_s, direction, speed_kmh, segment=segment)
+        until = self.clock.now() + lead_s
+        while (left := until - self.clock.now()) > 1e-6:
+            self._check_stop()
+            await self._nap(left)  # woken by a stop
+        self._check_stop()
 
     async def _announcer(self, program: Program) -> None:
         """Emit each planned change's ``upcoming`` event ``announce_s`` of session time

@@ -15,7 +15,6 @@ import contextlib
 import logging
 
 from treadctl import ftms
-from treadctl.control.announce import START
 from treadctl.control.client import CommandError
 from treadctl.control.core import StopRequested
 from treadctl.control.machine import Event, Failure
@@ -238,15 +237,7 @@ class SessionWalker(TurnAround):
         if speed_kmh <= 0:
             return  # a stand-still segment: nothing starts
         self._check_stop()
-        self._step(Event.BELT_STARTING, phase="countdown")
-        lead_s = self.profile.motion.announce_s
-        self._announce_now(START, lead_s, self.commanded_dir, speed_kmh,
-                           segment=self.snapshot.segment)
-        until = self.clock.now() + lead_s
-        while (left := until - self.clock.now()) > 1e-6:
-            self._check_stop()
-            await self._nap(left)  # woken by a stop
-        self._check_stop()
+        await self._count_down_to_start(self.commanded_dir, speed_kmh, self.snapshot.segment)
 
     async def _run_segment(
         self,

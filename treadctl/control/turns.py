@@ -22,7 +22,7 @@ a pause: the listed durations are what the user walks, however long the turn tak
 
 from __future__ import annotations
 
-from treadctl.control.announce import START, Announcer
+from treadctl.control.announce import Announcer
 from treadctl.control.machine import Event
 from treadctl.programs.model import Segment
 from treadctl.types import Direction
@@ -83,14 +83,7 @@ class TurnAround(Announcer):
             if seg.speed_kmh <= 0:
                 self._step(Event.STOPPING, phase="stopping")  # a stand-still segment
                 return
-            self._step(Event.BELT_STARTING, phase="countdown")
-            lead_s = self.profile.motion.announce_s
-            self._announce_now(START, lead_s, face, seg.speed_kmh, segment=index + 1)
-            until = self.clock.now() + lead_s
-            while (left := until - self.clock.now()) > 1e-6:
-                self._check_stop()
-                await self._nap(left)  # woken by a stop
-            self._check_stop()
+            await self._count_down_to_start(face, seg.speed_kmh, index + 1)
         finally:
             self._turn_pending = None
             if self._paused_since is not None:

@@ -1,7 +1,5 @@
 """``python -m treadctl``: the same as the ``treadctl`` console script."""
 
-import sys
+from treadctl.cli import entry
 
-from treadctl.cli import main
-
-sys.exit(main())
+entry()

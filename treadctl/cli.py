@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -70,7 +71,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
+    """Run one command and return its exit code. ``program``: this is the ``treadctl``
+    process itself (:func:`entry`), which exits next; otherwise (a caller in the same
+    process, such as a test) the interrupt handler found here is put back on return."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -78,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    interrupts = signal.getsignal(signal.SIGINT)
     try:
         return int(func(args))
     except UsageError as exc:
@@ -87,7 +92,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RUNTIME
     except BrokenPipeError:
         return EXIT_OK
+    finally:
+        # A command may leave interrupts ignored once it has nothing left to stop (``run``
+        # after its session: docs/cli.md); the program keeps it so through its exit.
+        if not program and interrupts is not None:
+            signal.signal(signal.SIGINT, interrupts)
+
+
+def entry() -> None:
+    """The ``treadctl`` console script and ``python -m treadctl``."""
+    sys.exit(main(program=True))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -331,3 +331,59 @@ def test_real_process_over_tcp_kinetic_rx2(
     assert lines[-1]["outcome"] == "stopped", lines[-1]
     assert not any(x.get("latched") for x in lines)
     assert_store_closed(tmp_path, "stopped")
+
+
+# ---------------------------------------------------- a late tap, after the session ended
+
+
+def test_ctrl_c_after_the_session_ended_in_process_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One Ctrl-C stops the belt; a second one that comes only once the session is over
+    (the summary is being printed) has nothing to stop: exit 0 as for one tap, not a
+    KeyboardInterrupt (exit 1); and this process gets its own interrupt handler back."""
+    real_summary = run_cli._View.summary
+    late: list[bool] = []
+
+    def summary(view: Any, result: Any) -> None:
+        late.append(True)
+        os.kill(os.getpid(), signal.SIGINT)
+        real_summary(view, result)
+
+    monkeypatch.setattr(run_cli._View, "summary", summary)
+    before = signal.getsignal(signal.SIGINT)
+    run = run_in_process(tmp_path, monkeypatch, capsys, "kinetic-rx2", phase="cruising",
+                         action="ctrl-c")
+    assert late, "the summary was never printed"
+    assert_no_traceback(run)
+    assert run.rc == 0, (run.rc, run.err)
+    assert run.summary["outcome"] == "stopped"
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_ctrl_c_after_the_summary_real_process_exits_0(tmp_path: Path) -> None:
+    """The same in a real process: the late tap lands while the interpreter reports and
+    exits, where a KeyboardInterrupt would end it by SIGINT (exit -2) or with exit 1."""
+    prog = tmp_path / "program.toml"
+    prog.write_text(REVERSE_PROGRAM)
+    proc = _popen(["run", str(prog), "--profile", "kinetic-rx2", "--speedup", "20", "--json",
+                   "--data-dir", str(tmp_path)])
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("{") and json.loads(line).get("state") == "running":
+            break
+    proc.send_signal(signal.SIGINT)
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("{") and json.loads(line).get("summary") is True:
+            break
+    else:
+        raise AssertionError("no summary: " + "".join(seen))
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert proc.returncode == 0, (proc.returncode, err)
+    assert json.loads(seen[-1])["outcome"] == "stopped"

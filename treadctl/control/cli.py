@@ -425,6 +425,10 @@ async def _session(
         await controller.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        # The link is closed: a Ctrl-C from here on (a late second tap after a quick
+        # controlled stop) has nothing left to stop and must not turn a clean exit into a
+        # KeyboardInterrupt. treadctl.cli.main puts the caller's handler back.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _confirm_turn(controller: Controller, view: _View) -> None:

@@ -12,10 +12,9 @@ becomes a stop frame within the same call.
 
 Its parts (all deriving from ``core.ControllerCore``, which declares their shared state):
 the program walker (``session.py``), the loop, sender, escalation and the carrying out of
-a trip (``loop.py``), the
-machine's inputs (``inputs.py``: telemetry, status, danger, link loss), heart rate
-(``heart.py``: the HR supervisor, the strap, governed segments), and the snapshot and
-recorder interface (``snapshot.py``); docs/architecture.md.
+a trip (``loop.py``), the machine's inputs (``inputs.py``: telemetry, status, danger, link
+loss), heart rate (``heart.py``: the HR supervisor, the strap, governed segments), and the
+snapshot and recorder interface (``snapshot.py``); docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -34,18 +33,9 @@ from treadctl.control.client import CommandError
 from treadctl.control.heart import HeartRateControl
 from treadctl.control.inputs import MachineInputs
 from treadctl.control.loop import ControlLoop
-from treadctl.control.machine import (
-    ControlError,
-    Event,
-    SafetyMachine,
-    State,
-)
+from treadctl.control.machine import ControlError, Event, SafetyMachine, State
 from treadctl.control.machine_link import LinkFactory, MachineLink, link_factory_for
-from treadctl.control.planner import (
-    Ramp,
-    incline_ramp,
-    speed_ramp,
-)
+from treadctl.control.planner import Ramp, incline_ramp, speed_ramp
 from treadctl.control.reverse import reverse_method
 from treadctl.control.safety import Interlock, Latch, SafetyConfig, setpoint_refusal
 from treadctl.control.session import RAMP_OVERRUN_S, DirectionError, SessionWalker
@@ -66,6 +56,10 @@ log = logging.getLogger(__name__)
 #: the firmware watchdog only fires after every host frame was lost for 7/8 of it.
 KEEPALIVES_PER_LINK_TIMEOUT = 8
 
+
+#: The snapshot fields whose change is a state change (``state_listeners`` are called).
+_STATE_KEYS = ("state", "latched", "reason", "segment", "direction", "target_speed_kmh",
+               "target_incline_pct", "phase", "program", "session_id", "hr_quality", "warnings")
 
 #: The ``finished`` reason of a controlled stop asked for by an operator (cmd/stop, Ctrl-C).
 STOP_REASON = "stopped on request"
@@ -453,21 +447,7 @@ class Controller(SessionWalker, ControlLoop, MachineInputs, HeartRateControl):
         before = self.snapshot
         after = replace(before, **changes)
         self.snapshot = after
-        keys = (
-            "state",
-            "latched",
-            "reason",
-            "segment",
-            "direction",
-            "target_speed_kmh",
-            "target_incline_pct",
-            "phase",
-            "program",
-            "session_id",
-            "hr_quality",
-            "warnings",
-        )
-        if any(getattr(before, k) != getattr(after, k) for k in keys):
+        if any(getattr(before, k) != getattr(after, k) for k in _STATE_KEYS):
             for listener in self.state_listeners:
                 listener(after)
 

@@ -312,6 +312,10 @@ class SafetyMachine:
             self._go(_E.TRIP, target)
         return Step(trip, self._state, first)
 
+    def _decide(self, trip: Trip | None) -> Step:
+        """Latch ``trip`` when a check found one; else nothing changes."""
+        return self._latch_trip(trip) if trip is not None else Step(None, self._state)
+
     def estop(self, interlock: Interlock, detail: str) -> Step:
         """An operator's e-stop (``remote-estop``, ``gym-estop``): any state. It takes the
         place of a ``link-lost`` latch, which ends with the old link (:meth:`link_up`): an
@@ -361,7 +365,7 @@ class SafetyMachine:
             trip, self._hr_above_since = check_heart_rate(
                 r.hr_bpm, r.max_hr_bpm, self._hr_above_since, r.now, self.cfg
             )
-        return self._latch_trip(trip) if trip is not None else Step(None, self._state)
+        return self._decide(trip)
 
     def heart_rate(self, hr_bpm: int | None, max_hr_bpm: float, now: float) -> Step:
         """The heart-rate ceiling alone, between Treadmill Data frames (a strap reading):
@@ -371,20 +375,18 @@ class SafetyMachine:
         trip, self._hr_above_since = check_heart_rate(
             hr_bpm, max_hr_bpm, self._hr_above_since, now, self.cfg
         )
-        return self._latch_trip(trip) if trip is not None else Step(None, self._state)
+        return self._decide(trip)
 
-    def direction(
-        self, measured: Direction, expected: Direction, speed_kmh: float, fresh: bool
-    ) -> Step:
+    def direction(self, measured: Direction, expected: Direction, speed_kmh: float,
+                  fresh: bool) -> Step:
         """A direction read-back (vendor characteristic), judged against the command."""
         if not self._armed or self._latch.latched or not fresh:
             return Step(None, self._state)
         trip = check_direction(measured, expected, speed_kmh, self.cfg)
-        return self._latch_trip(trip) if trip is not None else Step(None, self._state)
+        return self._decide(trip)
 
-    def status(
-        self, status: ftms.MachineStatus, *, belt_may_move: bool, stop_is_ours: bool
-    ) -> Step:
+    def status(self, status: ftms.MachineStatus, *, belt_may_move: bool,
+               stop_is_ours: bool) -> Step:
         """A Fitness Machine Status notification."""
         if isinstance(status, ftms.StoppedBySafetyKey):
             return self._latch_trip(
@@ -395,12 +397,8 @@ class SafetyMachine:
                 return self._latch_trip(
                     Trip(Interlock.CONTROL_LOST, "machine reported control permission lost")
                 )
-        elif (
-            isinstance(status, ftms.StoppedOrPausedByUser)
-            and self._armed
-            and not stop_is_ours
-            and not self._latch.latched
-        ):
+        elif isinstance(status, ftms.StoppedOrPausedByUser) and self._armed \
+                and not stop_is_ours and not self._latch.latched:
             what = "paused" if status.paused else "stopped"
             return self._latch_trip(Trip(Interlock.MACHINE_STOP, f"belt {what} at the machine"))
         return Step(None, self._state)
@@ -411,16 +409,15 @@ class SafetyMachine:
         interlock = DANGER_INTERLOCK.get(kind, Interlock.MACHINE_FAULT)
         return self._latch_trip(Trip(interlock, f"{detail} ({kind}, machine reported)"))
 
-    def tick(
-        self, now: float, last_rx: float, last_heartbeat: float, heartbeat_s: float | None
-    ) -> Step:
+    def tick(self, now: float, last_rx: float, last_heartbeat: float,
+             heartbeat_s: float | None) -> Step:
         """The loop's timer interlocks: telemetry silence, dead-man heartbeat."""
         if not self._armed or self._latch.latched:
             return Step(None, self._state)
         trip = check_silence(last_rx, now, self.cfg) or check_heartbeat(
             last_heartbeat, now, heartbeat_s
         )
-        return self._latch_trip(trip) if trip is not None else Step(None, self._state)
+        return self._decide(trip)
 
     def link_lost(self, reason: str) -> Step:
         """The transport reported the link gone."""
@@ -449,19 +446,15 @@ class SafetyMachine:
         return Step(trip, self._state)
 
     # ------------------------------------------------------------------ reset
-    def reset(
-        self, *, session_ending: bool, speed_kmh: float | None, telemetry_age_s: float
-    ) -> Trip | None:
+    def reset(self, *, session_ending: bool, speed_kmh: float | None,
+              telemetry_age_s: float) -> Trip | None:
         """The one reset rule: refused while a session is still ending, and while fresh
         telemetry (< 1 s) shows the belt above standstill. It never moves the belt: it
         only clears the latch (returns the cleared trip, None when there was none)."""
         if session_ending:
             raise ControlError("session still ending; try again in a moment")
-        if (
-            speed_kmh is not None
-            and speed_kmh > self.cfg.standstill_kmh
-            and telemetry_age_s < RESET_FRESH_S
-        ):
+        moving = speed_kmh is not None and speed_kmh > self.cfg.standstill_kmh
+        if moving and telemetry_age_s < RESET_FRESH_S:
             raise ControlError(f"belt still moving ({speed_kmh:.1f} km/h); not reset")
         if _E.RESET not in TRANSITIONS[self._state]:
             raise IllegalTransition(f"reset is not allowed while {self._state.value}")
@@ -497,19 +490,7 @@ class SafetyMachine:
 
 
 __all__ = [
-    "ACTIVE",
-    "DANGER_INTERLOCK",
-    "FAILURE_INTERLOCK",
-    "INTERLOCK_INPUT",
-    "OPERATOR_ESTOPS",
-    "TRANSITIONS",
-    "TRIP_STATE",
-    "ControlError",
-    "Event",
-    "Failure",
-    "IllegalTransition",
-    "Reading",
-    "SafetyMachine",
-    "State",
-    "Step",
+    "ACTIVE", "DANGER_INTERLOCK", "FAILURE_INTERLOCK", "INTERLOCK_INPUT", "OPERATOR_ESTOPS",
+    "TRANSITIONS", "TRIP_STATE", "ControlError", "Event", "Failure", "IllegalTransition",
+    "Reading", "SafetyMachine", "State", "Step",
 ]

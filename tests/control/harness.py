@@ -9,11 +9,13 @@ from treadctl import ftms
 from treadctl.clock import run_virtual, wait_until
 from treadctl.control.client import is_motion_write
 from treadctl.control.controller import Controller
+from treadctl.control.machine import Reading
 from treadctl.control.safety import SafetyConfig
 from treadctl.limits import Limits
 from treadctl.profiles import load_profile
 from treadctl.programs.model import Program, program_from_dict
 from treadctl.transport.sim import SimTransport
+from treadctl.types import Direction
 
 T = TypeVar("T")
 
@@ -56,6 +58,14 @@ def with_sim(
 
 #: Poll a condition on virtual time (costs no real time); the tests' name for it.
 wait_for = wait_until
+
+
+def reading(speed: float, *, now: float = 0.0, hr: int | None = None,
+            direction: Direction | None = Direction.FORWARD) -> Reading:
+    """One Treadmill Data sample for the safety machine: commanded forward at 5 km/h
+    (the reference), cap 18 km/h, heart-rate ceiling 150 bpm."""
+    return Reading(now=now, speed_kmh=speed, direction=direction, hr_bpm=hr, reference_kmh=5.0,
+                   commanded_kmh=5.0, cap_kmh=18.0, expected=Direction.FORWARD, max_hr_bpm=150)
 
 
 def motion_writes_after(sim: Any, t_s: float) -> list[tuple[float, int, bytes]]:

@@ -16,12 +16,13 @@ from treadctl.control.machine import (
     INTERLOCK_INPUT,
     Event,
     Failure,
-    Reading,
     SafetyMachine,
     Step,
 )
 from treadctl.control.safety import Interlock, SafetyConfig
 from treadctl.types import Direction
+
+from harness import reading
 
 CFG = SafetyConfig()
 I = Interlock  # noqa: E741 (short table keys)
@@ -33,13 +34,6 @@ def _running() -> SafetyMachine:
     m.session(Event.RUNNING)
     m.arm()
     return m
-
-
-def _reading(speed: float, *, now: float = 0.0, hr: int | None = None,
-             direction: Direction | None = Direction.FORWARD) -> Reading:
-    return Reading(now=now, speed_kmh=speed, direction=direction, hr_bpm=hr,
-                   reference_kmh=5.0, commanded_kmh=5.0, cap_kmh=18.0,
-                   expected=Direction.FORWARD, max_hr_bpm=150)
 
 
 def _until_trip(m: SafetyMachine, feed: Callable[[float], Step], span_s: float) -> Step:
@@ -67,12 +61,12 @@ def _failed(failure: Failure) -> Step:
 
 def _telemetry_tracking() -> Step:
     m = _running()
-    return _until_trip(m, lambda t: m.telemetry(_reading(3.0, now=t)), CFG.tracking_time_s + 1)
+    return _until_trip(m, lambda t: m.telemetry(reading(3.0, now=t)), CFG.tracking_time_s + 1)
 
 
 def _telemetry_hr() -> Step:
     m = _running()
-    return _until_trip(m, lambda t: m.telemetry(_reading(5.0, hr=180, now=t)), CFG.hr_hold_s + 1)
+    return _until_trip(m, lambda t: m.telemetry(reading(5.0, hr=180, now=t)), CFG.hr_hold_s + 1)
 
 
 def _heart_rate() -> Step:
@@ -96,14 +90,14 @@ STIMULI: dict[tuple[Interlock, str], Callable[[], Step]] = {
         10.0, last_rx=0.0, last_heartbeat=10.0, heartbeat_s=None),
     (I.HEARTBEAT_MISSED, "tick"): lambda: _running().tick(
         10.0, last_rx=10.0, last_heartbeat=0.0, heartbeat_s=3.0),
-    (I.OVERSPEED, "telemetry"): lambda: _running().telemetry(_reading(9.0)),
+    (I.OVERSPEED, "telemetry"): lambda: _running().telemetry(reading(9.0)),
     (I.OVERSPEED, "danger"): lambda: _danger(I.OVERSPEED),
     (I.TRACKING_ERROR, "telemetry"): _telemetry_tracking,
     (I.TRACKING_ERROR, "command_failed"): lambda: _failed(Failure.NOT_STOPPED),
     (I.HEART_RATE, "telemetry"): _telemetry_hr,
     (I.HEART_RATE, "heart_rate"): _heart_rate,
     (I.DIRECTION_MISMATCH, "telemetry"): lambda: _running().telemetry(
-        _reading(5.0, direction=Direction.REVERSE)),
+        reading(5.0, direction=Direction.REVERSE)),
     (I.DIRECTION_MISMATCH, "direction"): lambda: _running().direction(
         Direction.REVERSE, Direction.FORWARD, 3.0, fresh=True),
     (I.DIRECTION_MISMATCH, "command_failed"): lambda: _failed(Failure.DIRECTION),

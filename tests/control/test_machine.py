@@ -16,12 +16,13 @@ from treadctl.control.machine import (
     Event,
     Failure,
     IllegalTransition,
-    Reading,
     SafetyMachine,
     State,
 )
 from treadctl.control.safety import Interlock, SafetyConfig
 from treadctl.types import Direction
+
+from harness import reading
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "safety.md"
 
@@ -253,18 +254,12 @@ def test_controller_failure_types_map_to_their_interlocks() -> None:
     assert CommandError("x", failure=Failure.NOT_STOPPED).failure is Failure.NOT_STOPPED
 
 
-def _reading(speed: float, *, now: float = 0.0, hr: int | None = None,
-             direction: Direction | None = Direction.FORWARD) -> Reading:
-    return Reading(now=now, speed_kmh=speed, direction=direction, hr_bpm=hr, reference_kmh=5.0,
-                   commanded_kmh=5.0, cap_kmh=18.0, expected=Direction.FORWARD, max_hr_bpm=150)
-
-
 def test_telemetry_interlocks_judge_only_an_armed_machine() -> None:
     m = _in(State.RUNNING)
-    assert m.telemetry(_reading(9.0)).trip is None  # not armed: no session drives the belt
+    assert m.telemetry(reading(9.0)).trip is None  # not armed: no session drives the belt
     m.arm()
-    assert m.telemetry(_reading(5.5)).trip is None
-    step = m.telemetry(_reading(9.0))
+    assert m.telemetry(reading(5.5)).trip is None
+    step = m.telemetry(reading(9.0))
     assert step.trip is not None and step.trip.interlock is Interlock.OVERSPEED
     assert not m.armed  # a trip disarms
 
@@ -272,18 +267,18 @@ def test_telemetry_interlocks_judge_only_an_armed_machine() -> None:
 def test_telemetry_direction_tracking_and_heart_rate() -> None:
     m = _in(State.RUNNING)
     m.arm()
-    step = m.telemetry(_reading(5.0, direction=Direction.REVERSE))
+    step = m.telemetry(reading(5.0, direction=Direction.REVERSE))
     assert step.trip is not None and step.trip.interlock is Interlock.DIRECTION_MISMATCH
     m = _in(State.RUNNING)
     m.arm()
     cfg = SafetyConfig()
-    assert m.telemetry(_reading(3.0, now=0.0)).trip is None
-    step = m.telemetry(_reading(3.0, now=cfg.tracking_time_s))
+    assert m.telemetry(reading(3.0, now=0.0)).trip is None
+    step = m.telemetry(reading(3.0, now=cfg.tracking_time_s))
     assert step.trip is not None and step.trip.interlock is Interlock.TRACKING_ERROR
     m = _in(State.RUNNING)
     m.arm()
-    assert m.telemetry(_reading(5.0, hr=180, now=0.0)).trip is None
-    step = m.telemetry(_reading(5.0, hr=180, now=cfg.hr_hold_s))
+    assert m.telemetry(reading(5.0, hr=180, now=0.0)).trip is None
+    step = m.telemetry(reading(5.0, hr=180, now=cfg.hr_hold_s))
     assert step.trip is not None and step.trip.interlock is Interlock.HEART_RATE
 
 
@@ -298,7 +293,7 @@ def test_the_heart_rate_hold_starts_over_with_each_arming() -> None:
     # Session 2: its first sample above the ceiling starts a new hold.
     m.arm()
     assert m.heart_rate(180, 150, 100.0).trip is None
-    assert m.telemetry(_reading(5.0, hr=180, now=100.0 + hold / 2)).trip is None
+    assert m.telemetry(reading(5.0, hr=180, now=100.0 + hold / 2)).trip is None
     # Re-arming within the session (a segment's start) keeps the hold running.
     m.arm()
     step = m.heart_rate(180, 150, 100.0 + hold)

@@ -155,12 +155,11 @@ class HeartRateControl(ControllerCore):
         in-process simulator, else the controller's own measurements."""
         if self.hr_url is None or parse_hr_url(self.hr_url).scheme != "sim-hr":
             return None
-        sim = getattr(self.transport, "_sim", None) or getattr(self.transport, "personality",
-                                                               None)
-        if sim is not None and hasattr(sim, "truth"):
+        sim_truth = self.transport.simulated_truth
+        if sim_truth is not None:
             from treadctl.simulator.heart import belt_workload
 
-            truth = belt_workload(sim.truth)
+            truth = belt_workload(sim_truth)
             if not self.rear_facing:
                 return truth
             # Rear-facing: the belt runs forward, the person walks the way they face.

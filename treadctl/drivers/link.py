@@ -85,6 +85,10 @@ class NativeTransport(Transport):
         self.personality: Any = None
         self._sim_tasks: list[asyncio.Task[None]] = []
 
+    @property
+    def simulated_truth(self) -> Callable[[], Any] | None:
+        return self.personality.truth if self.personality is not None else None
+
     async def open_stream(self) -> ByteStream:
         """The byte stream to the machine (``serial://``, ``tcp://``; ``sim://`` in-process)."""
         if self.url.scheme == "sim":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 NotifyHandler = Callable[[int, bytes], None]
 DisconnectHandler = Callable[[str], None]
@@ -128,3 +128,10 @@ class Transport(abc.ABC):
     def counters(self) -> dict[str, int]:
         """Link statistics (frames, CRC errors, ...) for state/telemetry/logs."""
         return {}
+
+    @property
+    def simulated_truth(self) -> Callable[[], Any] | None:
+        """The ground truth (``BeltTruth``) of the in-process simulator behind a connected
+        ``sim://`` link, None on a real one: a simulated heart strap (``sim-hr://``) reads
+        the belt's workload from it (treadctl/simulator/heart.py)."""
+        return None

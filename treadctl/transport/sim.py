@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from treadctl.profiles import DEFAULT_PROFILE, FirmwareProfile, load_profile
@@ -48,6 +49,10 @@ class SimTransport(FramedTransport):
         if self._sim is None:
             raise RuntimeError("SimTransport.sim exists only after connect()")
         return self._sim
+
+    @property
+    def simulated_truth(self) -> Callable[[], Any] | None:
+        return self._sim.truth if self._sim is not None else None
 
     async def _open(self) -> ByteStream:
         from treadctl.simulator import SimTreadmill, serve_stream

@@ -16,7 +16,11 @@ All against a real mosquitto started here on a free port (skipped when not insta
   ``added`` is ours minus that baseline, percentile by percentile; its note also gives it
   against a subscriber in the publisher's own process (no third process to wake, so a
   smaller baseline). Every MQTT client here has Nagle off (``tcp_nodelay``), as the
-  daemon's own connections do.
+  daemon's own connections do. With two CPUs or more every daemon process (and the
+  baseline's subscriber) has one CPU to itself, the rest of the benchmark the others
+  (``_cpus_apart``): the simulated firmware must not preempt the daemon that writes to it.
+  Trials go back to back (each e-stop right after the previous one's reset was acked), so
+  some land while the daemon still publishes that reset's ``command`` event and state.
 * ``daemon.gym_estop_fanout``: ``treadctl/all/cmd/estop`` to a daemon process with 50
   ``tcp://`` treadmills (``generic-ftms``, 4 Hz telemetry; 50 stamping simulators in one
   other process) -> the last of the 50 Stop frames written to its link (the target), and
@@ -67,6 +71,36 @@ WALK = {"name": "bench-walk",
 
 MISSES = {"estop": 0, "fanout": 0, "flood": 0}
 FANOUT_SETTLE_S = 0.3
+#: The CPUs of every daemon process here (and of the baseline's subscriber, which stands in
+#: for it); this process, mosquitto and the simulators run on the others (``_cpus_apart``).
+DAEMON_CPUS: set[int] = set()
+
+
+@contextlib.contextmanager
+def _cpus_apart() -> Iterator[str]:
+    """With two CPUs or more, the daemon gets one to itself. On a Pi the treadmill is not a
+    process: here a simulator woken by the daemon's own Stop write preempted the daemon
+    inside that write (150-230 us, in 25-50 % of the trials on two shared CPUs), and the
+    e-stop p50 jumped between two modes from run to run. Yields a note for the results."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        yield "one CPU: daemon, broker and simulators share it"
+        return
+    before = set(cpus)
+    DAEMON_CPUS.clear()
+    DAEMON_CPUS.add(cpus[0])
+    os.sched_setaffinity(0, set(cpus[1:]))
+    try:
+        yield f"daemon on CPU {cpus[0]}; broker, simulators and publisher on the other(s)"
+    finally:
+        os.sched_setaffinity(0, before)
+        DAEMON_CPUS.clear()
+
+
+def _on_daemon_cpus() -> None:
+    """``preexec_fn`` of a daemon process (see ``_cpus_apart``)."""
+    if DAEMON_CPUS:
+        os.sched_setaffinity(0, DAEMON_CPUS)
 FLOOD_MESSAGES = 10_000
 
 
@@ -141,7 +175,7 @@ asyncio.run(main(int(sys.argv[1])))
 async def _baseline_proc(port: int, trials: int) -> list[float]:
     sub = await asyncio.create_subprocess_exec(
         sys.executable, "-c", _SUBSCRIBER, str(port), env=_env(), cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE, preexec_fn=_on_daemon_cpus)
     out: list[float] = []
     try:
         assert sub.stdout is not None
@@ -198,7 +232,8 @@ def _start_to_ready(port: int, workdir: Path) -> tuple[float, float]:
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "treadctl.cli", "daemon", "--config", str(cfg),
                              "--log-level", "WARNING"], env=_env({"NOTIFY_SOCKET": str(sock_path)}),
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=_on_daemon_cpus)
     try:
         ready_s = math.nan
         while True:
@@ -226,7 +261,8 @@ def _cpu_50(port: int, workdir: Path, n: int, window_s: float, profile: str) -> 
         _write_toml(cfg, port, workdir / "data50", devices, profile)
         proc = subprocess.Popen([sys.executable, "-m", "treadctl.cli", "daemon", "--config",
                                  str(cfg), "--log-level", "WARNING"], env=_env(), cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                preexec_fn=_on_daemon_cpus)
         asyncio.run(_start_sessions(port, n))
         c0, t0 = _cpu_s(proc.pid), time.monotonic()
         time.sleep(window_s)  # a fixed real-time window is the measurement itself
@@ -383,7 +419,8 @@ class _ProcGym:
         daemon = await asyncio.create_subprocess_exec(
             sys.executable, "-c", _TAPPED_DAEMON, str(self.tap), "daemon", "--config",
             str(cfg), "--log-level", "WARNING", env=_env(), cwd=ROOT,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            preexec_fn=_on_daemon_cpus)
         # Terminated before the client goes (the stack unwinds in reverse).
         self._stack.push_async_callback(_terminate, daemon)
         await asyncio.wait_for(self.all_idle(), 60)
@@ -587,7 +624,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
     trials = 200 if quick else 1000
     fan_trials = 20 if quick else 100
     results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp, _mosquitto(Path(tmp)) as port:
+    with _cpus_apart() as cpus, tempfile.TemporaryDirectory() as tmp, \
+            _mosquitto(Path(tmp)) as port:
         work = Path(tmp)
 
         async def measure() -> dict[str, Any]:
@@ -614,7 +652,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                             "ratio": round(o / b, 2) if b else None,
                             "note": f"{len(ours)} trials ({MISSES['estop']} missed); publish -> "
                                     "Stop frame written to the TCP link; publisher, daemon, "
-                                    "sim in 3 processes"})
+                                    f"sim in 3 processes; {cpus}"})
             entry: dict[str, Any] = {"name": f"daemon.estop_added_p{q}",
                                      "value": round(o - b, 3), "unit": "ms",
                                      "note": "latency - baseline; against the in-process "

@@ -112,38 +112,65 @@ function makeCard(lane) {
   return c;
 }
 
+// Writes only what changed: a DOM write, even of the same text, invalidates the card's style
+// and layout, and 200 live cards rewritten ten times a second kept the page's main thread
+// busy long enough to hold up an E-STOP click (docs/fleet.md, "Measured").
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+function setFlag(node, prop, value) {
+  if (node[prop] !== value) node[prop] = value;
+}
+function cardParts(c) {
+  if (!c._parts) {
+    c._parts = {
+      status: $(".status", c), state: $(".state", c), direction: $(".direction", c),
+      speed: $(".speed .value", c), incline: $(".incline .value", c), hr: $(".hr .value", c),
+      program: $(".program", c), left: $(".time-left", c), warnings: $(".warnings", c),
+      caps: $(".caps", c), link: $(".link", c), pause: $(".pause", c), resume: $(".resume", c),
+      reset: $(".reset", c), start: $(".start", c),
+    };
+  }
+  return c._parts;
+}
+
 function render(lane) {
   S.lanes.set(lane.key, lane);
   let c = S.cards.get(lane.key);
   if (!c) { c = makeCard(lane); S.cards.set(lane.key, c); }
-  c.dataset.state = lane.state;
-  c.classList.toggle("offline", lane.status !== "online");
-  $(".status", c).textContent = lane.status === "online" ? "" : lane.status;
-  $(".state", c).textContent = lane.state;
+  const p = cardParts(c);
+  if (c.dataset.state !== lane.state) c.dataset.state = lane.state;
+  const offline = lane.status !== "online";
+  if (c.classList.contains("offline") !== offline) c.classList.toggle("offline", offline);
+  setText(p.status, offline ? lane.status : "");
+  setText(p.state, lane.state);
   const rev = lane.direction === "reverse";
-  const d = $(".direction", c);
-  d.textContent = rev ? "◀ REVERSE" : "▶ FORWARD";
-  d.classList.toggle("reverse", rev);
-  d.classList.toggle("still", !(lane.speed_kmh > 0.05));
-  $(".speed .value", c).textContent = fmt(lane.speed_kmh);
-  $(".incline .value", c).textContent = fmt(lane.incline_pct);
-  $(".hr .value", c).textContent = lane.hr_bpm ? String(lane.hr_bpm) : "–";
-  let p = lane.program ? lane.program : "no program";
-  if (lane.program && lane.segment) p += ` · segment ${lane.segment}${lane.segments ? "/" + lane.segments : ""}`;
-  $(".program", c).textContent = p;
-  $(".time-left", c).textContent = lane.time_left_s !== null && lane.time_left_s !== undefined
-    ? `${clock(lane.time_left_s)} left` : (lane.elapsed_s ? `${clock(lane.elapsed_s)} elapsed` : "");
-  const w = $(".warnings", c);
-  w.replaceChildren(...lane.warnings.map((t) => el("li", "", t)));
+  setText(p.direction, rev ? "◀ REVERSE" : "▶ FORWARD");
+  const still = !(lane.speed_kmh > 0.05);
+  if (p.direction.classList.contains("reverse") !== rev) p.direction.classList.toggle("reverse", rev);
+  if (p.direction.classList.contains("still") !== still) p.direction.classList.toggle("still", still);
+  setText(p.speed, fmt(lane.speed_kmh));
+  setText(p.incline, fmt(lane.incline_pct));
+  setText(p.hr, lane.hr_bpm ? String(lane.hr_bpm) : "–");
+  let prog = lane.program ? lane.program : "no program";
+  if (lane.program && lane.segment) prog += ` · segment ${lane.segment}${lane.segments ? "/" + lane.segments : ""}`;
+  setText(p.program, prog);
+  setText(p.left, lane.time_left_s !== null && lane.time_left_s !== undefined
+    ? `${clock(lane.time_left_s)} left` : (lane.elapsed_s ? `${clock(lane.elapsed_s)} elapsed` : ""));
+  const warnings = lane.warnings.join("\n");
+  if (p.warnings.dataset.shown !== warnings) {
+    p.warnings.dataset.shown = warnings;
+    p.warnings.replaceChildren(...lane.warnings.map((t) => el("li", "", t)));
+  }
   const l = lane.link || {};
-  $(".caps", c).textContent = capsText(lane);
-  $(".link", c).textContent = l.frames_received !== undefined
-    ? `link rx ${l.frames_received} tx ${l.frames_sent} crc ${l.crc_errors || 0} dropped ${l.dropped || 0}` : "link –";
+  setText(p.caps, capsText(lane));
+  setText(p.link, l.frames_received !== undefined
+    ? `link rx ${l.frames_received} tx ${l.frames_sent} crc ${l.crc_errors || 0} dropped ${l.dropped || 0}` : "link –");
   const running = ["running", "starting"].includes(lane.state);
-  $(".pause", c).disabled = !running;
-  $(".resume", c).disabled = lane.state !== "paused";
-  $(".reset", c).disabled = !(lane.latched || lane.state === "fault");
-  $(".start", c).disabled = lane.state !== "idle" || lane.status !== "online";
+  setFlag(p.pause, "disabled", !running);
+  setFlag(p.resume, "disabled", lane.state !== "paused");
+  setFlag(p.reset, "disabled", !(lane.latched || lane.state === "fault"));
+  setFlag(p.start, "disabled", lane.state !== "idle" || lane.status !== "online");
 }
 
 // What the lane can do, from the daemon's retained info (or the dashboard's config).

@@ -141,14 +141,14 @@ function render(lane) {
   const p = cardParts(c);
   if (c.dataset.state !== lane.state) c.dataset.state = lane.state;
   const offline = lane.status !== "online";
-  if (c.classList.contains("offline") !== offline) c.classList.toggle("offline", offline);
+  c.classList.toggle("offline", offline);  // a toggle to the current state writes nothing
   setText(p.status, offline ? lane.status : "");
   setText(p.state, lane.state);
   const rev = lane.direction === "reverse";
   setText(p.direction, rev ? "◀ REVERSE" : "▶ FORWARD");
   const still = !(lane.speed_kmh > 0.05);
-  if (p.direction.classList.contains("reverse") !== rev) p.direction.classList.toggle("reverse", rev);
-  if (p.direction.classList.contains("still") !== still) p.direction.classList.toggle("still", still);
+  p.direction.classList.toggle("reverse", rev);
+  p.direction.classList.toggle("still", still);
   setText(p.speed, fmt(lane.speed_kmh));
   setText(p.incline, fmt(lane.incline_pct));
   setText(p.hr, lane.hr_bpm ? String(lane.hr_bpm) : "–");
